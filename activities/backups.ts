@@ -1,0 +1,195 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { and, desc, eq, inArray, lte, sql } from 'drizzle-orm';
+import { backupSchedules, backups, instances, type BackupKind, type BackupRow } from '../db/schema/index.js';
+import { BackupStore } from '../lib/storage/backup-store.js';
+import { FailureTypes, type BackupResult } from '../workflows/contract.js';
+import { callerWorkflowId, region, type ActivityDeps } from './deps.js';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+const HEARTBEAT_EVERY_MS = 2_000;
+
+/** Progress a running dump reports in its heartbeats, shown by the API as the run's progress. */
+export interface DumpProgress {
+  phase: 'dumping' | 'verifying' | 'recording';
+  bytesWritten: number;
+  databaseBytes: number;
+}
+
+/** Input of beginBackup. `retentionDays` is taken from the instance's schedule for system backups. */
+export interface BeginBackupInput {
+  backupId: string;
+  instanceId: string;
+  kind: BackupKind;
+  label: string | null;
+  retentionDays?: number;
+}
+
+/** Backup and retention activities. Each is idempotent: a retry or re-run converges on the same end state. */
+export function backupActivities(deps: ActivityDeps) {
+  async function getBackup(backupId: string): Promise<BackupRow> {
+    const [row] = await deps.db.select().from(backups).where(eq(backups.id, backupId));
+    if (!row) throw ApplicationFailure.nonRetryable(`backup ${backupId} does not exist`, FailureTypes.backupNotFound);
+    return row;
+  }
+
+  return {
+    /**
+     * Records the backup as `pending` under its deterministic id and fixes its
+     * object key. A retry finds the row already there and returns it unchanged.
+     */
+    async beginBackup(input: BeginBackupInput): Promise<{ backupId: string; objectKey: string }> {
+      const [existing] = await deps.db.select().from(backups).where(eq(backups.id, input.backupId));
+      if (existing) return { backupId: existing.id, objectKey: existing.objectKey };
+      const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
+      if (!inst) throw ApplicationFailure.nonRetryable(`instance ${input.instanceId} does not exist`, FailureTypes.instanceNotFound);
+      let retentionDays = input.retentionDays;
+      if (retentionDays === undefined) {
+        const [policy] = await deps.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
+        retentionDays = policy?.retentionDays ?? 3;
+      }
+      const createdAt = new Date();
+      const objectKey = BackupStore.objectKey(inst.name, createdAt);
+      await deps.db
+        .insert(backups)
+        .values({
+          id: input.backupId,
+          instanceId: inst.id,
+          instanceName: inst.name,
+          region: inst.activeRegion,
+          kind: input.kind,
+          label: input.label,
+          status: 'pending',
+          objectKey,
+          edition: inst.edition,
+          workflowId: callerWorkflowId(),
+          createdAt,
+          expiresAt: new Date(createdAt.getTime() + retentionDays * DAY_MS),
+        })
+        .onConflictDoNothing({ target: backups.id });
+      const row = await getBackup(input.backupId);
+      return { backupId: row.id, objectKey: row.objectKey };
+    },
+
+    /**
+     * Streams pg_dump into the region's blob store, hashing on the way, writes
+     * the manifest, then marks the row `completed`. A completed backup is
+     * returned as is; a retried attempt overwrites its own key, so a crash
+     * never leaves two archives or an orphaned partial write.
+     */
+    async dumpBackup(input: { backupId: string }): Promise<{ sizeBytes: number; sha256: string; objectKey: string }> {
+      const ctx = Context.current();
+      const row = await getBackup(input.backupId);
+      if (row.status === 'completed' && row.sizeBytes !== null && row.sha256) {
+        return { sizeBytes: row.sizeBytes, sha256: row.sha256, objectKey: row.objectKey };
+      }
+      if (row.status !== 'pending') {
+        throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${row.status}, not pending`, FailureTypes.invalidState);
+      }
+      const [inst] = await deps.db.select().from(instances).where(eq(instances.id, row.instanceId));
+      if (!inst) throw ApplicationFailure.nonRetryable(`instance ${row.instanceId} does not exist`, FailureTypes.instanceNotFound);
+      const { engine, backups: store } = region(deps, row.region);
+
+      const progress: DumpProgress = { phase: 'dumping', bytesWritten: 0, databaseBytes: await engine.sizeBytes(inst.databaseName) };
+      ctx.heartbeat(progress);
+      const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
+      const dump = engine.dump(inst.databaseName);
+      const onCancel = () => dump.kill();
+      ctx.cancellationSignal.addEventListener('abort', onCancel);
+      dump.done.catch(() => {}); // observed through writeArchive's `complete`
+      try {
+        const written = await store.writeArchive(row.objectKey, dump.stream, {
+          onProgress: (bytes) => (progress.bytesWritten = bytes),
+          complete: dump.done,
+        });
+        progress.phase = 'recording';
+        const [sequences, serverVersion] = await Promise.all([engine.sequences(inst.databaseName), engine.serverVersion()]);
+        await store.writeManifest({
+          formatVersion: 1,
+          backupId: row.id,
+          objectKey: row.objectKey,
+          instanceId: row.instanceId,
+          instance: row.instanceName,
+          kind: row.kind,
+          label: row.label,
+          edition: row.edition,
+          serverVersion,
+          sizeBytes: written.sizeBytes,
+          sha256: written.sha256,
+          sequences,
+          createdAt: row.createdAt.toISOString(),
+          expiresAt: row.expiresAt.toISOString(),
+        });
+        await deps.db
+          .update(backups)
+          .set({ status: 'completed', sizeBytes: written.sizeBytes, sha256: written.sha256, sequences, serverVersion, completedAt: sql`now()`, error: null })
+          .where(and(eq(backups.id, row.id), eq(backups.status, 'pending')));
+        return { ...written, objectKey: row.objectKey };
+      } catch (err) {
+        dump.kill();
+        await store.remove(row.objectKey);
+        throw err;
+      } finally {
+        clearInterval(beat);
+        ctx.cancellationSignal.removeEventListener('abort', onCancel);
+      }
+    },
+
+    /** Marks a backup `failed` with its reason and removes anything it stored. Idempotent. */
+    async failBackup(input: { backupId: string; reason: string }): Promise<void> {
+      const [row] = await deps.db.select().from(backups).where(eq(backups.id, input.backupId));
+      if (!row || row.status === 'completed') return;
+      await region(deps, row.region).backups.remove(row.objectKey);
+      await deps.db.update(backups).set({ status: 'failed', error: input.reason.slice(0, 2000) }).where(eq(backups.id, row.id));
+    },
+
+    /**
+     * Deletes the instance's expired backups (archive, manifest, row). With
+     * keep-at-least-one (the default) the newest completed backup is kept even
+     * when expired. A deletion interrupted half way is finished by the next run.
+     */
+    async applyRetention(input: { instanceId: string }): Promise<string[]> {
+      const [policy] = await deps.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
+      const keepAtLeastOne = policy?.keepAtLeastOne ?? true;
+      const [newest] = await deps.db
+        .select({ id: backups.id })
+        .from(backups)
+        .where(and(eq(backups.instanceId, input.instanceId), eq(backups.status, 'completed')))
+        .orderBy(desc(backups.createdAt))
+        .limit(1);
+      const expired = await deps.db
+        .select()
+        .from(backups)
+        .where(
+          and(
+            eq(backups.instanceId, input.instanceId),
+            inArray(backups.status, ['completed', 'failed', 'deleting']),
+            lte(backups.expiresAt, sql`now()`),
+          ),
+        );
+      const doomed = expired.filter((b) => !(keepAtLeastOne && b.id === newest?.id));
+      for (const b of doomed) {
+        await deps.db.update(backups).set({ status: 'deleting' }).where(eq(backups.id, b.id));
+        await region(deps, b.region).backups.remove(b.objectKey);
+        await deps.db.delete(backups).where(eq(backups.id, b.id));
+        Context.current().heartbeat({ deleted: b.id });
+      }
+      return doomed.map((b) => b.id);
+    },
+
+    /** Records the outcome of a scheduled run on the schedule, so its last status shows a failure and its reason. */
+    async recordScheduleRun(input: { instanceId: string; status: 'completed' | 'failed'; error?: string }): Promise<void> {
+      await deps.db
+        .update(backupSchedules)
+        .set({
+          lastRunAt: sql`now()`,
+          lastRunStatus: input.status,
+          lastRunError: input.error?.slice(0, 2000) ?? null,
+          lastRunWorkflowId: callerWorkflowId(),
+        })
+        .where(eq(backupSchedules.instanceId, input.instanceId));
+    },
+  };
+}
+
+/** Resulting shape re-exported for workflows. */
+export type { BackupResult };

@@ -1,0 +1,35 @@
+import { Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import type { Database } from '../db/client.js';
+import type { InstanceEngine } from '../lib/engine/types.js';
+import type { BackupStore } from '../lib/storage/backup-store.js';
+
+/** A region's live handles: its database engine and its backup store. */
+export interface RegionHandles {
+  name: string;
+  pair: string;
+  engine: InstanceEngine;
+  backups: BackupStore;
+}
+
+/** Everything activities reach outside the workflow. Built once per worker; secrets stay here, never in workflow inputs. */
+export interface ActivityDeps {
+  db: Database;
+  regions: Map<string, RegionHandles>;
+  temporal: Client;
+  taskQueue: string;
+}
+
+/** The handles of `name`, or an error naming the configured regions. */
+export function region(deps: Pick<ActivityDeps, 'regions'>, name: string): RegionHandles {
+  const r = deps.regions.get(name);
+  if (!r) throw new Error(`region ${name} is not configured (configured: ${[...deps.regions.keys()].join(', ')})`);
+  return r;
+}
+
+/** The workflow id of the run that scheduled the current activity. */
+export function callerWorkflowId(): string {
+  const exec = Context.current().info.workflowExecution;
+  if (!exec) throw new Error('this activity must be called from a workflow');
+  return exec.workflowId;
+}

@@ -1,0 +1,11 @@
+import { backupActivities } from './backups.js';
+import type { ActivityDeps } from './deps.js';
+import { instanceActivities } from './instances.js';
+
+/** Every activity the worker registers, bound to its dependencies. */
+export function createActivities(deps: ActivityDeps) {
+  return { ...instanceActivities(deps), ...backupActivities(deps) };
+}
+
+/** The activity interface workflows proxy (type-only import in workflow code). */
+export type Activities = ReturnType<typeof createActivities>;

@@ -1,0 +1,90 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { eq, sql } from 'drizzle-orm';
+import { backupSchedules, instances, type InstanceRow, type InstanceState } from '../db/schema/index.js';
+import { acquireLock, releaseLock } from '../lib/locks.js';
+import { isRunRunning } from '../lib/runs.js';
+import { backupScheduleId, deleteBackupSchedule, upsertBackupSchedule } from '../lib/schedules.js';
+import { FailureTypes, type Runbook } from '../workflows/contract.js';
+import { callerWorkflowId, region, type ActivityDeps } from './deps.js';
+
+/** The catalog facts a workflow needs about an instance (no secrets). */
+export type InstanceSnapshot = Pick<InstanceRow, 'id' | 'name' | 'type' | 'edition' | 'homeRegion' | 'activeRegion' | 'state' | 'databaseName'>;
+
+async function loadInstance(deps: ActivityDeps, instanceId: string): Promise<InstanceRow> {
+  const [row] = await deps.db.select().from(instances).where(eq(instances.id, instanceId));
+  if (!row) throw ApplicationFailure.nonRetryable(`instance ${instanceId} does not exist`, FailureTypes.instanceNotFound);
+  return row;
+}
+
+/** Instance lifecycle and exclusion activities. */
+export function instanceActivities(deps: ActivityDeps) {
+  return {
+    /** Takes the instance's runbook lock for the calling run; fails non-retryably naming the run that holds it. */
+    async acquireInstanceLock(input: { instanceId: string; runbook: Runbook }): Promise<InstanceSnapshot> {
+      const workflowId = callerWorkflowId();
+      const res = await acquireLock(deps.db, { ...input, workflowId }, (id) => isRunRunning(deps.temporal, id));
+      if (!res.ok && res.reason === 'not_found') {
+        throw ApplicationFailure.nonRetryable(`instance ${input.instanceId} does not exist`, FailureTypes.instanceNotFound);
+      }
+      if (!res.ok && res.reason === 'busy') {
+        throw ApplicationFailure.nonRetryable(
+          `instance ${input.instanceId} is busy: run ${res.holder.workflowId} (${res.holder.runbook}) holds it; retry when it ends`,
+          FailureTypes.instanceBusy,
+          res.holder,
+        );
+      }
+      const { id, name, type, edition, homeRegion, activeRegion, state, databaseName } = await loadInstance(deps, input.instanceId);
+      return { id, name, type, edition, homeRegion, activeRegion, state, databaseName };
+    },
+
+    /** Releases the calling run's lock on the instance, if it still holds it. */
+    async releaseInstanceLock(input: { instanceId: string }): Promise<void> {
+      await releaseLock(deps.db, input.instanceId, callerWorkflowId());
+    },
+
+    /** Creates the instance's database in its active region. Idempotent. */
+    async createInstanceDatabase(input: { instanceId: string }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      await region(deps, inst.activeRegion).engine.createDatabase(inst.databaseName);
+    },
+
+    /** Drops the instance's database in its active region. Idempotent. */
+    async dropInstanceDatabase(input: { instanceId: string }): Promise<void> {
+      const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
+      if (!inst) return;
+      await region(deps, inst.activeRegion).engine.dropDatabase(inst.databaseName);
+    },
+
+    /** Creates or updates the instance's daily backup Temporal Schedule from its catalog policy (default: daily, 3 days). */
+    async ensureBackupSchedule(input: { instanceId: string }): Promise<void> {
+      await loadInstance(deps, input.instanceId);
+      const scheduleId = backupScheduleId(input.instanceId);
+      await deps.db.insert(backupSchedules).values({ instanceId: input.instanceId, scheduleId }).onConflictDoNothing();
+      const [policy] = await deps.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
+      if (!policy) throw new Error(`backup schedule row of ${input.instanceId} vanished`);
+      await upsertBackupSchedule(deps.temporal, deps.taskQueue, policy);
+    },
+
+    /** Deletes the instance's backup schedule from Temporal and the catalog. Idempotent. */
+    async removeBackupSchedule(input: { instanceId: string }): Promise<void> {
+      await deleteBackupSchedule(deps.temporal, backupScheduleId(input.instanceId));
+      await deps.db.delete(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
+    },
+
+    /** Sets the instance's state; with `release`, then frees the calling run's lock. */
+    async setInstanceState(input: { instanceId: string; state: InstanceState; release?: boolean }): Promise<void> {
+      const workflowId = callerWorkflowId();
+      await deps.db
+        .update(instances)
+        .set({ state: input.state, updatedAt: sql`now()` })
+        .where(eq(instances.id, input.instanceId));
+      if (input.release) await releaseLock(deps.db, input.instanceId, workflowId);
+    },
+
+    /** Removes the instance's catalog row (its backups stay, with their own expiry). Idempotent. */
+    async deleteInstanceRecord(input: { instanceId: string }): Promise<void> {
+      await deps.db.delete(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
+      await deps.db.delete(instances).where(eq(instances.id, input.instanceId));
+    },
+  };
+}

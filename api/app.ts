@@ -1,0 +1,60 @@
+import { OpenAPIHono } from '@hono/zod-openapi';
+import { Scalar } from '@scalar/hono-api-reference';
+import { sql } from 'drizzle-orm';
+import { bearerAuth, requireRole } from './auth.js';
+import type { ApiDeps, ApiEnv } from './deps.js';
+import { onError, zodIssues } from './errors.js';
+import { backupsApp } from './routes/backups.js';
+import { instancesApp } from './routes/instances.js';
+import { runsApp } from './routes/runs.js';
+import { schedulesApp } from './routes/schedules.js';
+
+/**
+ * The HTTP API. Public: /healthz, /readyz, /openapi.json, /docs. Everything
+ * under /v1 needs a bearer token; reads need any role, changes need `operator`.
+ */
+export function createApp(deps: ApiDeps) {
+  const app = new OpenAPIHono<ApiEnv>({
+    defaultHook: (result, c) => {
+      if (!result.success) {
+        const issues = zodIssues(result.error, result.target === 'json' ? 'body' : result.target);
+        const message = issues.map((i) => `${i.field}: ${i.rule}`).join('; ');
+        return c.json({ error: { code: 'validation_failed', message, issues } }, 400);
+      }
+      return undefined;
+    },
+  });
+  app.onError(onError);
+  app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } }, 404));
+
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.get('/readyz', async (c) => {
+    const checks = { catalog: false, temporal: false };
+    await Promise.all([
+      deps.db.execute(sql`select 1`).then(() => (checks.catalog = true), () => {}),
+      deps.temporalConnection.workflowService.getSystemInfo({}).then(() => (checks.temporal = true), () => {}),
+    ]);
+    const ready = checks.catalog && checks.temporal;
+    return c.json({ status: ready ? 'ready' : 'not_ready', checks }, ready ? 200 : 503);
+  });
+
+  const v1 = new OpenAPIHono<ApiEnv>({ defaultHook: app.defaultHook });
+  v1.use('*', bearerAuth(deps.cfg.API_TOKENS));
+  v1.use('*', requireRole('viewer', 'operator', 'approver'));
+  const backups = backupsApp(deps);
+  v1.route('/instances', instancesApp(deps));
+  v1.route('/instances', backups.byInstance);
+  v1.route('/instances', schedulesApp(deps));
+  v1.route('/backups', backups.byId);
+  v1.route('/runs', runsApp(deps));
+  app.route('/v1', v1);
+
+  app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
+  app.doc31('/openapi.json', {
+    openapi: '3.1.0',
+    info: { title: 'BCDR runbooks API', version: '1', description: 'Start backup and recovery runbooks on tenant PostgreSQL databases and follow their runs.' },
+    security: [{ bearer: [] }],
+  });
+  app.get('/docs', Scalar({ url: '/openapi.json', pageTitle: 'BCDR runbooks API' }));
+  return app;
+}

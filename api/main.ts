@@ -1,0 +1,31 @@
+import { serve } from '@hono/node-server';
+import { createDb } from '../db/client.js';
+import { loadConfigOrExit } from '../lib/config.js';
+import { openRegions } from '../lib/regions.js';
+import { connectTemporal } from '../lib/temporal.js';
+import { createApp } from './app.js';
+
+/** API process: serves until SIGINT/SIGTERM. */
+async function main(): Promise<void> {
+  const cfg = loadConfigOrExit();
+  if (cfg.API_TOKENS.length === 0) console.warn('API_TOKENS is empty: every /v1 request will get 401');
+  const catalog = createDb(cfg.CATALOG_DATABASE_URL);
+  const { client, connection } = await connectTemporal(cfg);
+  const regions = openRegions(cfg);
+  const app = createApp({ cfg, db: catalog.db, temporal: client, temporalConnection: connection, regions: regions.regions });
+  const server = serve({ fetch: app.fetch, hostname: cfg.API_HOST, port: cfg.API_PORT }, (info) => {
+    console.log(`API listening on http://${cfg.API_HOST}:${info.port} (docs at /docs)`);
+  });
+  const stop = () => {
+    server.close(() => {
+      void Promise.all([catalog.close(), regions.close(), connection.close()]).finally(() => process.exit(0));
+    });
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+main().catch((err: unknown) => {
+  console.error('API failed to start:', err instanceof Error ? err.message : err);
+  process.exit(1);
+});

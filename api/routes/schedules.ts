@@ -1,0 +1,102 @@
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { eq, sql } from 'drizzle-orm';
+import { backupSchedules, type BackupScheduleRow } from '../../db/schema/index.js';
+import { audit } from '../../lib/audit.js';
+import { upsertBackupSchedule } from '../../lib/schedules.js';
+import { requireRole } from '../auth.js';
+import type { ApiDeps, ApiEnv } from '../deps.js';
+import { ApiError, badRequest, ErrorSchema } from '../errors.js';
+import { findInstance } from '../runbooks.js';
+import { IdParam, ScheduleSchema, scheduleDto } from '../schemas.js';
+
+const PutScheduleBody = z
+  .object({
+    startTime: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'must be HH:MM (UTC, 24-hour)').optional(),
+    intervalDays: z.number().int('must be a whole number of days').min(1, 'must be at least 1').max(30, 'must be at most 30').optional(),
+    retentionDays: z.number().int('must be a whole number of days').min(1, 'must be at least 1').max(365, 'must be at most 365').optional(),
+    keepAtLeastOne: z.boolean().optional(),
+    enabled: z.boolean().optional(),
+  })
+  .strict()
+  .openapi('PutBackupSchedule', { description: 'Fields left out keep their current value. retentionDays must be greater than intervalDays.' });
+
+const err = (description: string) => ({ content: { 'application/json': { schema: ErrorSchema } }, description });
+
+/** /v1/instances/{id}/backup-schedule: the daily backup policy and its Temporal Schedule. */
+export function schedulesApp(deps: ApiDeps) {
+  const app = new OpenAPIHono<ApiEnv>();
+
+  async function load(instanceId: string, name: string): Promise<BackupScheduleRow> {
+    const [row] = await deps.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, instanceId));
+    if (!row) throw new ApiError(404, 'schedule_not_found', `instance ${name} has no backup schedule (is it still provisioning?)`);
+    return row;
+  }
+
+  async function nextRuns(scheduleId: string): Promise<Date[]> {
+    try {
+      const d = await deps.temporal.schedule.getHandle(scheduleId).describe();
+      return d.info.nextActionTimes.slice(0, 3);
+    } catch {
+      return [];
+    }
+  }
+
+  const errors = { 400: err('invalid input'), 401: err('no token'), 403: err('role missing'), 404: err('no such instance or schedule'), 503: err('Temporal unreachable; nothing changed') } as const;
+
+  app.openapi(
+    createRoute({
+      method: 'get',
+      path: '/{id}/backup-schedule',
+      tags: ['schedules'],
+      summary: 'The daily backup policy, its last run (with the failure reason if it failed) and its next runs',
+      request: { params: IdParam },
+      responses: { 200: { content: { 'application/json': { schema: ScheduleSchema } }, description: 'schedule' }, ...errors },
+    }),
+    async (c) => {
+      const inst = await findInstance(deps, c.req.valid('param').id);
+      const row = await load(inst.id, inst.name);
+      return c.json(scheduleDto(row, await nextRuns(row.scheduleId)), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'put',
+      path: '/{id}/backup-schedule',
+      tags: ['schedules'],
+      summary: 'Change the daily backup policy: start time, interval, retention, keep-at-least-one, enabled',
+      middleware: [requireRole('operator')] as const,
+      request: { params: IdParam, body: { content: { 'application/json': { schema: PutScheduleBody } }, required: true } },
+      responses: { 200: { content: { 'application/json': { schema: ScheduleSchema } }, description: 'updated' }, ...errors },
+    }),
+    async (c) => {
+      const inst = await findInstance(deps, c.req.valid('param').id);
+      const body = c.req.valid('json');
+      const current = await load(inst.id, inst.name);
+      const next = { ...current, ...body };
+      if (next.retentionDays <= next.intervalDays) {
+        throw badRequest('retentionDays', `must be greater than intervalDays (${next.intervalDays}), or no backup would outlive the next one`);
+      }
+      const actor = c.get('principal').identity;
+      const updated = await deps.db.transaction(async (tx) => {
+        const [row] = await tx
+          .update(backupSchedules)
+          .set({ startTime: next.startTime, intervalDays: next.intervalDays, retentionDays: next.retentionDays, keepAtLeastOne: next.keepAtLeastOne, enabled: next.enabled, updatedAt: sql`now()` })
+          .where(eq(backupSchedules.instanceId, inst.id))
+          .returning();
+        await audit(tx, { actor, action: 'schedule.update', instanceId: inst.id, subject: current.scheduleId, details: { ...body } });
+        try {
+          // Inside the transaction: if Temporal refuses, the catalog change rolls back with it.
+          await upsertBackupSchedule(deps.temporal, deps.cfg.TEMPORAL_TASK_QUEUE, next);
+        } catch (e) {
+          throw new ApiError(503, 'temporal_unavailable', `could not update the Temporal schedule: ${(e as Error).message}; nothing was changed`);
+        }
+        return row;
+      });
+      if (!updated) throw new ApiError(404, 'schedule_not_found', `instance ${inst.name} has no backup schedule`);
+      return c.json(scheduleDto(updated, await nextRuns(updated.scheduleId)), 200);
+    },
+  );
+
+  return app;
+}

@@ -1,0 +1,145 @@
+import { z } from '@hono/zod-openapi';
+import type { BackupRow, BackupScheduleRow, InstanceRow } from '../db/schema/index.js';
+import { Editions, InstanceTypes } from '../db/schema/index.js';
+
+/** DNS-label instance names; `--` is reserved for alternate endpoints (`<name>--s`). */
+export const InstanceName = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(50, 'must be at most 50 characters')
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'must be a DNS label: lowercase letters, digits and inner hyphens')
+  .refine((s) => !s.includes('--'), 'must not contain "--" (reserved for alternate endpoints)')
+  .openapi({ example: 'contoso-sandbox' });
+
+export const IdParam = z.object({
+  id: z.string().min(1).max(100).openapi({ param: { name: 'id', in: 'path' }, example: 'contoso-sandbox' }),
+});
+
+export const InstanceSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    type: z.enum(InstanceTypes),
+    edition: z.enum(Editions),
+    homeRegion: z.string(),
+    activeRegion: z.string(),
+    state: z.string(),
+    endpoint: z.string(),
+    lockedBy: z.object({ workflowId: z.string(), runbook: z.string() }).nullable(),
+    createdAt: z.string(),
+    updatedAt: z.string(),
+  })
+  .openapi('Instance');
+export type InstanceDto = z.infer<typeof InstanceSchema>;
+
+export function instanceDto(r: InstanceRow): InstanceDto {
+  return {
+    id: r.id,
+    name: r.name,
+    type: r.type,
+    edition: r.edition,
+    homeRegion: r.homeRegion,
+    activeRegion: r.activeRegion,
+    state: r.state,
+    endpoint: r.endpoint,
+    lockedBy: r.lockedByRun ? { workflowId: r.lockedByRun, runbook: r.lockedRunbook ?? 'unknown' } : null,
+    createdAt: r.createdAt.toISOString(),
+    updatedAt: r.updatedAt.toISOString(),
+  };
+}
+
+export const BackupSchema = z
+  .object({
+    id: z.string(),
+    instanceId: z.string(),
+    instanceName: z.string(),
+    region: z.string(),
+    kind: z.enum(['system', 'on_demand']),
+    label: z.string().nullable(),
+    status: z.string(),
+    objectKey: z.string(),
+    edition: z.string(),
+    serverVersion: z.string().nullable(),
+    sizeBytes: z.number().nullable(),
+    sha256: z.string().nullable(),
+    sequences: z.record(z.string(), z.string().nullable()).nullable(),
+    error: z.string().nullable(),
+    workflowId: z.string(),
+    createdAt: z.string(),
+    completedAt: z.string().nullable(),
+    expiresAt: z.string(),
+  })
+  .openapi('Backup');
+export type BackupDto = z.infer<typeof BackupSchema>;
+
+export function backupDto(b: BackupRow): BackupDto {
+  return {
+    ...b,
+    createdAt: b.createdAt.toISOString(),
+    completedAt: b.completedAt?.toISOString() ?? null,
+    expiresAt: b.expiresAt.toISOString(),
+  };
+}
+
+export const ScheduleSchema = z
+  .object({
+    instanceId: z.string(),
+    scheduleId: z.string(),
+    startTime: z.string(),
+    intervalDays: z.number(),
+    retentionDays: z.number(),
+    keepAtLeastOne: z.boolean(),
+    enabled: z.boolean(),
+    lastRun: z
+      .object({ at: z.string(), status: z.enum(['completed', 'failed']), error: z.string().nullable(), workflowId: z.string().nullable() })
+      .nullable(),
+    nextRuns: z.array(z.string()),
+  })
+  .openapi('BackupSchedule');
+export type ScheduleDto = z.infer<typeof ScheduleSchema>;
+
+export function scheduleDto(s: BackupScheduleRow, nextRuns: Date[]): ScheduleDto {
+  return {
+    instanceId: s.instanceId,
+    scheduleId: s.scheduleId,
+    startTime: s.startTime,
+    intervalDays: s.intervalDays,
+    retentionDays: s.retentionDays,
+    keepAtLeastOne: s.keepAtLeastOne,
+    enabled: s.enabled,
+    lastRun:
+      s.lastRunAt && s.lastRunStatus
+        ? { at: s.lastRunAt.toISOString(), status: s.lastRunStatus, error: s.lastRunError, workflowId: s.lastRunWorkflowId }
+        : null,
+    nextRuns: nextRuns.map((d) => d.toISOString()),
+  };
+}
+
+export const RunRefSchema = z
+  .object({
+    workflowId: z.string(),
+    runbook: z.string(),
+    url: z.string().openapi({ description: 'the run in the Temporal Web UI' }),
+    links: z.record(z.string(), z.string()),
+  })
+  .openapi('RunRef');
+
+export const RunSchema = z
+  .object({
+    workflowId: z.string(),
+    runId: z.string(),
+    runbook: z.string().nullable(),
+    instanceId: z.string().nullable(),
+    status: z.string(),
+    startTime: z.string(),
+    closeTime: z.string().nullable(),
+    step: z.string().nullable(),
+    stepsDone: z.array(z.string()),
+    progress: z.unknown().nullable(),
+    warnings: z.array(z.string()),
+    result: z.unknown().nullable(),
+    error: z.string().nullable(),
+    url: z.string(),
+  })
+  .openapi('Run');
+export type RunDto = z.infer<typeof RunSchema>;

@@ -1,0 +1,5 @@
+export * from './regions.js';
+export * from './instances.js';
+export * from './backups.js';
+export * from './schedules.js';
+export * from './audit.js';

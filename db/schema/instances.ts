@@ -1,0 +1,39 @@
+import { pgTable, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+
+/** Instance types: production instances are never restored into directly. */
+export const InstanceTypes = ['production', 'sandbox'] as const;
+export type InstanceType = (typeof InstanceTypes)[number];
+
+/** Editions, ordered: a backup restores only into the same or a higher edition. */
+export const Editions = ['basic', 'standard', 'premium'] as const;
+export type Edition = (typeof Editions)[number];
+
+/** Lifecycle states of an instance, as in the spec. */
+export const InstanceStates = ['provisioning', 'active', 'busy', 'suspended', 'failed', 'resetting', 'failed_over'] as const;
+export type InstanceState = (typeof InstanceStates)[number];
+
+/**
+ * A tenant database. `lockedBy*` is the exclusion lock: the workflow id of the
+ * one runbook acting on the instance, so two runbooks never act on it at once.
+ */
+export const instances = pgTable(
+  'instances',
+  {
+    id: text('id').primaryKey(),
+    name: text('name').notNull(),
+    type: text('type', { enum: InstanceTypes }).notNull(),
+    edition: text('edition', { enum: Editions }).notNull(),
+    homeRegion: text('home_region').notNull(),
+    activeRegion: text('active_region').notNull(),
+    state: text('state', { enum: InstanceStates }).notNull(),
+    databaseName: text('database_name').notNull(),
+    endpoint: text('endpoint').notNull(),
+    lockedByRun: text('locked_by_run'),
+    lockedRunbook: text('locked_runbook'),
+    lockedAt: timestamp('locked_at', { withTimezone: true }),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('instances_name_key').on(t.name)],
+);
+export type InstanceRow = typeof instances.$inferSelect;

@@ -1,0 +1,100 @@
+import { z } from 'zod';
+
+/** Roles a bearer token can carry. `approver` signs off runbooks that may lose data. */
+export const Roles = ['viewer', 'operator', 'approver'] as const;
+export type Role = (typeof Roles)[number];
+
+const jsonArray = <T extends z.ZodType>(item: T) =>
+  z
+    .string()
+    .transform((raw, ctx) => {
+      try {
+        return JSON.parse(raw) as unknown;
+      } catch {
+        ctx.addIssue({ code: 'custom', message: 'must be a JSON array' });
+        return z.NEVER;
+      }
+    })
+    .pipe(z.array(item).min(1));
+
+/** One region: a PostgreSQL cluster reached through an admin URL, and a blob store directory. */
+export const regionConfigSchema = z.object({
+  name: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'region name must be a lowercase DNS label'),
+  pair: z.string(),
+  postgresUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
+  blobDir: z.string().min(1),
+});
+export type RegionConfig = z.infer<typeof regionConfigSchema>;
+
+/** One API bearer token and the identity and roles it stands for. */
+export const tokenConfigSchema = z.object({
+  token: z.string().min(8, 'tokens must be at least 8 characters'),
+  identity: z.string().min(1),
+  roles: z.array(z.enum(Roles)).min(1),
+});
+export type TokenConfig = z.infer<typeof tokenConfigSchema>;
+
+/**
+ * Every setting the worker and the API read, from the environment.
+ * The same names drive the embedded local stack and a production deployment.
+ */
+export const configSchema = z
+  .object({
+    CATALOG_DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
+    TEMPORAL_ADDRESS: z.string().default('localhost:7233'),
+    TEMPORAL_NAMESPACE: z.string().default('default'),
+    TEMPORAL_TASK_QUEUE: z.string().default('bcdr'),
+    TEMPORAL_UI_URL: z.string().url().default('http://localhost:8233'),
+    REGIONS: jsonArray(regionConfigSchema),
+    API_TOKENS: jsonArray(tokenConfigSchema).default([]),
+    API_HOST: z.string().default('127.0.0.1'),
+    API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+    PG_BIN_DIR: z.string().optional(),
+  })
+  .superRefine((cfg, ctx) => {
+    const names = new Set(cfg.REGIONS.map((r) => r.name));
+    if (names.size !== cfg.REGIONS.length) {
+      ctx.addIssue({ code: 'custom', path: ['REGIONS'], message: 'region names must be unique' });
+    }
+    for (const r of cfg.REGIONS) {
+      const pair = cfg.REGIONS.find((p) => p.name === r.pair);
+      if (!pair || pair.name === r.name || pair.pair !== r.name) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['REGIONS'],
+          message: `region ${r.name} must name an existing, different region as its pair, and that region must pair back`,
+        });
+      }
+    }
+    const tokens = new Set(cfg.API_TOKENS.map((t) => t.token));
+    if (tokens.size !== cfg.API_TOKENS.length) {
+      ctx.addIssue({ code: 'custom', path: ['API_TOKENS'], message: 'tokens must be unique' });
+    }
+  });
+export type Config = z.infer<typeof configSchema>;
+
+/** Thrown when the environment does not describe a valid configuration. */
+export class ConfigError extends Error {}
+
+/** Parses the environment; throws a ConfigError listing every bad setting, without echoing secret values. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = configSchema.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(root)'}: ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  return parsed.data;
+}
+
+/** Loads the configuration or exits the process with a readable message. */
+export function loadConfigOrExit(): Config {
+  try {
+    return loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      process.exit(2);
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,68 @@
+import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleOptions } from '@temporalio/client';
+import { Runbooks, type DailyBackupInput } from '../workflows/contract.js';
+import { runSearchAttributes } from './temporal.js';
+
+/** The backup policy fields that shape the Temporal Schedule. */
+export interface SchedulePolicy {
+  instanceId: string;
+  scheduleId: string;
+  startTime: string;
+  intervalDays: number;
+  enabled: boolean;
+}
+
+/** The Temporal Schedule id of an instance's daily backup. */
+export const backupScheduleId = (instanceId: string) => `daily-backup-${instanceId}`;
+
+/**
+ * Every `intervalDays` days at `startTime` (UTC, HH:MM). Temporal phases
+ * intervals from the Unix epoch, so the start time is the offset into the day.
+ */
+function spec(policy: SchedulePolicy): ScheduleOptions['spec'] {
+  const [hh, mm] = policy.startTime.split(':').map(Number);
+  return { intervals: [{ every: `${policy.intervalDays}d`, offset: `${(hh ?? 0) * 60 + (mm ?? 0)}m` }] };
+}
+
+function action(policy: SchedulePolicy, taskQueue: string): ScheduleOptions['action'] {
+  const input: DailyBackupInput = { instanceId: policy.instanceId };
+  return {
+    type: 'startWorkflow',
+    workflowType: 'dailyBackupWorkflow',
+    workflowId: `daily-backup-${policy.instanceId}`,
+    taskQueue,
+    args: [input],
+    typedSearchAttributes: runSearchAttributes(policy.instanceId, Runbooks.dailyBackup),
+  };
+}
+
+/** Creates or updates the instance's backup schedule to match `policy`. Idempotent. */
+export async function upsertBackupSchedule(client: Client, taskQueue: string, policy: SchedulePolicy): Promise<void> {
+  const handle = client.schedule.getHandle(policy.scheduleId);
+  try {
+    await handle.update((prev) => ({
+      ...prev,
+      spec: spec(policy),
+      action: action(policy, taskQueue),
+      policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP },
+      state: { ...prev.state, paused: !policy.enabled },
+    }));
+  } catch (err) {
+    if (!(err instanceof ScheduleNotFoundError)) throw err;
+    await client.schedule.create({
+      scheduleId: policy.scheduleId,
+      spec: spec(policy),
+      action: action(policy, taskQueue),
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1h' },
+      state: { paused: !policy.enabled, note: `daily backup of instance ${policy.instanceId}` },
+    });
+  }
+}
+
+/** Deletes the instance's backup schedule; does nothing when it is already gone. */
+export async function deleteBackupSchedule(client: Client, scheduleId: string): Promise<void> {
+  try {
+    await client.schedule.getHandle(scheduleId).delete();
+  } catch (err) {
+    if (!(err instanceof ScheduleNotFoundError)) throw err;
+  }
+}

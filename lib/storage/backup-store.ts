@@ -1,0 +1,126 @@
+import { createHash } from 'node:crypto';
+import { Readable, Transform, type TransformCallback } from 'node:stream';
+import type { ObjectStore } from './object-store.js';
+import type { SequenceMarks } from '../engine/types.js';
+
+/** What a backup archive is, stored beside it so the archive can be checked and restored without the catalog. */
+export interface BackupManifest {
+  formatVersion: 1;
+  backupId: string;
+  objectKey: string;
+  instanceId: string;
+  instance: string;
+  kind: 'system' | 'on_demand';
+  label: string | null;
+  edition: string;
+  serverVersion: string;
+  sizeBytes: number;
+  sha256: string;
+  sequences: SequenceMarks;
+  createdAt: string;
+  expiresAt: string;
+}
+
+const pad = (n: number) => String(n).padStart(2, '0');
+
+/** Hashes and counts bytes as they pass, so the archive is read once and never held in memory. */
+class DigestStream extends Transform {
+  readonly hash = createHash('sha256');
+  bytes = 0;
+  constructor(private readonly opts: WriteArchiveOptions) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    this.opts.onProgress?.(this.bytes);
+    cb(null, chunk);
+  }
+  override _flush(cb: TransformCallback): void {
+    // The stream ends (and the object is committed) only once the producer says the data is whole.
+    (this.opts.complete ?? Promise.resolve()).then(() => cb(), (err: unknown) => cb(err as Error));
+  }
+}
+
+/** Options of BackupStore.writeArchive. */
+export interface WriteArchiveOptions {
+  /** Called with the running byte count as data passes. */
+  onProgress?: (bytes: number) => void;
+  /** Settles when the producer has finished; a rejection aborts the write so no archive is committed. */
+  complete?: Promise<void>;
+}
+
+/**
+ * The backup layout above a raw ObjectStore: it alone knows that an archive is
+ * named `<instance>-<yyyymmdd>-<hhmmss>` (UTC) and that its manifest sits
+ * beside it as `<key>.manifest.json`.
+ */
+export class BackupStore {
+  constructor(readonly objects: ObjectStore) {}
+
+  /** The archive key of a backup of `instance` taken at `at`. */
+  static objectKey(instance: string, at: Date): string {
+    const d = `${at.getUTCFullYear()}${pad(at.getUTCMonth() + 1)}${pad(at.getUTCDate())}`;
+    const t = `${pad(at.getUTCHours())}${pad(at.getUTCMinutes())}${pad(at.getUTCSeconds())}`;
+    return `${instance}-${d}-${t}`;
+  }
+
+  static manifestKey(objectKey: string): string {
+    return `${objectKey}.manifest.json`;
+  }
+
+  /**
+   * Streams an archive into the store under `objectKey`, computing its sha256
+   * on the way. The archive is committed only if `opts.complete` resolves.
+   * Unfinished writes of the same key from a killed attempt are removed
+   * first; on failure nothing is left under the key.
+   */
+  async writeArchive(objectKey: string, source: Readable, opts: WriteArchiveOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
+    await this.objects.removeIncomplete(objectKey);
+    const digest = new DigestStream(opts);
+    source.on('error', (err) => digest.destroy(err));
+    try {
+      await this.objects.put(objectKey, source.pipe(digest));
+    } catch (err) {
+      await this.objects.delete(objectKey);
+      throw err;
+    }
+    return { sizeBytes: digest.bytes, sha256: digest.hash.digest('hex') };
+  }
+
+  async writeManifest(manifest: BackupManifest): Promise<void> {
+    const body = Readable.from([Buffer.from(JSON.stringify(manifest, null, 2))]);
+    await this.objects.put(BackupStore.manifestKey(manifest.objectKey), body);
+  }
+
+  async readManifest(objectKey: string): Promise<BackupManifest | null> {
+    if (!(await this.objects.head(BackupStore.manifestKey(objectKey)))) return null;
+    const chunks: Buffer[] = [];
+    for await (const chunk of await this.objects.get(BackupStore.manifestKey(objectKey))) chunks.push(chunk as Buffer);
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as BackupManifest;
+  }
+
+  /** Re-reads an archive and returns its actual size and sha256. */
+  async checksum(objectKey: string): Promise<{ sizeBytes: number; sha256: string }> {
+    const hash = createHash('sha256');
+    let sizeBytes = 0;
+    for await (const chunk of await this.objects.get(objectKey)) {
+      hash.update(chunk as Buffer);
+      sizeBytes += (chunk as Buffer).length;
+    }
+    return { sizeBytes, sha256: hash.digest('hex') };
+  }
+
+  /** Removes an archive, its manifest and any unfinished write of either. Idempotent. */
+  async remove(objectKey: string): Promise<void> {
+    await this.objects.delete(BackupStore.manifestKey(objectKey));
+    await this.objects.delete(objectKey);
+  }
+
+  /** Every stored key (archives, manifests and unfinished writes) belonging to `objectKey`. */
+  async keysOf(objectKey: string): Promise<string[]> {
+    const complete = (await this.objects.list(objectKey)).map((o) => o.key);
+    const incomplete = await this.objects.listIncomplete(objectKey);
+    return [...complete, ...incomplete];
+  }
+}

@@ -1,0 +1,121 @@
+import { randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ObjectNotFoundError, type ObjectInfo, type ObjectStore } from './object-store.js';
+
+const TMP_SUFFIX = '.partial';
+const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/**
+ * ObjectStore on a local directory. A write goes to a hidden temp file beside
+ * its target, is fsynced, then renamed over the target, so a crash never
+ * leaves a half object under a real key.
+ */
+export class FsObjectStore implements ObjectStore {
+  constructor(readonly root: string) {}
+
+  private path(key: string): string {
+    if (!KEY_RE.test(key)) throw new Error(`invalid object key ${JSON.stringify(key)}`);
+    return path.join(this.root, key);
+  }
+
+  private tmpPrefix(key: string): string {
+    return `.${key}.`;
+  }
+
+  async put(key: string, body: Readable): Promise<ObjectInfo> {
+    const target = this.path(key);
+    await fs.mkdir(this.root, { recursive: true });
+    const tmp = path.join(this.root, `${this.tmpPrefix(key)}${randomUUID()}${TMP_SUFFIX}`);
+    try {
+      const out = createWriteStream(tmp, { flags: 'wx' });
+      await pipeline(body, out);
+      const fh = await fs.open(tmp, 'r');
+      try {
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await fs.rename(tmp, target);
+      await this.syncDir();
+    } catch (err) {
+      await fs.rm(tmp, { force: true });
+      throw err;
+    }
+    const info = await this.head(key);
+    if (!info) throw new Error(`object ${key} vanished after write`);
+    return info;
+  }
+
+  async get(key: string): Promise<Readable> {
+    const p = this.path(key);
+    try {
+      await fs.access(p);
+    } catch {
+      throw new ObjectNotFoundError(key);
+    }
+    return createReadStream(p);
+  }
+
+  async head(key: string): Promise<ObjectInfo | null> {
+    try {
+      const st = await fs.stat(this.path(key));
+      return { key, size: st.size, modifiedAt: st.mtime };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    await fs.rm(this.path(key), { force: true });
+    await this.removeIncomplete(key);
+  }
+
+  async list(prefix = ''): Promise<ObjectInfo[]> {
+    const names = await this.names();
+    const out: ObjectInfo[] = [];
+    for (const name of names) {
+      if (name.startsWith('.') || !name.startsWith(prefix)) continue;
+      const info = await this.head(name);
+      if (info) out.push(info);
+    }
+    return out.sort((a, b) => a.key.localeCompare(b.key));
+  }
+
+  async listIncomplete(prefix = ''): Promise<string[]> {
+    const names = await this.names();
+    return names.filter((n) => n.startsWith(`.${prefix}`) && n.endsWith(TMP_SUFFIX));
+  }
+
+  async removeIncomplete(key: string): Promise<void> {
+    const prefix = this.tmpPrefix(key);
+    const names = await this.names();
+    await Promise.all(
+      names
+        .filter((n) => n.startsWith(prefix) && n.endsWith(TMP_SUFFIX) && n.length === prefix.length + 36 + TMP_SUFFIX.length)
+        .map((n) => fs.rm(path.join(this.root, n), { force: true })),
+    );
+  }
+
+  private async names(): Promise<string[]> {
+    try {
+      return await fs.readdir(this.root);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+  }
+
+  private async syncDir(): Promise<void> {
+    const dir = await fs.open(this.root, 'r');
+    try {
+      await dir.sync();
+    } finally {
+      await dir.close();
+    }
+  }
+}

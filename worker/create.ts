@@ -1,0 +1,47 @@
+import path from 'node:path';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { createActivities } from '../activities/index.js';
+import { createDb } from '../db/client.js';
+import type { Config } from '../lib/config.js';
+import { isCompiled, projectRoot } from '../lib/paths.js';
+import { openRegions, syncRegions } from '../lib/regions.js';
+import { connectTemporal, ensureSearchAttributes } from '../lib/temporal.js';
+
+/** A worker ready to run, and how to release everything it opened. */
+export interface BcdrWorker {
+  worker: Worker;
+  close: () => Promise<void>;
+}
+
+/** Path of the workflow entry point, from sources or from the compiled tree. */
+export const workflowsPath = path.join(projectRoot, isCompiled ? 'dist/workflows/index.js' : 'workflows/index.ts');
+
+/**
+ * Builds a worker for the configured Temporal namespace and task queue:
+ * registers the search attributes, syncs regions into the catalog, and binds
+ * activities to the catalog, the region engines and the blob stores.
+ */
+export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { code: string } } = {}): Promise<BcdrWorker> {
+  const { client, connection } = await connectTemporal(cfg);
+  await ensureSearchAttributes(connection, cfg.TEMPORAL_NAMESPACE);
+  const catalog = createDb(cfg.CATALOG_DATABASE_URL);
+  await syncRegions(catalog.db, cfg);
+  const regions = openRegions(cfg);
+  const nativeConnection = await NativeConnection.connect({ address: cfg.TEMPORAL_ADDRESS });
+  const worker = await Worker.create({
+    connection: nativeConnection,
+    namespace: cfg.TEMPORAL_NAMESPACE,
+    taskQueue: cfg.TEMPORAL_TASK_QUEUE,
+    ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
+    activities: createActivities({ db: catalog.db, regions: regions.regions, temporal: client, taskQueue: cfg.TEMPORAL_TASK_QUEUE }),
+  });
+  return {
+    worker,
+    close: async () => {
+      await nativeConnection.close();
+      await regions.close();
+      await catalog.close();
+      await connection.close();
+    },
+  };
+}

@@ -1,0 +1,3 @@
+/** Every workflow the worker registers. Only workflow functions are exported here. */
+export { onDemandBackupWorkflow, dailyBackupWorkflow } from './backup.js';
+export { provisionInstanceWorkflow, deleteInstanceWorkflow } from './instances.js';

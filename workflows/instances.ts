@@ -1,0 +1,61 @@
+import { CancellationScope, log, proxyActivities } from '@temporalio/workflow';
+import type * as activities from '../activities/index.js';
+import { Runbooks, type InstanceRunInput } from './contract.js';
+import { RunState } from './run-state.js';
+
+/** Catalog, schedule and database DDL calls: all short. */
+const acts = proxyActivities<activities.Activities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 5 },
+});
+
+/**
+ * Provisions a new instance: its database in the home region and its daily
+ * backup schedule, then marks it active. On failure every completed step is
+ * undone in reverse (saga), so a failed provisioning leaves nothing behind.
+ */
+export async function provisionInstanceWorkflow(input: InstanceRunInput): Promise<void> {
+  const state = new RunState(Runbooks.provisionInstance, input.instanceId);
+  const compensations: { name: string; run: () => Promise<void> }[] = [];
+  try {
+    await state.step('lock-instance', () => acts.acquireInstanceLock({ instanceId: input.instanceId, runbook: Runbooks.provisionInstance }));
+    compensations.push({ name: 'delete-instance-record', run: () => acts.deleteInstanceRecord(input) });
+    compensations.push({ name: 'drop-database', run: () => acts.dropInstanceDatabase(input) });
+    await state.step('create-database', () => acts.createInstanceDatabase(input));
+    compensations.push({ name: 'remove-backup-schedule', run: () => acts.removeBackupSchedule(input) });
+    await state.step('create-backup-schedule', () => acts.ensureBackupSchedule(input));
+    await state.step('activate', () => acts.setInstanceState({ instanceId: input.instanceId, state: 'active', release: true }));
+    state.finish();
+  } catch (err) {
+    state.finish(err);
+    await CancellationScope.nonCancellable(async () => {
+      for (const c of compensations.reverse()) {
+        try {
+          await c.run();
+        } catch (compErr) {
+          log.error('compensation failed; continuing', { step: c.name, error: String(compErr) });
+        }
+      }
+    });
+    throw err;
+  }
+}
+
+/**
+ * Deletes an instance: drops its database first (nothing else changes if that
+ * fails), then its schedule and catalog row. Its backups stay until they expire.
+ */
+export async function deleteInstanceWorkflow(input: InstanceRunInput): Promise<void> {
+  const state = new RunState(Runbooks.deleteInstance, input.instanceId);
+  await state.step('lock-instance', () => acts.acquireInstanceLock({ instanceId: input.instanceId, runbook: Runbooks.deleteInstance }));
+  try {
+    await state.step('drop-database', () => acts.dropInstanceDatabase(input));
+    await state.step('remove-backup-schedule', () => acts.removeBackupSchedule(input));
+    await state.step('delete-instance-record', () => acts.deleteInstanceRecord(input));
+    state.finish();
+  } catch (err) {
+    state.finish(err);
+    await CancellationScope.nonCancellable(() => acts.releaseInstanceLock({ instanceId: input.instanceId }));
+    throw err;
+  }
+}
