@@ -88,6 +88,12 @@ export function backupActivities(deps: ActivityDeps) {
       const [inst] = await deps.db.select().from(instances).where(eq(instances.id, row.instanceId));
       if (!inst) throw ApplicationFailure.nonRetryable(`instance ${row.instanceId} does not exist`, FailureTypes.instanceNotFound);
       const { engine, backups: store } = region(deps, row.region);
+      if (!(await engine.databaseExists(inst.databaseName))) {
+        throw ApplicationFailure.nonRetryable(
+          `database ${inst.databaseName} of instance ${inst.name} does not exist in region ${row.region}; reset or re-provision the instance`,
+          FailureTypes.invalidState,
+        );
+      }
 
       const progress: DumpProgress = { phase: 'dumping', bytesWritten: 0, databaseBytes: await engine.sizeBytes(inst.databaseName) };
       ctx.heartbeat(progress);

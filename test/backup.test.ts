@@ -1,0 +1,143 @@
+import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { and, eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backups, backupSchedules } from '../db/schema/index.js';
+import { BackupStore } from '../lib/storage/backup-store.js';
+import { backupNow, createInstance, openContext, seedRows, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
+import { recordHistory } from './record.js';
+
+let ctx: TestContext;
+beforeAll(async () => {
+  ctx = await openContext();
+});
+afterAll(async () => {
+  await ctx.close();
+});
+
+const blobDir = (region: string) => ctx.cfg.REGIONS.find((r) => r.name === region)!.blobDir;
+
+describe('on-demand backup', () => {
+  it('produces an archive pg_restore accepts, whose sha256 matches the manifest and the catalog', async () => {
+    const name = uniqueName('backup');
+    const inst = await createInstance(ctx, name);
+    await seedRows(ctx, name, 5000);
+
+    const { row, response } = await backupNow(ctx, inst.id, 'before upgrade');
+    expect(response.run.url).toContain(encodeURIComponent(response.run.workflowId));
+    expect(row.status).toBe('completed');
+    expect(row.kind).toBe('on_demand');
+    expect(row.label).toBe('before upgrade');
+    expect(row.objectKey).toMatch(new RegExp(`^${name}-\\d{8}-\\d{6}$`));
+    expect(row.sizeBytes).toBeGreaterThan(1000);
+
+    const archive = path.join(blobDir('primary'), row.objectKey);
+    const bytes = readFileSync(archive);
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    const manifest = JSON.parse(readFileSync(path.join(blobDir('primary'), BackupStore.manifestKey(row.objectKey)), 'utf8'));
+    expect(sha).toBe(row.sha256);
+    expect(manifest.sha256).toBe(sha);
+    expect(manifest.sizeBytes).toBe(bytes.length);
+    expect(manifest.instance).toBe(name);
+    expect(manifest.edition).toBe('standard');
+    expect(manifest.serverVersion).toMatch(/^\d+/);
+    expect(manifest.sequences['public.orders_id_seq']).toBe('5000');
+
+    const list = spawnSync(path.join(ctx.cfg.PG_BIN_DIR!, 'pg_restore'), ['--list', archive], { encoding: 'utf8' });
+    expect(list.status).toBe(0);
+    expect(list.stdout).toMatch(/TABLE DATA public orders/);
+
+    const api = await ctx.call('GET', `/v1/backups/${row.id}`, { token: 'test-viewer-token' });
+    expect(api.status).toBe(200);
+    expect(api.body).toMatchObject({ status: 'completed', sha256: sha, sizeBytes: bytes.length });
+
+    const run = await ctx.call('GET', `/v1/runs/${response.run.workflowId}`);
+    expect(run.body).toMatchObject({ status: 'completed', runbook: 'on-demand-backup', instanceId: inst.id, step: 'completed' });
+    expect(run.body.stepsDone).toEqual(['lock-instance', 'record-backup', 'dump', 'retention']);
+    await recordHistory(ctx, response.run.workflowId, 'on-demand-backup');
+
+    const inUi = await ctx.call('GET', `/v1/runs?instance=${inst.id}`);
+    expect(inUi.body.runs.map((r: { workflowId: string }) => r.workflowId)).toContain(response.run.workflowId);
+  });
+});
+
+describe('daily backup schedule', () => {
+  it('is created with the instance: daily, retained 3 days, keep-at-least-one', async () => {
+    const inst = await createInstance(ctx, uniqueName('sched'));
+    const res = await ctx.call('GET', `/v1/instances/${inst.id}/backup-schedule`);
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ intervalDays: 1, retentionDays: 3, keepAtLeastOne: true, enabled: true, lastRun: null });
+    expect(res.body.nextRuns.length).toBeGreaterThan(0);
+    const desc = await ctx.temporal.schedule.getHandle(res.body.scheduleId).describe();
+    expect(desc.policies.overlap).toBe('SKIP');
+    expect(desc.spec.intervals?.[0]?.every).toBe(86_400_000);
+  });
+
+  it('produces a system backup when the schedule fires, and records it as the last status', async () => {
+    const name = uniqueName('daily');
+    const inst = await createInstance(ctx, name);
+    await seedRows(ctx, name, 100);
+    const [policy] = await ctx.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, inst.id));
+    await ctx.temporal.schedule.getHandle(policy!.scheduleId).trigger();
+    const row = await waitForBackup(inst.id, 'system', ['completed', 'failed']);
+    expect(row.status).toBe('completed');
+    expect(row.label).toBeNull();
+    expect(row.sha256).toMatch(/^[0-9a-f]{64}$/);
+    const sched = await waitForLastRun(inst.id);
+    expect(sched.body.lastRun).toMatchObject({ status: 'completed', error: null });
+    await recordHistory(ctx, sched.body.lastRun.workflowId, 'daily-backup');
+    const runs = await ctx.call('GET', `/v1/runs?instance=${inst.id}&runbook=daily-backup`);
+    expect(runs.body.runs.length).toBe(1);
+  });
+
+  it('shows a failed scheduled backup as failed with its reason on the schedule', async () => {
+    const name = uniqueName('dailyfail');
+    const inst = await createInstance(ctx, name);
+    await ctx.regions.get('primary')!.engine.dropDatabase(name); // the tenant database is gone under us
+    const [policy] = await ctx.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, inst.id));
+    await ctx.temporal.schedule.getHandle(policy!.scheduleId).trigger();
+    const sched = await waitForLastRun(inst.id);
+    expect(sched.body.lastRun.status).toBe('failed');
+    expect(sched.body.lastRun.error).toMatch(/does not exist/);
+    const [row] = await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id));
+    expect(row).toMatchObject({ kind: 'system', status: 'failed' });
+    expect(row!.error).toMatch(/does not exist/);
+    const store = ctx.regions.get('primary')!.backups;
+    expect(await store.keysOf(row!.objectKey)).toEqual([]);
+  });
+
+  it('applies a changed policy to the Temporal schedule', async () => {
+    const inst = await createInstance(ctx, uniqueName('policy'));
+    const res = await ctx.call('PUT', `/v1/instances/${inst.id}/backup-schedule`, {
+      body: { startTime: '03:30', intervalDays: 2, retentionDays: 7, keepAtLeastOne: false, enabled: false },
+    });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ startTime: '03:30', intervalDays: 2, retentionDays: 7, keepAtLeastOne: false, enabled: false });
+    const desc = await ctx.temporal.schedule.getHandle(res.body.scheduleId).describe();
+    expect(desc.state.paused).toBe(true);
+    expect(desc.spec.intervals?.[0]).toMatchObject({ every: 2 * 86_400_000, offset: (3 * 60 + 30) * 60_000 });
+  });
+});
+
+async function waitForBackup(instanceId: string, kind: 'system' | 'on_demand', statuses: string[]) {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const rows = await ctx.db.select().from(backups).where(and(eq(backups.instanceId, instanceId), eq(backups.kind, kind)));
+    const done = rows.find((r) => statuses.includes(r.status));
+    if (done) return done;
+    if (Date.now() > deadline) throw new Error(`no ${kind} backup of ${instanceId} reached ${statuses.join('/')}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+async function waitForLastRun(instanceId: string) {
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const res = await ctx.call('GET', `/v1/instances/${instanceId}/backup-schedule`);
+    if (res.body.lastRun) return res;
+    if (Date.now() > deadline) throw new Error(`schedule of ${instanceId} recorded no run`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}

@@ -1,0 +1,106 @@
+import { randomBytes } from 'node:crypto';
+import { inject } from 'vitest';
+import type { Client, Connection } from '@temporalio/client';
+import { eq } from 'drizzle-orm';
+import postgres from 'postgres';
+import type { RegionHandles } from '../activities/deps.js';
+import { createApp } from '../api/app.js';
+import { createDb, type Database } from '../db/client.js';
+import { backups } from '../db/schema/index.js';
+import { loadConfig, type Config } from '../lib/config.js';
+import { openRegions } from '../lib/regions.js';
+import { connectTemporal } from '../lib/temporal.js';
+import { OPERATOR } from './tokens.js';
+
+/** Live handles on the servers the global setup started, plus the API app. */
+export interface TestContext {
+  cfg: Config;
+  db: Database;
+  temporal: Client;
+  connection: Connection;
+  regions: Map<string, RegionHandles>;
+  app: ReturnType<typeof createApp>;
+  /** Calls the API in-process with a bearer token (operator unless told otherwise; null for none). */
+  call(method: string, path: string, opts?: { token?: string | null; body?: unknown; rawBody?: string }): Promise<{ status: number; body: any }>;
+  close(): Promise<void>;
+}
+
+export async function openContext(): Promise<TestContext> {
+  const cfg = loadConfig(inject('bcdrEnv'));
+  const catalog = createDb(cfg.CATALOG_DATABASE_URL, { max: 4 });
+  const { client, connection } = await connectTemporal(cfg);
+  const regions = openRegions(cfg);
+  const app = createApp({ cfg, db: catalog.db, temporal: client, temporalConnection: connection, regions: regions.regions, syncWaitMs: 120_000 });
+  return {
+    cfg,
+    db: catalog.db,
+    temporal: client,
+    connection,
+    regions: regions.regions,
+    app,
+    async call(method, path, opts = {}) {
+      const headers: Record<string, string> = {};
+      const token = opts.token === undefined ? OPERATOR : opts.token;
+      if (token) headers.authorization = `Bearer ${token}`;
+      let body: string | undefined;
+      if (opts.rawBody !== undefined || opts.body !== undefined) {
+        headers['content-type'] = 'application/json';
+        body = opts.rawBody ?? JSON.stringify(opts.body);
+      }
+      const res = await app.request(path, { method, headers, body });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        /* not JSON */
+      }
+      return { status: res.status, body: parsed };
+    },
+    async close() {
+      await regions.close();
+      await catalog.close();
+      await connection.close();
+    },
+  };
+}
+
+/** A fresh instance name, so tests never share state. */
+export const uniqueName = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
+
+/** Creates an instance through the API and returns its body; fails the test unless it is provisioned. */
+export async function createInstance(ctx: TestContext, name: string, extra: Partial<{ type: string; edition: string; homeRegion: string }> = {}) {
+  const res = await ctx.call('POST', '/v1/instances', { body: { name, type: 'sandbox', edition: 'standard', homeRegion: 'primary', ...extra } });
+  if (res.status !== 201) throw new Error(`create instance ${name}: ${res.status} ${JSON.stringify(res.body)}`);
+  return res.body as { id: string; name: string; endpoint: string };
+}
+
+/** Runs SQL on an instance's database in its region. */
+export async function withInstanceDb<T>(ctx: TestContext, dbName: string, fn: (sql: postgres.Sql) => Promise<T>, region = 'primary'): Promise<T> {
+  const r = ctx.cfg.REGIONS.find((x) => x.name === region)!;
+  const u = new URL(r.postgresUrl);
+  u.pathname = `/${dbName}`;
+  const sql = postgres(u.toString(), { max: 1, onnotice: () => {} });
+  try {
+    return await fn(sql);
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+/** Fills an instance database with real rows: a table with a serial key and 5,000 rows. */
+export async function seedRows(ctx: TestContext, dbName: string, rows = 5000): Promise<void> {
+  await withInstanceDb(ctx, dbName, async (sql) => {
+    await sql`create table if not exists orders (id serial primary key, customer text not null, amount numeric(12,2) not null, created_at timestamptz default now())`;
+    await sql`insert into orders (customer, amount) select 'customer-' || g, (g % 1000) + 0.99 from generate_series(1, ${rows}) g`;
+  });
+}
+
+/** Starts an on-demand backup through the API and waits for its run; returns the backup row. */
+export async function backupNow(ctx: TestContext, instance: string, label = 'test backup') {
+  const res = await ctx.call('POST', `/v1/instances/${instance}/backups`, { body: { label } });
+  if (res.status !== 202) throw new Error(`backup ${instance}: ${res.status} ${JSON.stringify(res.body)}`);
+  await ctx.temporal.workflow.getHandle(res.body.run.workflowId).result();
+  const [row] = await ctx.db.select().from(backups).where(eq(backups.id, res.body.backupId));
+  return { row: row!, response: res.body as { backupId: string; run: { workflowId: string; url: string } } };
+}

@@ -1,0 +1,18 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TestContext } from './helpers.js';
+
+/** Folder of recorded workflow histories the replay test checks. */
+export const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'histories');
+
+/**
+ * With RECORD_HISTORIES=1, saves a finished run's history as
+ * `test/histories/<name>.json` for the replay test. Otherwise does nothing:
+ * committed histories are never overwritten by an ordinary test run.
+ */
+export async function recordHistory(ctx: TestContext, workflowId: string, name: string): Promise<void> {
+  if (process.env.RECORD_HISTORIES !== '1') return;
+  const history = await ctx.temporal.workflow.getHandle(workflowId).fetchHistory();
+  writeFileSync(path.join(historiesDir, `${name}.json`), JSON.stringify(history, null, 2));
+}

@@ -1,0 +1,63 @@
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { migrateCatalog } from '../../db/migrate.js';
+import { loadConfig } from '../../lib/config.js';
+import { ensureDatabase, freePort, startCluster, startTemporal } from '../../scripts/lib/services.js';
+import { ensurePostgres, ensureTemporalCli } from '../../scripts/lib/tools.js';
+import { createBcdrWorker } from '../../worker/create.js';
+import { testTokens } from '../tokens.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    bcdrEnv: Record<string, string>;
+  }
+}
+
+/**
+ * Starts, once per test run, a real Temporal dev server, three real
+ * PostgreSQL clusters (catalog, primary, secondary) and a real worker.
+ */
+export default async function setup(project: TestProject) {
+  const started = Date.now();
+  const root = mkdtempSync(path.join(os.tmpdir(), 'bcdr-test-'));
+  chmodSync(root, 0o755);
+  const pgBin = ensurePostgres();
+  const cli = ensureTemporalCli();
+  const [tPort, uiPort, cPort, pPort, sPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [temporal, catalog, primary, secondary] = await Promise.all([
+    startTemporal({ cli, port: tPort, uiPort, logFile: path.join(root, 'temporal.log'), timeoutMs: 120_000 }),
+    startCluster({ name: 'catalog', pgBin, dataDir: path.join(root, 'pg', 'catalog'), port: cPort }),
+    startCluster({ name: 'primary', pgBin, dataDir: path.join(root, 'pg', 'primary'), port: pPort }),
+    startCluster({ name: 'secondary', pgBin, dataDir: path.join(root, 'pg', 'secondary'), port: sPort }),
+  ]);
+  const catalogUrl = await ensureDatabase(catalog.url, 'bcdr_catalog');
+  await migrateCatalog(catalogUrl);
+  const env: Record<string, string> = {
+    CATALOG_DATABASE_URL: catalogUrl,
+    TEMPORAL_ADDRESS: temporal.address,
+    TEMPORAL_NAMESPACE: 'default',
+    TEMPORAL_TASK_QUEUE: 'bcdr-test',
+    TEMPORAL_UI_URL: temporal.uiUrl,
+    PG_BIN_DIR: pgBin,
+    REGIONS: JSON.stringify([
+      { name: 'primary', pair: 'secondary', postgresUrl: primary.url, blobDir: path.join(root, 'blobs', 'primary') },
+      { name: 'secondary', pair: 'primary', postgresUrl: secondary.url, blobDir: path.join(root, 'blobs', 'secondary') },
+    ]),
+    API_TOKENS: JSON.stringify(testTokens),
+  };
+  const cfg = loadConfig(env);
+  const worker = await createBcdrWorker(cfg);
+  const running = worker.worker.run();
+  project.provide('bcdrEnv', env);
+  console.log(`test servers ready in ${((Date.now() - started) / 1000).toFixed(1)} s (data in ${root})`);
+
+  return async () => {
+    worker.worker.shutdown();
+    await running.catch(() => {});
+    await worker.close();
+    await Promise.all([temporal.stop(), catalog.stop(), primary.stop(), secondary.stop()]);
+    if (!process.env.KEEP_TEST_DATA) rmSync(root, { recursive: true, force: true });
+  };
+}
