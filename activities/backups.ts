@@ -1,6 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { and, desc, eq, inArray, lte, sql } from 'drizzle-orm';
 import { backupSchedules, backups, instances, type BackupKind, type BackupRow } from '../db/schema/index.js';
+import { isRunRunning } from '../lib/runs.js';
 import { BackupStore } from '../lib/storage/backup-store.js';
 import { FailureTypes, type BackupResult } from '../workflows/contract.js';
 import { callerWorkflowId, region, type ActivityDeps } from './deps.js';
@@ -151,9 +152,21 @@ export function backupActivities(deps: ActivityDeps) {
     /**
      * Deletes the instance's expired backups (archive, manifest, row). With
      * keep-at-least-one (the default) the newest completed backup is kept even
-     * when expired. A deletion interrupted half way is finished by the next run.
+     * when expired. A deletion interrupted half way is finished by the next run,
+     * and a pending backup left by a run that ended is marked failed and cleared.
      */
     async applyRetention(input: { instanceId: string }): Promise<string[]> {
+      const me = callerWorkflowId();
+      const pending = await deps.db.select().from(backups).where(and(eq(backups.instanceId, input.instanceId), eq(backups.status, 'pending')));
+      for (const b of pending) {
+        // A pending backup whose run ended (terminated, killed) is abandoned: fail it and clear its files.
+        if (b.workflowId === me || (await isRunRunning(deps.temporal, b.workflowId))) continue;
+        await region(deps, b.region).backups.remove(b.objectKey);
+        await deps.db
+          .update(backups)
+          .set({ status: 'failed', error: `abandoned: run ${b.workflowId} ended before the backup completed` })
+          .where(and(eq(backups.id, b.id), eq(backups.status, 'pending')));
+      }
       const [policy] = await deps.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
       const keepAtLeastOne = policy?.keepAtLeastOne ?? true;
       const [newest] = await deps.db

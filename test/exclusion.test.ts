@@ -1,0 +1,79 @@
+import { spawnSync } from 'node:child_process';
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { instances } from '../db/schema/index.js';
+import { createInstance, openContext, uniqueName, type TestContext } from './helpers.js';
+
+let ctx: TestContext;
+beforeAll(async () => {
+  ctx = await openContext();
+});
+afterAll(async () => {
+  await ctx.close();
+});
+
+/** Fills a database with pgbench tables so a dump takes long enough to overlap another request. */
+function pgbenchInit(ctx: TestContext, db: string, scale: number) {
+  const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
+  const r = spawnSync(`${ctx.cfg.PG_BIN_DIR}/pgbench`, ['-i', '-q', '-s', String(scale), '-h', url.hostname, '-p', url.port, '-U', 'postgres', db], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(r.stderr);
+}
+
+describe('one runbook per instance', () => {
+  it('refuses a conflicting runbook with 409 naming the run that holds the instance', async () => {
+    const name = uniqueName('busy');
+    const inst = await createInstance(ctx, name);
+    pgbenchInit(ctx, name, 5);
+    const first = await ctx.call('POST', `/v1/instances/${inst.id}/backups`, { body: { label: 'first' } });
+    expect(first.status).toBe(202);
+    const second = await ctx.call('POST', `/v1/instances/${inst.id}/backups`, { body: { label: 'second' } });
+    expect(second.status).toBe(409);
+    expect(second.body.error.code).toBe('instance_busy');
+    expect(second.body.error.run.workflowId).toBe(first.body.run.workflowId);
+    expect(second.body.error.message).toContain(first.body.run.workflowId);
+
+    const del = await ctx.call('DELETE', `/v1/instances/${inst.id}`);
+    expect(del.status).toBe(409);
+    expect(del.body.error.run.workflowId).toBe(first.body.run.workflowId);
+
+    await ctx.temporal.workflow.getHandle(first.body.run.workflowId).result();
+    const [row] = await ctx.db.select().from(instances).where(eq(instances.id, inst.id));
+    expect(row!.lockedByRun).toBeNull();
+    const third = await ctx.call('POST', `/v1/instances/${inst.id}/backups`, { body: { label: 'third' } });
+    expect(third.status).toBe(202);
+    await ctx.temporal.workflow.getHandle(third.body.run.workflowId).result();
+  });
+
+  it('takes over the lock of a run that was terminated, so a killed run never blocks an instance', async () => {
+    const name = uniqueName('stale');
+    const inst = await createInstance(ctx, name);
+    pgbenchInit(ctx, name, 5);
+    const first = await ctx.call('POST', `/v1/instances/${inst.id}/backups`, { body: { label: 'doomed' } });
+    await ctx.temporal.workflow.getHandle(first.body.run.workflowId).terminate('test: simulate a killed run');
+    await ctx.db.update(instances).set({ lockedAt: new Date(Date.now() - 5 * 60_000) }).where(eq(instances.id, inst.id));
+    const next = await ctx.call('POST', `/v1/instances/${inst.id}/backups`, { body: { label: 'after' } });
+    expect(next.status).toBe(202);
+    await ctx.temporal.workflow.getHandle(next.body.run.workflowId).result();
+    // Retention of the next run clears what the killed run left: its backup is failed, with no files.
+    const res = await ctx.call('GET', `/v1/backups/${first.body.backupId}`);
+    if (res.status === 200) {
+      expect(res.body.status).toBe('failed');
+      expect(res.body.error).toMatch(/abandoned/);
+      expect(await ctx.regions.get('primary')!.backups.keysOf(res.body.objectKey)).toEqual([]);
+    } else {
+      expect(res.status).toBe(404); // terminated before it recorded the backup at all
+    }
+    const store = ctx.regions.get('primary')!.backups.objects;
+    expect(await store.listIncomplete(name)).toEqual([]);
+  });
+
+  it('deletes an idle instance: its database, schedule and catalog row', async () => {
+    const name = uniqueName('gone');
+    const inst = await createInstance(ctx, name);
+    const res = await ctx.call('DELETE', `/v1/instances/${inst.id}`);
+    expect(res.status).toBe(200);
+    expect(await ctx.regions.get('primary')!.engine.databaseExists(name)).toBe(false);
+    expect((await ctx.call('GET', `/v1/instances/${inst.id}`)).status).toBe(404);
+    await expect(ctx.temporal.schedule.getHandle(`daily-backup-${inst.id}`).describe()).rejects.toThrow();
+  });
+});
