@@ -1,0 +1,139 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { createActivities } from '../activities/index.js';
+import { backups } from '../db/schema/index.js';
+import { BackupStore } from '../lib/storage/backup-store.js';
+import { createInstance, openContext, uniqueName, type TestContext } from './helpers.js';
+
+let ctx: TestContext;
+let acts: ReturnType<typeof createActivities>;
+beforeAll(async () => {
+  ctx = await openContext();
+  acts = createActivities({ db: ctx.db, regions: ctx.regions, temporal: ctx.temporal, taskQueue: ctx.cfg.TEMPORAL_TASK_QUEUE });
+});
+afterAll(async () => {
+  await ctx.close();
+});
+
+const blobDir = () => ctx.cfg.REGIONS.find((r) => r.name === 'primary')!.blobDir;
+
+/** An activity environment that looks like it runs inside workflow `workflowId`. */
+const envFor = (workflowId: string) => new MockActivityEnvironment({ workflowExecution: { workflowId, runId: 'run-1' } });
+
+function pgbenchInit(db: string, scale: number) {
+  const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
+  const r = spawnSync(`${ctx.cfg.PG_BIN_DIR}/pgbench`, ['-i', '-q', '-s', String(scale), '-h', url.hostname, '-p', url.port, '-U', 'postgres', db], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(r.stderr);
+}
+
+async function prepare(prefix: string, scale: number) {
+  const name = uniqueName(prefix);
+  const inst = await createInstance(ctx, name);
+  pgbenchInit(name, scale);
+  const backupId = `bk-${name}`;
+  const workflowId = `test-${name}`;
+  const begun = await envFor(workflowId).run(acts.beginBackup, { backupId, instanceId: inst.id, kind: 'on_demand', label: 'retry test' });
+  return { name, inst, backupId, workflowId, objectKey: begun.objectKey };
+}
+
+/** Checks the end state every retry must reach: one completed backup, its archive and manifest, nothing else. */
+async function expectExactlyOneCompleted(instanceId: string, name: string, objectKey: string) {
+  const rows = await ctx.db.select().from(backups).where(eq(backups.instanceId, instanceId));
+  expect(rows).toHaveLength(1);
+  expect(rows[0]!.status).toBe('completed');
+  const store = ctx.regions.get('primary')!.backups;
+  expect((await store.objects.list(name)).map((o) => o.key).sort()).toEqual([objectKey, BackupStore.manifestKey(objectKey)].sort());
+  expect(await store.objects.listIncomplete(name)).toEqual([]);
+  const actual = await store.checksum(objectKey);
+  expect(actual.sha256).toBe(rows[0]!.sha256);
+  expect(actual.sizeBytes).toBe(rows[0]!.sizeBytes);
+  const manifest = await store.readManifest(objectKey);
+  expect(manifest?.sha256).toBe(rows[0]!.sha256);
+}
+
+describe('dump retries', () => {
+  it('ends with exactly one completed backup and no leftovers when the dumping process is killed part way and retried', async () => {
+    const { name, inst, backupId, workflowId, objectKey } = await prepare('killed', 10);
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, 'fixtures', 'dump-child.ts'), backupId, workflowId], {
+      env: { ...process.env, BCDR_TEST_ENV: JSON.stringify(inject('bcdrEnv')) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+
+    // Wait until the archive is part written, then kill the process outright, as a crashed worker.
+    const partial = () => readdirSync(blobDir()).find((f) => f.startsWith(`.${objectKey}.`) && f.endsWith('.partial'));
+    const deadline = Date.now() + 60_000;
+    let killedMidway = false;
+    while (Date.now() < deadline && child.exitCode === null) {
+      const p = existsSync(blobDir()) ? partial() : undefined;
+      if (p && statSync(path.join(blobDir(), p)).size > 64 * 1024) {
+        child.kill('SIGKILL');
+        killedMidway = true;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await exited;
+    expect(killedMidway, `dump finished before it could be killed: ${stderr}`).toBe(true);
+    // The kill left a partial write behind and the backup still pending: the state a retry must repair.
+    expect(partial()).toBeDefined();
+    expect(existsSync(path.join(blobDir(), objectKey))).toBe(false);
+    const [pending] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
+    expect(pending!.status).toBe('pending');
+
+    const result = await envFor(workflowId).run(acts.dumpBackup, { backupId });
+    expect(result.objectKey).toBe(objectKey);
+    await expectExactlyOneCompleted(inst.id, name, objectKey);
+
+    // A further retry after success is a no-op returning the same backup.
+    const again = await envFor(workflowId).run(acts.dumpBackup, { backupId });
+    expect(again).toEqual(result);
+    await expectExactlyOneCompleted(inst.id, name, objectKey);
+  });
+
+  it('leaves nothing stored when a dump is cancelled part way, and a retry then completes', async () => {
+    const { name, inst, backupId, workflowId, objectKey } = await prepare('cancelled', 10);
+    const env = envFor(workflowId);
+    const running = env.run(acts.dumpBackup, { backupId });
+    running.catch(() => {});
+    // Cancel once the archive is part written, as Temporal does when the run is cancelled mid-dump.
+    const deadline = Date.now() + 60_000;
+    let cancelledMidway = false;
+    while (Date.now() < deadline) {
+      const names = existsSync(blobDir()) ? readdirSync(blobDir()) : [];
+      const p = names.find((f) => f.startsWith(`.${objectKey}.`) && f.endsWith('.partial'));
+      if (p && statSync(path.join(blobDir(), p)).size > 64 * 1024) {
+        env.cancel();
+        cancelledMidway = true;
+        break;
+      }
+      if (names.includes(objectKey)) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(cancelledMidway, 'dump finished before it could be cancelled').toBe(true);
+    await expect(running).rejects.toThrow();
+    const store = ctx.regions.get('primary')!.backups;
+    expect(await store.keysOf(objectKey)).toEqual([]);
+    const [row] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
+    expect(row!.status).toBe('pending');
+
+    await envFor(workflowId).run(acts.dumpBackup, { backupId });
+    await expectExactlyOneCompleted(inst.id, name, objectKey);
+  });
+
+  it('marks a failed backup failed with its reason and removes anything stored', async () => {
+    const { backupId, workflowId, objectKey, name } = await prepare('failing', 1);
+    await ctx.regions.get('primary')!.engine.dropDatabase(name);
+    await expect(envFor(workflowId).run(acts.dumpBackup, { backupId })).rejects.toThrow(/does not exist/);
+    await envFor(workflowId).run(acts.failBackup, { backupId, reason: 'database vanished' });
+    const [row] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
+    expect(row).toMatchObject({ status: 'failed', error: 'database vanished' });
+    expect(await ctx.regions.get('primary')!.backups.keysOf(objectKey)).toEqual([]);
+  });
+});
