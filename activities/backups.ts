@@ -49,24 +49,33 @@ export function backupActivities(deps: ActivityDeps) {
         retentionDays = policy?.retentionDays ?? 3;
       }
       const createdAt = new Date();
-      const objectKey = BackupStore.objectKey(inst.name, createdAt);
-      await deps.db
-        .insert(backups)
-        .values({
-          id: input.backupId,
-          instanceId: inst.id,
-          instanceName: inst.name,
-          region: inst.activeRegion,
-          kind: input.kind,
-          label: input.label,
-          status: 'pending',
-          objectKey,
-          edition: inst.edition,
-          workflowId: callerWorkflowId(),
-          createdAt,
-          expiresAt: new Date(createdAt.getTime() + retentionDays * DAY_MS),
-        })
-        .onConflictDoNothing({ target: backups.id });
+      // Object names have one-second resolution: if two backups of an instance land in one second, the later takes the next free second.
+      for (let shift = 0; ; shift++) {
+        const objectKey = BackupStore.objectKey(inst.name, new Date(createdAt.getTime() + shift * 1000));
+        try {
+          await deps.db
+            .insert(backups)
+            .values({
+              id: input.backupId,
+              instanceId: inst.id,
+              instanceName: inst.name,
+              region: inst.activeRegion,
+              kind: input.kind,
+              label: input.label,
+              status: 'pending',
+              objectKey,
+              edition: inst.edition,
+              workflowId: callerWorkflowId(),
+              createdAt,
+              expiresAt: new Date(createdAt.getTime() + retentionDays * DAY_MS),
+            })
+            .onConflictDoNothing({ target: backups.id });
+          break;
+        } catch (err) {
+          const cause = (err as { cause?: { code?: string; constraint_name?: string } }).cause ?? (err as { code?: string; constraint_name?: string });
+          if (shift >= 60 || cause.code !== '23505' || cause.constraint_name !== 'backups_region_object_key') throw err;
+        }
+      }
       const row = await getBackup(input.backupId);
       return { backupId: row.id, objectKey: row.objectKey };
     },

@@ -1,6 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { eq, sql } from 'drizzle-orm';
 import { backupSchedules, instances, type InstanceRow, type InstanceState } from '../db/schema/index.js';
+import { DatabaseConflictError } from '../lib/engine/types.js';
 import { acquireLock, releaseLock } from '../lib/locks.js';
 import { isRunRunning } from '../lib/runs.js';
 import { backupScheduleId, deleteBackupSchedule, upsertBackupSchedule } from '../lib/schedules.js';
@@ -9,6 +10,9 @@ import { callerWorkflowId, region, type ActivityDeps } from './deps.js';
 
 /** The catalog facts a workflow needs about an instance (no secrets). */
 export type InstanceSnapshot = Pick<InstanceRow, 'id' | 'name' | 'type' | 'edition' | 'homeRegion' | 'activeRegion' | 'state' | 'databaseName'>;
+
+/** The tag marking a database as owned by instance `id`, so no runbook adopts or drops a database it did not create. */
+export const ownerTag = (instanceId: string) => `bcdr:instance=${instanceId}`;
 
 async function loadInstance(deps: ActivityDeps, instanceId: string): Promise<InstanceRow> {
   const [row] = await deps.db.select().from(instances).where(eq(instances.id, instanceId));
@@ -45,14 +49,19 @@ export function instanceActivities(deps: ActivityDeps) {
     /** Creates the instance's database in its active region. Idempotent. */
     async createInstanceDatabase(input: { instanceId: string }): Promise<void> {
       const inst = await loadInstance(deps, input.instanceId);
-      await region(deps, inst.activeRegion).engine.createDatabase(inst.databaseName);
+      try {
+        await region(deps, inst.activeRegion).engine.createDatabase(inst.databaseName, ownerTag(inst.id));
+      } catch (err) {
+        if (err instanceof DatabaseConflictError) throw ApplicationFailure.nonRetryable(err.message, FailureTypes.invalidState);
+        throw err;
+      }
     },
 
-    /** Drops the instance's database in its active region. Idempotent. */
+    /** Drops the instance's database in its active region, only if the instance owns it. Idempotent. */
     async dropInstanceDatabase(input: { instanceId: string }): Promise<void> {
       const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
       if (!inst) return;
-      await region(deps, inst.activeRegion).engine.dropDatabase(inst.databaseName);
+      await region(deps, inst.activeRegion).engine.dropDatabase(inst.databaseName, ownerTag(inst.id));
     },
 
     /** Creates or updates the instance's daily backup Temporal Schedule from its catalog policy (default: daily, 3 days). */

@@ -87,7 +87,7 @@ export async function startRun(
  * Waits up to `ms` for a run's outcome. Returns 'completed', 'running' (still
  * going; answer 202), or throws a 4xx/5xx ApiError carrying the run's own failure.
  */
-export async function awaitRun(deps: ApiDeps, workflowId: string, ms: number): Promise<'completed' | 'running'> {
+export async function awaitRun(deps: ApiDeps, workflowId: string, runbook: Runbook, ms: number): Promise<'completed' | 'running'> {
   const handle = deps.temporal.workflow.getHandle(workflowId);
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<'running'>((resolve) => (timer = setTimeout(() => resolve('running'), ms)));
@@ -96,7 +96,7 @@ export async function awaitRun(deps: ApiDeps, workflowId: string, ms: number): P
   } catch (err) {
     if (err instanceof WorkflowFailedError) {
       throw new ApiError(502, 'run_failed', `run ${workflowId} failed: ${errorMessage(err)}`, {
-        run: { workflowId, runbook: 'unknown', url: uiLink(deps, workflowId) },
+        run: { workflowId, runbook, url: uiLink(deps, workflowId) },
       });
     }
     throw err;

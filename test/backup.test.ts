@@ -106,6 +106,7 @@ describe('daily backup schedule', () => {
     expect(row!.error).toMatch(/does not exist/);
     const store = ctx.regions.get('primary')!.backups;
     expect(await store.keysOf(row!.objectKey)).toEqual([]);
+    await recordHistory(ctx, sched.body.lastRun.workflowId, 'daily-backup-failed');
   });
 
   it('applies a changed policy to the Temporal schedule', async () => {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../activities/index.js';
 import { backups } from '../db/schema/index.js';
 import { BackupStore } from '../lib/storage/backup-store.js';
-import { createInstance, openContext, uniqueName, type TestContext } from './helpers.js';
+import { createInstance, openContext, runActivity, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
 let acts: ReturnType<typeof createActivities>;
@@ -36,7 +36,7 @@ async function prepare(prefix: string, scale: number) {
   pgbenchInit(name, scale);
   const backupId = `bk-${name}`;
   const workflowId = `test-${name}`;
-  const begun = await envFor(workflowId).run(acts.beginBackup, { backupId, instanceId: inst.id, kind: 'on_demand', label: 'retry test' });
+  const begun = await runActivity(workflowId, acts.beginBackup, { backupId, instanceId: inst.id, kind: 'on_demand' as const, label: 'retry test' });
   return { name, inst, backupId, workflowId, objectKey: begun.objectKey };
 }
 
@@ -87,12 +87,12 @@ describe('dump retries', () => {
     const [pending] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
     expect(pending!.status).toBe('pending');
 
-    const result = await envFor(workflowId).run(acts.dumpBackup, { backupId });
+    const result = await runActivity(workflowId, acts.dumpBackup, { backupId });
     expect(result.objectKey).toBe(objectKey);
     await expectExactlyOneCompleted(inst.id, name, objectKey);
 
     // A further retry after success is a no-op returning the same backup.
-    const again = await envFor(workflowId).run(acts.dumpBackup, { backupId });
+    const again = await runActivity(workflowId, acts.dumpBackup, { backupId });
     expect(again).toEqual(result);
     await expectExactlyOneCompleted(inst.id, name, objectKey);
   });
@@ -123,15 +123,15 @@ describe('dump retries', () => {
     const [row] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
     expect(row!.status).toBe('pending');
 
-    await envFor(workflowId).run(acts.dumpBackup, { backupId });
+    await runActivity(workflowId, acts.dumpBackup, { backupId });
     await expectExactlyOneCompleted(inst.id, name, objectKey);
   });
 
   it('marks a failed backup failed with its reason and removes anything stored', async () => {
     const { backupId, workflowId, objectKey, name } = await prepare('failing', 1);
     await ctx.regions.get('primary')!.engine.dropDatabase(name);
-    await expect(envFor(workflowId).run(acts.dumpBackup, { backupId })).rejects.toThrow(/does not exist/);
-    await envFor(workflowId).run(acts.failBackup, { backupId, reason: 'database vanished' });
+    await expect(runActivity(workflowId, acts.dumpBackup, { backupId })).rejects.toThrow(/does not exist/);
+    await runActivity(workflowId, acts.failBackup, { backupId, reason: 'database vanished' });
     const [row] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
     expect(row).toMatchObject({ status: 'failed', error: 'database vanished' });
     expect(await ctx.regions.get('primary')!.backups.keysOf(objectKey)).toEqual([]);

@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instances } from '../db/schema/index.js';
+import { recordHistory } from './record.js';
 import { createInstance, openContext, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
@@ -72,6 +73,7 @@ describe('one runbook per instance', () => {
     const inst = await createInstance(ctx, name);
     const res = await ctx.call('DELETE', `/v1/instances/${inst.id}`);
     expect(res.status).toBe(200);
+    await recordHistory(ctx, res.body.run.workflowId, 'delete-instance');
     expect(await ctx.regions.get('primary')!.engine.databaseExists(name)).toBe(false);
     expect((await ctx.call('GET', `/v1/instances/${inst.id}`)).status).toBe(404);
     await expect(ctx.temporal.schedule.getHandle(`daily-backup-${inst.id}`).describe()).rejects.toThrow();

@@ -1,3 +1,4 @@
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import type { Client, Connection } from '@temporalio/client';
@@ -72,7 +73,7 @@ export const uniqueName = (prefix: string) => `${prefix}-${randomBytes(3).toStri
 export async function createInstance(ctx: TestContext, name: string, extra: Partial<{ type: string; edition: string; homeRegion: string }> = {}) {
   const res = await ctx.call('POST', '/v1/instances', { body: { name, type: 'sandbox', edition: 'standard', homeRegion: 'primary', ...extra } });
   if (res.status !== 201) throw new Error(`create instance ${name}: ${res.status} ${JSON.stringify(res.body)}`);
-  return res.body as { id: string; name: string; endpoint: string };
+  return res.body as { id: string; name: string; endpoint: string; [k: string]: unknown };
 }
 
 /** Runs SQL on an instance's database in its region. */
@@ -103,4 +104,10 @@ export async function backupNow(ctx: TestContext, instance: string, label = 'tes
   await ctx.temporal.workflow.getHandle(res.body.run.workflowId).result();
   const [row] = await ctx.db.select().from(backups).where(eq(backups.id, res.body.backupId));
   return { row: row!, response: res.body as { backupId: string; run: { workflowId: string; url: string } } };
+}
+
+/** Runs a real activity function outside a worker, as if scheduled by workflow `workflowId`; returns its typed result. */
+export function runActivity<F extends (...args: any[]) => Promise<any>>(workflowId: string, fn: F, ...args: Parameters<F>): ReturnType<F> {
+  const env = new MockActivityEnvironment({ workflowExecution: { workflowId, runId: 'test-run' } });
+  return env.run(fn, ...args) as ReturnType<F>;
 }

@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import type { TestContext } from './helpers.js';
 
 /** Folder of recorded workflow histories the replay test checks. */
@@ -14,5 +15,5 @@ export const historiesDir = path.join(path.dirname(fileURLToPath(import.meta.url
 export async function recordHistory(ctx: TestContext, workflowId: string, name: string): Promise<void> {
   if (process.env.RECORD_HISTORIES !== '1') return;
   const history = await ctx.temporal.workflow.getHandle(workflowId).fetchHistory();
-  writeFileSync(path.join(historiesDir, `${name}.json`), JSON.stringify(history, null, 2));
+  writeFileSync(path.join(historiesDir, `${name}.json`), `${JSON.stringify(JSON.parse(historyToJSON(history)), null, 1)}\n`);
 }

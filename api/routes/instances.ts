@@ -83,7 +83,7 @@ export function instancesApp(deps: ApiDeps) {
       await startRun(deps, { instance: { id, name: body.name }, runbook: Runbooks.provisionInstance, workflowId, workflowType: 'provisionInstanceWorkflow', args }, () =>
         deps.db.delete(instances).where(eq(instances.id, id)),
       );
-      const outcome = await awaitRun(deps, workflowId, waitMs);
+      const outcome = await awaitRun(deps, workflowId, Runbooks.provisionInstance, waitMs);
       const row = await findInstance(deps, id);
       return c.json({ ...instanceDto(row), run: runRef(deps, workflowId, Runbooks.provisionInstance) }, outcome === 'completed' ? 201 : 202);
     },
@@ -159,7 +159,7 @@ export function instancesApp(deps: ApiDeps) {
       const args: [InstanceRunInput] = [{ instanceId: inst.id, requestedBy: actor }];
       const run = await startLockedRunbook(deps, { instance: inst, runbook: Runbooks.deleteInstance, workflowId, workflowType: 'deleteInstanceWorkflow', args });
       await audit(deps.db, { actor, action: 'instance.delete', instanceId: inst.id, subject: inst.name, details: { workflowId } });
-      const outcome = await awaitRun(deps, workflowId, waitMs);
+      const outcome = await awaitRun(deps, workflowId, Runbooks.deleteInstance, waitMs);
       return c.json({ deleted: inst.id, run }, outcome === 'completed' ? 200 : 202);
     },
   );

@@ -2,7 +2,10 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import postgres from 'postgres';
-import type { DumpHandle, InstanceEngine, SequenceMarks } from './types.js';
+import { DatabaseConflictError, type DumpHandle, type InstanceEngine, type SequenceMarks } from './types.js';
+
+const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
+const quoteLiteral = (s: string) => `'${s.replace(/'/g, "''")}'`;
 
 /** Finds the directory holding pg_dump: an explicit setting, Debian's newest cluster binaries, or PATH. */
 export function resolvePgBinDir(explicit?: string): string | undefined {
@@ -50,18 +53,34 @@ export class PostgresEngine implements InstanceEngine {
     return this.binDir ? path.join(this.binDir, tool) : tool;
   }
 
-  async createDatabase(name: string): Promise<void> {
-    if (await this.databaseExists(name)) return;
+  async createDatabase(name: string, ownerTag: string): Promise<void> {
+    if (await this.databaseExists(name)) {
+      const tag = await this.ownerTag(name);
+      if (tag === ownerTag) return;
+      throw new DatabaseConflictError(
+        `database ${name} already exists on this server and does not belong to this instance (owner: ${tag ?? 'none'}); it was left untouched: drop or rename it, or choose another instance name`,
+      );
+    }
     try {
       await this.admin`CREATE DATABASE ${this.admin(name)}`;
     } catch (err) {
-      // 42P04 duplicate_database: a concurrent attempt created it first.
+      // 42P04 duplicate_database: a concurrent attempt created it first; the tag check below settles ownership.
       if ((err as { code?: string }).code !== '42P04') throw err;
     }
+    await this.admin.unsafe(`COMMENT ON DATABASE ${quoteIdent(name)} IS ${quoteLiteral(ownerTag)}`);
   }
 
-  async dropDatabase(name: string): Promise<void> {
+  async dropDatabase(name: string, ownerTag?: string): Promise<boolean> {
+    if (!(await this.databaseExists(name))) return false;
+    if (ownerTag !== undefined && (await this.ownerTag(name)) !== ownerTag) return false;
     await this.admin`DROP DATABASE IF EXISTS ${this.admin(name)} WITH (FORCE)`;
+    return true;
+  }
+
+  async ownerTag(name: string): Promise<string | null> {
+    const [row] = await this.admin<{ tag: string | null }[]>`
+      SELECT shobj_description(oid, 'pg_database') AS tag FROM pg_database WHERE datname = ${name}`;
+    return row?.tag ?? null;
   }
 
   async databaseExists(name: string): Promise<boolean> {

@@ -17,10 +17,19 @@ export interface DumpHandle {
  * or command lines for an engine: a new engine is a new implementation.
  */
 export interface InstanceEngine {
-  /** Creates an empty database; does nothing if it exists. */
-  createDatabase(name: string): Promise<void>;
-  /** Drops a database, ending its sessions first; does nothing if it is absent. */
-  dropDatabase(name: string): Promise<void>;
+  /**
+   * Creates an empty database marked with `ownerTag`. Does nothing if it
+   * exists with the same tag (a retry); throws DatabaseConflictError if a
+   * database of that name exists without it, so a stray database is never adopted.
+   */
+  createDatabase(name: string, ownerTag: string): Promise<void>;
+  /**
+   * Drops a database, ending its sessions first; does nothing if it is absent.
+   * With `ownerTag`, drops it only if it carries that tag; returns whether it dropped.
+   */
+  dropDatabase(name: string, ownerTag?: string): Promise<boolean>;
+  /** The owner tag a database carries, or null (absent database or no tag). */
+  ownerTag(name: string): Promise<string | null>;
   databaseExists(name: string): Promise<boolean>;
   /** Streams a custom-format archive of the database. */
   dump(name: string): DumpHandle;
@@ -36,3 +45,6 @@ export interface InstanceEngine {
   ping(): Promise<boolean>;
   close(): Promise<void>;
 }
+
+/** A database of the wanted name exists but does not belong to the instance being provisioned. */
+export class DatabaseConflictError extends Error {}

@@ -1,0 +1,66 @@
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backupSchedules, instances } from '../db/schema/index.js';
+import { createInstance, openContext, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
+import { recordHistory } from './record.js';
+
+let ctx: TestContext;
+beforeAll(async () => {
+  ctx = await openContext();
+});
+afterAll(async () => {
+  await ctx.close();
+});
+
+describe('instances', () => {
+  it('provisions a real database in the home region, marked as owned by the instance', async () => {
+    const name = uniqueName('prov');
+    const inst = await createInstance(ctx, name, { type: 'production', edition: 'premium' });
+    expect(inst).toMatchObject({ name, type: 'production', edition: 'premium', homeRegion: 'primary', activeRegion: 'primary', state: 'active', lockedBy: null });
+    expect(inst.endpoint).toMatch(new RegExp(`^postgres://127\\.0\\.0\\.1:\\d+/${name}$`));
+    const engine = ctx.regions.get('primary')!.engine;
+    expect(await engine.databaseExists(name)).toBe(true);
+    expect(await engine.ownerTag(name)).toBe(`bcdr:instance=${inst.id}`);
+    expect(await ctx.regions.get('secondary')!.engine.databaseExists(name)).toBe(false);
+    await withInstanceDb(ctx, name, async (sql) => expect((await sql`select 1 as one`)[0]!.one).toBe(1));
+    const run = await ctx.call('GET', `/v1/runs/provision-instance-${inst.id}`);
+    expect(run.body).toMatchObject({ status: 'completed', runbook: 'provision-instance', instanceId: inst.id });
+    await recordHistory(ctx, `provision-instance-${inst.id}`, 'provision-instance');
+  });
+
+  it('never adopts a stray database of the same name: provisioning fails, undoes its steps and leaves that database untouched', async () => {
+    const name = uniqueName('stray');
+    const engine = ctx.regions.get('primary')!.engine;
+    await engine.createDatabase(name, 'someone-else');
+    await withInstanceDb(ctx, name, async (sql) => {
+      await sql`create table precious (v text)`;
+      await sql`insert into precious values ('keep me')`;
+    });
+    const res = await ctx.call('POST', '/v1/instances', { body: { name, type: 'sandbox', edition: 'basic', homeRegion: 'primary' } });
+    expect(res.status).toBe(502);
+    expect(res.body.error.message).toMatch(/already exists.*left untouched/);
+    // Compensation ran: no catalog row, no schedule; the stray database and its data are intact.
+    expect(await ctx.db.select().from(instances).where(eq(instances.name, name))).toEqual([]);
+    const wfId = res.body.error.run.workflowId as string;
+    const instanceId = wfId.replace('provision-instance-', '');
+    expect(await ctx.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, instanceId))).toEqual([]);
+    await expect(ctx.temporal.schedule.getHandle(`daily-backup-${instanceId}`).describe()).rejects.toThrow();
+    await withInstanceDb(ctx, name, async (sql) => expect((await sql`select v from precious`)[0]!.v).toBe('keep me'));
+    expect(await engine.ownerTag(name)).toBe('someone-else');
+    await recordHistory(ctx, wfId, 'provision-instance-failed');
+    // The name is free again once the stray database is gone.
+    await engine.dropDatabase(name);
+    await createInstance(ctx, name);
+  });
+
+  it('lists instances and gets one by id or name', async () => {
+    const name = uniqueName('list');
+    const inst = await createInstance(ctx, name);
+    const byName = await ctx.call('GET', `/v1/instances/${name}`);
+    expect(byName.body.id).toBe(inst.id);
+    const list = await ctx.call('GET', '/v1/instances?type=sandbox');
+    expect(list.body.instances.map((i: { id: string }) => i.id)).toContain(inst.id);
+    const endpoint = await ctx.call('GET', `/v1/instances/${inst.id}/endpoint`);
+    expect(endpoint.body).toEqual({ endpoint: inst.endpoint, activeRegion: 'primary' });
+  });
+});

@@ -1,0 +1,32 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { bundleWorkflowCode, Worker } from '@temporalio/worker';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { workflowsPath } from '../worker/create.js';
+import { historiesDir } from './record.js';
+
+/**
+ * Replays recorded histories of every runbook against today's workflow code.
+ * A change that would break a running workflow (non-determinism) fails here.
+ * Re-record with: RECORD_HISTORIES=1 npm test
+ */
+const files = readdirSync(historiesDir).filter((f) => f.endsWith('.json')).sort();
+
+describe('workflow determinism', () => {
+  let bundle: { code: string };
+  beforeAll(async () => {
+    bundle = await bundleWorkflowCode({ workflowsPath, logger: { log() {}, trace() {}, debug() {}, info() {}, warn() {}, error() {} } as never });
+  });
+
+  it('has a recorded history for every runbook', () => {
+    const names = files.map((f) => f.replace(/\.json$/, ''));
+    expect(names).toEqual(
+      expect.arrayContaining(['on-demand-backup', 'daily-backup', 'daily-backup-failed', 'provision-instance', 'provision-instance-failed', 'delete-instance']),
+    );
+  });
+
+  it.each(files)('replays %s without non-determinism', async (file) => {
+    const history = JSON.parse(readFileSync(path.join(historiesDir, file), 'utf8'));
+    await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, path.basename(file, '.json'))).resolves.toBeUndefined();
+  });
+});

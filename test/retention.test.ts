@@ -1,0 +1,79 @@
+import { asc, eq, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createActivities } from '../activities/index.js';
+import { backups } from '../db/schema/index.js';
+import { backupNow, createInstance, openContext, runActivity, seedRows, uniqueName, type TestContext } from './helpers.js';
+
+let ctx: TestContext;
+let acts: ReturnType<typeof createActivities>;
+beforeAll(async () => {
+  ctx = await openContext();
+  acts = createActivities({ db: ctx.db, regions: ctx.regions, temporal: ctx.temporal, taskQueue: ctx.cfg.TEMPORAL_TASK_QUEUE });
+});
+afterAll(async () => {
+  await ctx.close();
+});
+
+const retention = (instanceId: string) => runActivity(`retention-${instanceId}`, acts.applyRetention, { instanceId });
+
+/** Three real backups of a fresh instance, oldest first. */
+async function threeBackups(prefix: string) {
+  const name = uniqueName(prefix);
+  const inst = await createInstance(ctx, name);
+  await seedRows(ctx, name, 200);
+  for (const label of ['one', 'two', 'three']) {
+    await backupNow(ctx, inst.id, label);
+    await new Promise((r) => setTimeout(r, 1100)); // object names have one-second resolution
+  }
+  const rows = await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id)).orderBy(asc(backups.createdAt));
+  return { inst, name, rows };
+}
+
+const expireAll = (instanceId: string) => ctx.db.update(backups).set({ expiresAt: sql`now() - interval '1 minute'` }).where(eq(backups.instanceId, instanceId));
+const storedKeys = async (name: string) => (await ctx.regions.get('primary')!.backups.objects.list(name)).map((o) => o.key);
+
+describe('retention', () => {
+  it('deletes only expired backups: archive, manifest and record', async () => {
+    const { inst, name, rows } = await threeBackups('ret');
+    expect(rows).toHaveLength(3);
+    await ctx.db.update(backups).set({ expiresAt: sql`now() - interval '1 minute'` }).where(eq(backups.id, rows[0]!.id));
+    expect(await retention(inst.id)).toEqual([rows[0]!.id]);
+    const left = await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id));
+    expect(left.map((b) => b.label).sort()).toEqual(['three', 'two']);
+    const keys = await storedKeys(name);
+    expect(keys.some((k) => k.startsWith(rows[0]!.objectKey))).toBe(false);
+    expect(keys).toHaveLength(4);
+  });
+
+  it('keeps the last backup when keep-at-least-one is set, even when every backup has expired', async () => {
+    const { inst, name, rows } = await threeBackups('keep');
+    await expireAll(inst.id);
+    const deleted = await retention(inst.id);
+    expect(deleted.sort()).toEqual([rows[0]!.id, rows[1]!.id].sort());
+    const left = await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id));
+    expect(left.map((b) => b.id)).toEqual([rows[2]!.id]);
+    expect((await storedKeys(name)).sort()).toEqual([rows[2]!.objectKey, `${rows[2]!.objectKey}.manifest.json`].sort());
+  });
+
+  it('deletes every expired backup when keep-at-least-one is off', async () => {
+    const { inst, name } = await threeBackups('nokeep');
+    const put = await ctx.call('PUT', `/v1/instances/${inst.id}/backup-schedule`, { body: { keepAtLeastOne: false } });
+    expect(put.status).toBe(200);
+    await expireAll(inst.id);
+    expect(await retention(inst.id)).toHaveLength(3);
+    expect(await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id))).toEqual([]);
+    expect(await storedKeys(name)).toEqual([]);
+  });
+
+  it('runs as part of every backup run and reports what it expired', async () => {
+    const name = uniqueName('runret');
+    const inst = await createInstance(ctx, name);
+    const { row: old } = await backupNow(ctx, inst.id, 'old');
+    await ctx.db.update(backups).set({ expiresAt: sql`now() - interval '1 minute'` }).where(eq(backups.id, old.id));
+    await new Promise((r) => setTimeout(r, 1100));
+    const res = await ctx.call('POST', `/v1/instances/${inst.id}/backups`, { body: { label: 'new' } });
+    const result = await ctx.temporal.workflow.getHandle(res.body.run.workflowId).result();
+    expect(result.expired).toEqual([old.id]);
+    expect((await ctx.call('GET', `/v1/backups/${old.id}`)).status).toBe(404);
+  });
+});
