@@ -111,7 +111,6 @@ export function backupActivities(deps: ActivityDeps) {
       const dump = engine.dump(inst.databaseName);
       const onCancel = () => dump.kill();
       ctx.cancellationSignal.addEventListener('abort', onCancel);
-      dump.done.catch(() => {}); // observed through writeArchive's `complete`
       try {
         const written = await store.writeArchive(row.objectKey, dump.stream, {
           onProgress: (bytes) => (progress.bytesWritten = bytes),

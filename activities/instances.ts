@@ -1,4 +1,4 @@
-import { ApplicationFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/activity';
 import { eq, sql } from 'drizzle-orm';
 import { backupSchedules, instances, type InstanceRow, type InstanceState } from '../db/schema/index.js';
 import { DatabaseConflictError } from '../lib/engine/types.js';

@@ -16,6 +16,8 @@ async function main(): Promise<void> {
   const server = serve({ fetch: app.fetch, hostname: cfg.API_HOST, port: cfg.API_PORT }, (info) => {
     console.log(`API listening on http://${cfg.API_HOST}:${info.port} (docs at /docs)`);
   });
+  // Longer than typical client and load-balancer idle timeouts, so kept-alive sockets are not closed under a client.
+  (server as import('node:http').Server).keepAliveTimeout = 65_000;
   const stop = () => {
     server.close(() => {
       void Promise.all([catalog.close(), regions.close(), connection.close()]).finally(() => process.exit(0));

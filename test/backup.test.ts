@@ -6,7 +6,7 @@ import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backups, backupSchedules } from '../db/schema/index.js';
 import { BackupStore } from '../lib/storage/backup-store.js';
-import { backupNow, createInstance, openContext, seedRows, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
+import { backupNow, createInstance, openContext, seedRows, uniqueName, type TestContext } from './helpers.js';
 import { recordHistory } from './record.js';
 
 let ctx: TestContext;

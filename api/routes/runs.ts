@@ -1,5 +1,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowExecutionDescription } from '@temporalio/client';
+import { eq } from 'drizzle-orm';
+import { instances } from '../../db/schema/index.js';
 import { runStatusQuery, type RunStatus } from '../../workflows/contract.js';
 import { errorMessage } from '../../workflows/run-state.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
@@ -46,7 +48,7 @@ export function runsApp(deps: ApiDeps) {
       summary: 'List runs, newest first, filtered by instance, runbook and status',
       request: {
         query: z.object({
-          instance: z.string().max(100).optional().openapi({ description: 'instance id' }),
+          instance: z.string().max(100).optional().openapi({ description: 'instance id or name' }),
           runbook: z.string().max(100).optional(),
           status: z.enum(Object.keys(Statuses) as [keyof typeof Statuses]).optional(),
           limit: z.coerce.number().int().min(1, 'must be at least 1').max(200, 'must be at most 200').default(50),
@@ -61,7 +63,11 @@ export function runsApp(deps: ApiDeps) {
     async (c) => {
       const q = c.req.valid('query');
       const clauses = ['Runbook IS NOT NULL'];
-      if (q.instance) clauses.push(`InstanceId = ${quote(q.instance)}`);
+      if (q.instance) {
+        // Accept an instance name too: runs are tagged with the instance id.
+        const [byName] = await deps.db.select({ id: instances.id }).from(instances).where(eq(instances.name, q.instance));
+        clauses.push(`InstanceId = ${quote(byName?.id ?? q.instance)}`);
+      }
       if (q.runbook) clauses.push(`Runbook = ${quote(q.runbook)}`);
       if (q.status) clauses.push(`ExecutionStatus = ${quote(Statuses[q.status])}`);
       const runs = [];

@@ -27,7 +27,7 @@ const pad = (n: number) => String(n).padStart(2, '0');
 class DigestStream extends Transform {
   readonly hash = createHash('sha256');
   bytes = 0;
-  constructor(private readonly opts: WriteArchiveOptions) {
+  constructor(private readonly opts: Pick<WriteArchiveOptions, 'onProgress'>) {
     super();
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
@@ -35,10 +35,6 @@ class DigestStream extends Transform {
     this.bytes += chunk.length;
     this.opts.onProgress?.(this.bytes);
     cb(null, chunk);
-  }
-  override _flush(cb: TransformCallback): void {
-    // The stream ends (and the object is committed) only once the producer says the data is whole.
-    (this.opts.complete ?? Promise.resolve()).then(() => cb(), (err: unknown) => cb(err as Error));
   }
 }
 
@@ -76,11 +72,13 @@ export class BackupStore {
    * first; on failure nothing is left under the key.
    */
   async writeArchive(objectKey: string, source: Readable, opts: WriteArchiveOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
+    opts.complete?.catch(() => {}); // observed in the digest's flush; never an unhandled rejection if the write fails first
     await this.objects.removeIncomplete(objectKey);
     const digest = new DigestStream(opts);
     source.on('error', (err) => digest.destroy(err));
     try {
-      await this.objects.put(objectKey, source.pipe(digest));
+      // Committed only once the producer says the data is whole (pg_dump exited 0).
+      await this.objects.put(objectKey, source.pipe(digest), { beforeCommit: () => opts.complete ?? Promise.resolve() });
     } catch (err) {
       await this.objects.delete(objectKey);
       throw err;

@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ObjectNotFoundError, type ObjectInfo, type ObjectStore } from './object-store.js';
+import { ObjectNotFoundError, type ObjectInfo, type ObjectStore, type PutOptions } from './object-store.js';
 
 const TMP_SUFFIX = '.partial';
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -26,7 +26,7 @@ export class FsObjectStore implements ObjectStore {
     return `.${key}.`;
   }
 
-  async put(key: string, body: Readable): Promise<ObjectInfo> {
+  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<ObjectInfo> {
     const target = this.path(key);
     await fs.mkdir(this.root, { recursive: true });
     const tmp = path.join(this.root, `${this.tmpPrefix(key)}${randomUUID()}${TMP_SUFFIX}`);
@@ -39,6 +39,7 @@ export class FsObjectStore implements ObjectStore {
       } finally {
         await fh.close();
       }
+      await opts.beforeCommit?.();
       await fs.rename(tmp, target);
       await this.syncDir();
     } catch (err) {

@@ -12,8 +12,12 @@ export interface ObjectInfo {
  * nothing. Keys are chosen by the layer above (BackupStore), never by runbooks.
  */
 export interface ObjectStore {
-  /** Stores the stream under `key`, replacing any object there; the object appears only once fully written. */
-  put(key: string, body: Readable): Promise<ObjectInfo>;
+  /**
+   * Stores the stream under `key`, replacing any object there; the object
+   * appears only once fully written. If `beforeCommit` rejects, the write is
+   * abandoned and nothing appears.
+   */
+  put(key: string, body: Readable, opts?: PutOptions): Promise<ObjectInfo>;
   /** Opens an object for reading; rejects with ObjectNotFoundError when absent. */
   get(key: string): Promise<Readable>;
   /** Size and time of an object, or null when absent. */
@@ -26,6 +30,12 @@ export interface ObjectStore {
   listIncomplete(prefix?: string): Promise<string[]>;
   /** Removes unfinished writes of `key` left by killed writers. */
   removeIncomplete(key: string): Promise<void>;
+}
+
+/** Options of ObjectStore.put. */
+export interface PutOptions {
+  /** Awaited after the data is durably written and before it becomes visible under its key. */
+  beforeCommit?: () => Promise<void>;
 }
 
 /** Raised by ObjectStore.get for a missing key. */

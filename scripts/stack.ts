@@ -1,0 +1,202 @@
+/**
+ * The whole local stack on embedded defaults, in one command (`npm start`):
+ * a Temporal dev server with its Web UI (SQLite under .data/), three local
+ * PostgreSQL clusters (catalog, region primary, region secondary), a blob
+ * store folder per region, the worker and the API. Ctrl-C stops all of it;
+ * starting again keeps the data. `npm start -- --fresh` starts from scratch.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { migrateCatalog } from '../db/migrate.js';
+import { loadConfig, type TokenConfig } from '../lib/config.js';
+import { projectRoot } from '../lib/paths.js';
+import { ensureDatabase, portIsFree, freePort, startCluster, startTemporal, stopChild, waitFor, type PgCluster, type TemporalServer } from './lib/services.js';
+import { ensurePostgres, ensureTemporalCli, MissingToolError } from './lib/tools.js';
+
+const { values: args } = parseArgs({
+  options: { fresh: { type: 'boolean', default: false }, help: { type: 'boolean', short: 'h', default: false } },
+});
+if (args.help) {
+  console.log(`usage: npm start [-- --fresh]
+
+  --fresh   delete the local data folder (${process.env.BCDR_DATA_DIR ?? '.data'}) first and start from scratch
+
+Environment overrides: BCDR_DATA_DIR, BCDR_API_PORT, BCDR_TEMPORAL_PORT, BCDR_TEMPORAL_UI_PORT,
+BCDR_PG_PORT_CATALOG, BCDR_PG_PORT_PRIMARY, BCDR_PG_PORT_SECONDARY, API_TOKENS (JSON).`);
+  process.exit(0);
+}
+
+const dataDir = path.resolve(process.env.BCDR_DATA_DIR ?? path.join(projectRoot, '.data'));
+const logsDir = path.join(dataDir, 'logs');
+const say = (msg: string) => console.log(`[bcdr] ${msg}`);
+
+/** Development tokens, one per role; printed at start. Override with API_TOKENS. */
+const devTokens: TokenConfig[] = [
+  { token: 'dev-operator-token', identity: 'dev-operator', roles: ['operator'] },
+  { token: 'dev-viewer-token', identity: 'dev-viewer', roles: ['viewer'] },
+  { token: 'dev-approver-token', identity: 'dev-approver', roles: ['approver'] },
+];
+
+type PortName = 'api' | 'temporal' | 'temporalUi' | 'catalog' | 'primary' | 'secondary';
+const portDefaults: Record<PortName, [envVar: string, preferred: number]> = {
+  api: ['BCDR_API_PORT', 8080],
+  temporal: ['BCDR_TEMPORAL_PORT', 7233],
+  temporalUi: ['BCDR_TEMPORAL_UI_PORT', 8233],
+  catalog: ['BCDR_PG_PORT_CATALOG', 55432],
+  primary: ['BCDR_PG_PORT_PRIMARY', 55433],
+  secondary: ['BCDR_PG_PORT_SECONDARY', 55434],
+};
+
+/** Configured ports win; otherwise the port used last time, the usual default, or any free port, in that order. */
+async function choosePorts(): Promise<Record<PortName, number>> {
+  const file = path.join(dataDir, 'ports.json');
+  const previous = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as Partial<Record<PortName, number>>) : {};
+  const chosen = {} as Record<PortName, number>;
+  for (const [name, [envVar, preferred]] of Object.entries(portDefaults) as [PortName, [string, number]][]) {
+    const configured = process.env[envVar];
+    if (configured) {
+      chosen[name] = Number(configured);
+      if (!(await portIsFree(chosen[name]))) throw new Error(`${envVar}=${configured} is already in use`);
+      continue;
+    }
+    const candidates = [previous[name], preferred].filter((p): p is number => typeof p === 'number');
+    let port: number | undefined;
+    for (const p of candidates) if (await portIsFree(p)) { port = p; break; }
+    chosen[name] = port ?? (await freePort());
+  }
+  writeFileSync(file, JSON.stringify(chosen, null, 2));
+  return chosen;
+}
+
+/** Starts a TypeScript entry point as a child process, logging to .data/logs/<name>.log. */
+function startNode(name: string, entry: string, env: NodeJS.ProcessEnv): ChildProcess {
+  const log = createWriteStream(path.join(logsDir, `${name}.log`), { flags: 'a' });
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(projectRoot, entry)], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true, // its own process group: Ctrl-C reaches us, and we stop it in order
+  });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  return child;
+}
+
+async function main(): Promise<void> {
+  const t0 = Date.now();
+  if (args.fresh && existsSync(dataDir)) {
+    say(`--fresh: deleting ${dataDir}`);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+  mkdirSync(logsDir, { recursive: true });
+
+  const pgBin = ensurePostgres(say);
+  const temporalCli = ensureTemporalCli(say);
+  const ports = await choosePorts();
+
+  const clusters: PgCluster[] = [];
+  const running: { temporal?: TemporalServer } = {};
+  const children: { name: string; child: ChildProcess }[] = [];
+  let stopping = false;
+
+  const shutdown = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    say('stopping ...');
+    for (const { child } of [...children].reverse()) await stopChild(child, 20_000, 'SIGINT');
+    if (running.temporal) await running.temporal.stop();
+    for (const c of clusters) await c.stop();
+    say('stopped; data kept in ' + dataDir);
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void shutdown(0));
+  process.on('SIGTERM', () => void shutdown(0));
+
+  say(`starting Temporal and PostgreSQL (data in ${dataDir}) ...`);
+  const [t, catalog, primary, secondary] = await Promise.all([
+    startTemporal({
+      cli: temporalCli,
+      port: ports.temporal,
+      uiPort: ports.temporalUi,
+      dbFile: path.join(dataDir, 'temporal', 'temporal.db'),
+      logFile: path.join(logsDir, 'temporal.log'),
+      timeoutMs: 120_000,
+    }),
+    startCluster({ name: 'catalog', pgBin, dataDir: path.join(dataDir, 'pg', 'catalog'), port: ports.catalog }),
+    startCluster({ name: 'primary', pgBin, dataDir: path.join(dataDir, 'pg', 'primary'), port: ports.primary }),
+    startCluster({ name: 'secondary', pgBin, dataDir: path.join(dataDir, 'pg', 'secondary'), port: ports.secondary }),
+  ]).catch(async (err: unknown) => {
+    await shutdown(1);
+    throw err;
+  });
+  const temporal = (running.temporal = t);
+  clusters.push(catalog, primary, secondary);
+
+  const catalogUrl = await ensureDatabase(catalog.url, 'bcdr_catalog');
+  await migrateCatalog(catalogUrl);
+
+  const env: Record<string, string> = {
+    CATALOG_DATABASE_URL: catalogUrl,
+    TEMPORAL_ADDRESS: temporal.address,
+    TEMPORAL_NAMESPACE: 'default',
+    TEMPORAL_TASK_QUEUE: process.env.TEMPORAL_TASK_QUEUE ?? 'bcdr',
+    TEMPORAL_UI_URL: temporal.uiUrl,
+    PG_BIN_DIR: pgBin,
+    REGIONS: JSON.stringify([
+      { name: 'primary', pair: 'secondary', postgresUrl: primary.url, blobDir: path.join(dataDir, 'blobs', 'primary') },
+      { name: 'secondary', pair: 'primary', postgresUrl: secondary.url, blobDir: path.join(dataDir, 'blobs', 'secondary') },
+    ]),
+    API_TOKENS: process.env.API_TOKENS ?? JSON.stringify(devTokens),
+    API_HOST: process.env.API_HOST ?? '127.0.0.1',
+    API_PORT: String(ports.api),
+  };
+  loadConfig(env); // fail here, readably, before starting processes with a bad setting
+
+  for (const [name, entry] of [['worker', 'worker/main.ts'], ['api', 'api/main.ts']] as const) {
+    const child = startNode(name, entry, env);
+    children.push({ name, child });
+    child.once('exit', (code, signal) => {
+      if (stopping) return;
+      say(`${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${path.join(logsDir, `${name}.log`)}`);
+      void shutdown(1);
+    });
+  }
+
+  const apiUrl = `http://${env.API_HOST}:${ports.api}`;
+  await waitFor('API', async () => (await fetch(`${apiUrl}/readyz`)).ok, 120_000);
+  // The worker registers the search attributes and polls; wait until Temporal sees a poller on the task queue.
+  await waitFor('worker', async () => {
+    const { Connection } = await import('@temporalio/client');
+    const conn = await Connection.connect({ address: env.TEMPORAL_ADDRESS! });
+    try {
+      const res = await conn.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: env.TEMPORAL_TASK_QUEUE! }, taskQueueType: 1 });
+      return (res.pollers?.length ?? 0) > 0;
+    } finally {
+      await conn.close();
+    }
+  }, 180_000);
+
+  const tokens = JSON.parse(env.API_TOKENS!) as TokenConfig[];
+  console.log(`
+  BCDR stack ready in ${((Date.now() - t0) / 1000).toFixed(1)} s
+
+  API           ${apiUrl}
+  API docs      ${apiUrl}/docs   (OpenAPI: ${apiUrl}/openapi.json)
+  Temporal UI   ${temporal.uiUrl}
+  Temporal      ${temporal.address} (namespace default, task queue ${env.TEMPORAL_TASK_QUEUE})
+  PostgreSQL    catalog :${catalog.port}   primary :${primary.port}   secondary :${secondary.port}
+  Data          ${dataDir}   (logs in ${logsDir})
+
+  Tokens (local development only):
+${tokens.map((t) => `    ${t.roles.join(',').padEnd(10)} ${t.token}`).join('\n')}
+
+  Press Ctrl-C to stop. Data is kept; \`npm start -- --fresh\` starts from scratch.
+`);
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof MissingToolError) console.error(`[bcdr] ${err.message}`);
+  else console.error('[bcdr] could not start the stack:', err instanceof Error ? err.message : err);
+  process.exit(1);
+});
