@@ -1,3 +1,4 @@
+import type { Server } from 'node:http';
 import { serve } from '@hono/node-server';
 import { createDb } from '../db/client.js';
 import { loadConfigOrExit } from '../lib/config.js';
@@ -17,7 +18,7 @@ async function main(): Promise<void> {
     console.log(`API listening on http://${cfg.API_HOST}:${info.port} (docs at /docs)`);
   });
   // Longer than typical client and load-balancer idle timeouts, so kept-alive sockets are not closed under a client.
-  (server as import('node:http').Server).keepAliveTimeout = 65_000;
+  (server as Server).keepAliveTimeout = 65_000;
   const stop = () => {
     server.close(() => {
       void Promise.all([catalog.close(), regions.close(), connection.close()]).finally(() => process.exit(0));
