@@ -33,6 +33,8 @@ export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { c
     namespace: cfg.TEMPORAL_NAMESPACE,
     taskQueue: cfg.TEMPORAL_TASK_QUEUE,
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
+    // Send heartbeats (and so dump progress) to the server at least every 3 s, not 80% of the heartbeat timeout.
+    maxHeartbeatThrottleInterval: '3s',
     activities: createActivities({ db: catalog.db, regions: regions.regions, temporal: client, taskQueue: cfg.TEMPORAL_TASK_QUEUE }),
   });
   return {
