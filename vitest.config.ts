@@ -8,6 +8,6 @@ export default defineConfig({
     hookTimeout: 240_000,
     fileParallelism: false,
     pool: 'forks',
-    reporters: ['default'],
+    reporters: ['default', './test/setup/summary-reporter.ts'],
   },
 });

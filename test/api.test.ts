@@ -136,3 +136,32 @@ describe('backup rules', () => {
     expect(trail.every((e) => e.actor === 'olivia.operator')).toBe(true);
   });
 });
+
+describe('nothing half-changed', () => {
+  it('removes the new instance row and answers 503 when Temporal cannot start the run', async () => {
+    const { Client, Connection } = await import('@temporalio/client');
+    const { createApp } = await import('../api/app.js');
+    const dead = Connection.lazy({ address: '127.0.0.1:1', connectTimeout: '1s' });
+    const app = createApp({ ...ctx.deps(), temporal: new Client({ connection: dead }), temporalConnection: dead });
+    const name = uniqueName('nostart');
+    const res = await app.request('/v1/instances', {
+      method: 'POST',
+      headers: { authorization: 'Bearer test-operator-token', 'content-type': 'application/json' },
+      body: JSON.stringify({ name, type: 'sandbox', edition: 'basic', homeRegion: 'primary' }),
+    });
+    expect(res.status).toBe(503);
+    expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/nothing was changed/);
+    expect(await ctx.db.select().from(instances).where(eq(instances.name, name))).toEqual([]);
+    expect(await ctx.regions.get('primary')!.engine.databaseExists(name)).toBe(false);
+
+    const backup = await app.request(`/v1/instances/${inst.id}/backups`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer test-operator-token', 'content-type': 'application/json' },
+      body: JSON.stringify({ label: 'never starts' }),
+    });
+    expect(backup.status).toBe(503);
+    const [row] = await ctx.db.select().from(instances).where(eq(instances.id, inst.id));
+    expect(row!.lockedByRun).toBeNull(); // the lock taken for the run was given back
+    await dead.close().catch(() => {});
+  });
+});

@@ -1,13 +1,12 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { MockActivityEnvironment } from '@temporalio/testing';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createActivities } from '../activities/index.js';
 import { backups } from '../db/schema/index.js';
 import { BackupStore } from '../lib/storage/backup-store.js';
-import { createInstance, openContext, runActivity, uniqueName, type TestContext } from './helpers.js';
+import { activityEnv, createInstance, openContext, runActivity, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
 let acts: ReturnType<typeof createActivities>;
@@ -21,8 +20,6 @@ afterAll(async () => {
 
 const blobDir = () => ctx.cfg.REGIONS.find((r) => r.name === 'primary')!.blobDir;
 
-/** An activity environment that looks like it runs inside workflow `workflowId`. */
-const envFor = (workflowId: string) => new MockActivityEnvironment({ workflowExecution: { workflowId, runId: 'run-1' } });
 
 function pgbenchInit(db: string, scale: number) {
   const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
@@ -99,7 +96,7 @@ describe('dump retries', () => {
 
   it('leaves nothing stored when a dump is cancelled part way, and a retry then completes', async () => {
     const { name, inst, backupId, workflowId, objectKey } = await prepare('cancelled', 10);
-    const env = envFor(workflowId);
+    const env = activityEnv(workflowId);
     const running = env.run(acts.dumpBackup, { backupId });
     running.catch(() => {});
     // Cancel once the archive is part written, as Temporal does when the run is cancelled mid-dump.

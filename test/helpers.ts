@@ -1,4 +1,5 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
 import type { Client, Connection } from '@temporalio/client';
@@ -6,6 +7,7 @@ import { eq } from 'drizzle-orm';
 import postgres from 'postgres';
 import type { RegionHandles } from '../activities/deps.js';
 import { createApp } from '../api/app.js';
+import type { ApiDeps } from '../api/deps.js';
 import { createDb, type Database } from '../db/client.js';
 import { backups } from '../db/schema/index.js';
 import { loadConfig, type Config } from '../lib/config.js';
@@ -21,6 +23,8 @@ export interface TestContext {
   connection: Connection;
   regions: Map<string, RegionHandles>;
   app: ReturnType<typeof createApp>;
+  /** The dependencies the app was built with, to build a variant of it. */
+  deps(): ApiDeps;
   /** Calls the API in-process with a bearer token (operator unless told otherwise; null for none). */
   call(method: string, path: string, opts?: { token?: string | null; body?: unknown; rawBody?: string }): Promise<{ status: number; body: any }>;
   close(): Promise<void>;
@@ -31,8 +35,10 @@ export async function openContext(): Promise<TestContext> {
   const catalog = createDb(cfg.CATALOG_DATABASE_URL, { max: 4 });
   const { client, connection } = await connectTemporal(cfg);
   const regions = openRegions(cfg);
-  const app = createApp({ cfg, db: catalog.db, temporal: client, temporalConnection: connection, regions: regions.regions, syncWaitMs: 120_000 });
+  const deps: ApiDeps = { cfg, db: catalog.db, temporal: client, temporalConnection: connection, regions: regions.regions, syncWaitMs: 120_000 };
+  const app = createApp(deps);
   return {
+    deps: () => deps,
     cfg,
     db: catalog.db,
     temporal: client,
@@ -108,6 +114,10 @@ export async function backupNow(ctx: TestContext, instance: string, label = 'tes
 
 /** Runs a real activity function outside a worker, as if scheduled by workflow `workflowId`; returns its typed result. */
 export function runActivity<F extends (...args: any[]) => Promise<any>>(workflowId: string, fn: F, ...args: Parameters<F>): ReturnType<F> {
-  const env = new MockActivityEnvironment({ workflowExecution: { workflowId, runId: 'test-run' } });
-  return env.run(fn, ...args) as ReturnType<F>;
+  return activityEnv(workflowId).run(fn, ...args) as ReturnType<F>;
+}
+
+/** A real activity context outside a worker, as if scheduled by workflow `workflowId`; expected failures are not logged. */
+export function activityEnv(workflowId: string): MockActivityEnvironment {
+  return new MockActivityEnvironment({ workflowExecution: { workflowId, runId: 'test-run' } }, { logger: new DefaultLogger('ERROR') });
 }

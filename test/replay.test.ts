@@ -25,6 +25,18 @@ describe('workflow determinism', () => {
     );
   });
 
+  it.each(files)('keeps connection strings and tokens out of the %s history', (file) => {
+    const text = readFileSync(path.join(historiesDir, file), 'utf8');
+    // Payloads are base64 JSON; decode them all so a secret cannot hide in an encoded input or result.
+    const decoded = [...text.matchAll(/"data":\s*"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8'));
+    expect(decoded.length).toBeGreaterThan(0);
+    for (const s of [text, ...decoded]) {
+      expect(s).not.toMatch(/postgres(ql)?:\/\//);
+      expect(s).not.toMatch(/-token\b/);
+      expect(s).not.toMatch(/PGPASSWORD/);
+    }
+  });
+
   it.each(files)('replays %s without non-determinism', async (file) => {
     const history = JSON.parse(readFileSync(path.join(historiesDir, file), 'utf8'));
     await expect(Worker.runReplayHistory({ workflowBundle: bundle }, history, path.basename(file, '.json'))).resolves.toBeUndefined();

@@ -1,6 +1,7 @@
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { migrateCatalog } from '../../db/migrate.js';
 import { loadConfig } from '../../lib/config.js';
@@ -48,6 +49,8 @@ export default async function setup(project: TestProject) {
     API_TOKENS: JSON.stringify(testTokens),
   };
   const cfg = loadConfig(env);
+  // Expected failures (killed dumps, refused provisioning) are asserted by the tests; keep the log to real problems.
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
   const worker = await createBcdrWorker(cfg);
   const running = worker.worker.run();
   project.provide('bcdrEnv', env);
