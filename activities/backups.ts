@@ -2,7 +2,8 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { and, desc, eq, inArray, lte, sql } from 'drizzle-orm';
 import { backupSchedules, backups, instances, type BackupKind, type BackupRow } from '../db/schema/index.js';
 import { isRunRunning } from '../lib/runs.js';
-import { BackupStore } from '../lib/storage/backup-store.js';
+import { audit } from '../lib/audit.js';
+import { BackupStore, type StagedArchive } from '../lib/storage/backup-store.js';
 import { FailureTypes, type BackupResult } from '../workflows/contract.js';
 import { callerWorkflowId, region, type ActivityDeps } from './deps.js';
 
@@ -31,6 +32,21 @@ export function backupActivities(deps: ActivityDeps) {
     const [row] = await deps.db.select().from(backups).where(eq(backups.id, backupId));
     if (!row) throw ApplicationFailure.nonRetryable(`backup ${backupId} does not exist`, FailureTypes.backupNotFound);
     return row;
+  }
+
+  /**
+   * Fails a backup that is not completed and removes its objects, under the
+   * row lock, so it cannot interleave with an attempt committing the archive.
+   */
+  async function markFailed(backupId: string, reason: string): Promise<boolean> {
+    return deps.db.transaction(async (tx) => {
+      const [row] = await tx.select().from(backups).where(eq(backups.id, backupId)).for('update');
+      if (!row || row.status === 'completed') return false;
+      await tx.update(backups).set({ status: 'failed', error: reason.slice(0, 2000) }).where(eq(backups.id, row.id));
+      await region(deps, row.region).backups.remove(row.objectKey);
+      await audit(tx, { actor: 'system:runbook', action: 'backup.failed', instanceId: row.instanceId, subject: row.id, details: { reason: reason.slice(0, 500) } });
+      return true;
+    });
   }
 
   return {
@@ -105,43 +121,63 @@ export function backupActivities(deps: ActivityDeps) {
         );
       }
 
+      // Read before the dump: a lower bound of what the archive holds, so a restore warns rather than misses a possible duplicate.
+      const [sequences, serverVersion] = await Promise.all([engine.sequences(inst.databaseName), engine.serverVersion()]);
       const progress: DumpProgress = { phase: 'dumping', bytesWritten: 0, databaseBytes: await engine.sizeBytes(inst.databaseName) };
       ctx.heartbeat(progress);
       const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
       const dump = engine.dump(inst.databaseName);
       const onCancel = () => dump.kill();
       ctx.cancellationSignal.addEventListener('abort', onCancel);
+      let archive: StagedArchive | undefined;
       try {
-        const written = await store.writeArchive(row.objectKey, dump.stream, {
+        archive = await store.stageArchive(row.objectKey, dump.stream, {
           onProgress: (bytes) => (progress.bytesWritten = bytes),
           complete: dump.done,
         });
         progress.phase = 'recording';
-        const [sequences, serverVersion] = await Promise.all([engine.sequences(inst.databaseName), engine.serverVersion()]);
-        await store.writeManifest({
-          formatVersion: 1,
-          backupId: row.id,
-          objectKey: row.objectKey,
-          instanceId: row.instanceId,
-          instance: row.instanceName,
-          kind: row.kind,
-          label: row.label,
-          edition: row.edition,
-          serverVersion,
-          sizeBytes: written.sizeBytes,
-          sha256: written.sha256,
-          sequences,
-          createdAt: row.createdAt.toISOString(),
-          expiresAt: row.expiresAt.toISOString(),
+        ctx.heartbeat(progress);
+        const staged = archive;
+        // The commit is fenced by the row lock: of two live attempts (a retry after a heartbeat
+        // timeout, say), one commits and the other finds the row no longer pending and discards its copy.
+        return await deps.db.transaction(async (tx) => {
+          const [current] = await tx.select().from(backups).where(eq(backups.id, row.id)).for('update');
+          if (current?.status === 'completed' && current.sizeBytes !== null && current.sha256) {
+            await staged.staged.discard();
+            return { sizeBytes: current.sizeBytes, sha256: current.sha256, objectKey: current.objectKey };
+          }
+          if (current?.status !== 'pending') {
+            await staged.staged.discard();
+            throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${current?.status ?? 'gone'}; this attempt's archive was discarded`, FailureTypes.invalidState);
+          }
+          await staged.staged.commit();
+          await store.writeManifest({
+            formatVersion: 1,
+            backupId: row.id,
+            objectKey: row.objectKey,
+            instanceId: row.instanceId,
+            instance: row.instanceName,
+            kind: row.kind,
+            label: row.label,
+            edition: row.edition,
+            serverVersion,
+            sizeBytes: staged.sizeBytes,
+            sha256: staged.sha256,
+            sequences,
+            createdAt: row.createdAt.toISOString(),
+            expiresAt: row.expiresAt.toISOString(),
+          });
+          await tx
+            .update(backups)
+            .set({ status: 'completed', sizeBytes: staged.sizeBytes, sha256: staged.sha256, sequences, serverVersion, completedAt: sql`now()`, error: null })
+            .where(eq(backups.id, row.id));
+          await audit(tx, { actor: row.kind === 'system' ? 'system:schedule' : 'system:runbook', action: 'backup.completed', instanceId: row.instanceId, subject: row.id, details: { objectKey: row.objectKey, sizeBytes: staged.sizeBytes, sha256: staged.sha256 } });
+          return { sizeBytes: staged.sizeBytes, sha256: staged.sha256, objectKey: row.objectKey };
         });
-        await deps.db
-          .update(backups)
-          .set({ status: 'completed', sizeBytes: written.sizeBytes, sha256: written.sha256, sequences, serverVersion, completedAt: sql`now()`, error: null })
-          .where(and(eq(backups.id, row.id), eq(backups.status, 'pending')));
-        return { ...written, objectKey: row.objectKey };
       } catch (err) {
         dump.kill();
-        await store.remove(row.objectKey);
+        // Only this attempt's own staged copy: never the committed object, which another attempt may own.
+        await archive?.staged.discard();
         throw err;
       } finally {
         clearInterval(beat);
@@ -149,18 +185,15 @@ export function backupActivities(deps: ActivityDeps) {
       }
     },
 
-    /** Marks a backup `failed` with its reason and removes anything it stored. Idempotent. */
+    /** Marks a backup `failed` with its reason and removes anything it stored. Idempotent; a completed backup is left alone. */
     async failBackup(input: { backupId: string; reason: string }): Promise<void> {
-      const [row] = await deps.db.select().from(backups).where(eq(backups.id, input.backupId));
-      if (!row || row.status === 'completed') return;
-      await region(deps, row.region).backups.remove(row.objectKey);
-      await deps.db.update(backups).set({ status: 'failed', error: input.reason.slice(0, 2000) }).where(eq(backups.id, row.id));
+      await markFailed(input.backupId, input.reason);
     },
 
     /**
-     * Deletes the instance's expired backups (archive, manifest, row). With
-     * keep-at-least-one (the default) the newest completed backup is kept even
-     * when expired. A deletion interrupted half way is finished by the next run,
+     * Deletes the instance's expired backups (archive, manifest, row), each in
+     * the audit trail. With keep-at-least-one (the default) the newest completed
+     * system backup (or, without one, the newest backup) is kept even when expired. A deletion interrupted half way is finished by the next run,
      * and a pending backup left by a run that ended is marked failed and cleared.
      */
     async applyRetention(input: { instanceId: string }): Promise<string[]> {
@@ -169,19 +202,17 @@ export function backupActivities(deps: ActivityDeps) {
       for (const b of pending) {
         // A pending backup whose run ended (terminated, killed) is abandoned: fail it and clear its files.
         if (b.workflowId === me || (await isRunRunning(deps.temporal, b.workflowId))) continue;
-        await region(deps, b.region).backups.remove(b.objectKey);
-        await deps.db
-          .update(backups)
-          .set({ status: 'failed', error: `abandoned: run ${b.workflowId} ended before the backup completed` })
-          .where(and(eq(backups.id, b.id), eq(backups.status, 'pending')));
+        await markFailed(b.id, `abandoned: run ${b.workflowId} ended before the backup completed`);
       }
       const [policy] = await deps.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
       const keepAtLeastOne = policy?.keepAtLeastOne ?? true;
+      // The backup kept is the newest system backup (operators can delete on-demand ones, so they cannot be
+      // what keep-at-least-one relies on); only an instance with no system backup keeps its newest on-demand one.
       const [newest] = await deps.db
         .select({ id: backups.id })
         .from(backups)
         .where(and(eq(backups.instanceId, input.instanceId), eq(backups.status, 'completed')))
-        .orderBy(desc(backups.createdAt))
+        .orderBy(desc(sql`${backups.kind} = 'system'`), desc(backups.createdAt))
         .limit(1);
       const expired = await deps.db
         .select()
@@ -197,10 +228,19 @@ export function backupActivities(deps: ActivityDeps) {
       for (const b of doomed) {
         await deps.db.update(backups).set({ status: 'deleting' }).where(eq(backups.id, b.id));
         await region(deps, b.region).backups.remove(b.objectKey);
-        await deps.db.delete(backups).where(eq(backups.id, b.id));
+        await deps.db.transaction(async (tx) => {
+          const gone = await tx.delete(backups).where(eq(backups.id, b.id)).returning({ id: backups.id });
+          if (gone.length) await audit(tx, { actor: 'system:retention', action: 'backup.expired', instanceId: b.instanceId, subject: b.id, details: { kind: b.kind, label: b.label, objectKey: b.objectKey, expiresAt: b.expiresAt.toISOString() } });
+        });
         Context.current().heartbeat({ deleted: b.id });
       }
       return doomed.map((b) => b.id);
+    },
+
+    /** Ids of every instance that has backups, deleted instances included. */
+    async listInstancesWithBackups(): Promise<string[]> {
+      const rows = await deps.db.selectDistinct({ id: backups.instanceId }).from(backups).orderBy(backups.instanceId);
+      return rows.map((r) => r.id);
     },
 
     /** Records the outcome of a scheduled run on the schedule, so its last status shows a failure and its reason. */

@@ -1,20 +1,22 @@
-import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
+import { ApplicationFailure, WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
 import { eq, or } from 'drizzle-orm';
 import { instances, type InstanceRow } from '../db/schema/index.js';
 import { acquireLock, releaseLock } from '../lib/locks.js';
 import { isRunRunning } from '../lib/runs.js';
 import { runSearchAttributes } from '../lib/temporal.js';
-import type { Runbook } from '../workflows/contract.js';
+import { FailureTypes, type Runbook } from '../workflows/contract.js';
 import { errorMessage } from '../workflows/run-state.js';
 import { uiLink, type ApiDeps } from './deps.js';
 import { ApiError } from './errors.js';
 
 /** Finds an instance by id or by name; 404 naming it otherwise. */
 export async function findInstance(deps: ApiDeps, idOrName: string): Promise<InstanceRow> {
-  const [row] = await deps.db
+  // An id match wins over a name match; names that look like ids are refused at creation anyway.
+  const rows = await deps.db
     .select()
     .from(instances)
     .where(or(eq(instances.id, idOrName), eq(instances.name, idOrName)));
+  const row = rows.find((r) => r.id === idOrName) ?? rows[0];
   if (!row) throw new ApiError(404, 'instance_not_found', `instance ${idOrName} does not exist`);
   return row;
 }
@@ -57,7 +59,10 @@ export async function startLockedRunbook(
   );
   if (!lock.ok && lock.reason === 'not_found') throw new ApiError(404, 'instance_not_found', `instance ${input.instance.name} does not exist`);
   if (!lock.ok && lock.reason === 'busy') throw busyError(deps, input.instance.name, lock.holder);
-  await startRun(deps, input, () => releaseLock(deps.db, input.instance.id, input.workflowId));
+  // Give the lock back on a failed start only if this request took it: a re-entrant take means the run already exists.
+  await startRun(deps, input, async () => {
+    if (lock.newlyAcquired) await releaseLock(deps.db, input.instance.id, input.workflowId);
+  });
   return runRef(deps, input.workflowId, input.runbook);
 }
 
@@ -75,10 +80,13 @@ export async function startRun(
       typedSearchAttributes: runSearchAttributes(input.instance.id, input.runbook),
     });
   } catch (err) {
-    await undo();
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      throw new ApiError(409, 'run_exists', `run ${input.workflowId} already exists`);
+      // The run exists and owns whatever was prepared for it: leave it be.
+      throw new ApiError(409, 'run_exists', `run ${input.workflowId} is already running; follow it at ${uiLink(deps, input.workflowId)}`, {
+        run: { workflowId: input.workflowId, runbook: input.runbook, url: uiLink(deps, input.workflowId) },
+      });
     }
+    await undo();
     throw new ApiError(503, 'temporal_unavailable', `could not start the ${input.runbook} run: ${errorMessage(err)}; nothing was changed, retry when Temporal is reachable`);
   }
 }
@@ -94,13 +102,26 @@ export async function awaitRun(deps: ApiDeps, workflowId: string, runbook: Runbo
   try {
     return await Promise.race([handle.result().then(() => 'completed' as const), timeout]);
   } catch (err) {
-    if (err instanceof WorkflowFailedError) {
-      throw new ApiError(502, 'run_failed', `run ${workflowId} failed: ${errorMessage(err)}`, {
-        run: { workflowId, runbook, url: uiLink(deps, workflowId) },
-      });
+    if (!(err instanceof WorkflowFailedError)) return 'running'; // lost sight of the run, not its outcome: answer 202 and let the caller follow it
+    const run = { workflowId, runbook, url: uiLink(deps, workflowId) };
+    const type = failureType(err);
+    if (type === FailureTypes.invalidState || type === FailureTypes.instanceBusy) {
+      throw new ApiError(409, 'run_refused', `run ${workflowId} refused: ${errorMessage(err)}`, { run });
     }
-    throw err;
+    if (type === FailureTypes.instanceNotFound) throw new ApiError(404, 'instance_not_found', errorMessage(err), { run });
+    throw new ApiError(502, 'run_failed', `run ${workflowId} failed: ${errorMessage(err)}; see the run for details`, { run });
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** The ApplicationFailure type at the root of a workflow failure, if any. */
+function failureType(err: unknown): string | undefined {
+  let e: unknown = err;
+  let type: string | undefined;
+  while (e && typeof e === 'object') {
+    if (e instanceof ApplicationFailure && e.type) type = e.type;
+    e = (e as { cause?: unknown }).cause;
+  }
+  return type;
 }

@@ -9,6 +9,7 @@ export const InstanceName = z
   .max(50, 'must be at most 50 characters')
   .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'must be a DNS label: lowercase letters, digits and inner hyphens')
   .refine((s) => !s.includes('--'), 'must not contain "--" (reserved for alternate endpoints)')
+  .refine((s) => !/^i-[0-9a-f]{12}$/.test(s), 'must not look like an instance id (i-<12 hex digits>)')
   .openapi({ example: 'contoso-sandbox' });
 
 export const IdParam = z.object({

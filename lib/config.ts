@@ -50,6 +50,8 @@ export const configSchema = z
     API_HOST: z.string().default('127.0.0.1'),
     API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
     PG_BIN_DIR: z.string().optional(),
+    WORKER_SHUTDOWN_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(50),
+    RETENTION_SWEEP_EVERY_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(60),
   })
   .superRefine((cfg, ctx) => {
     const names = new Set(cfg.REGIONS.map((r) => r.name));

@@ -1,4 +1,4 @@
-import { ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleOptions } from '@temporalio/client';
+import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleOptions } from '@temporalio/client';
 import { Runbooks, type DailyBackupInput } from '../workflows/contract.js';
 import { runSearchAttributes } from './temporal.js';
 
@@ -35,8 +35,12 @@ function action(policy: SchedulePolicy, taskQueue: string): ScheduleOptions['act
   };
 }
 
-/** Creates or updates the instance's backup schedule to match `policy`. Idempotent. */
-export async function upsertBackupSchedule(client: Client, taskQueue: string, policy: SchedulePolicy): Promise<void> {
+/**
+ * Creates or updates the instance's backup schedule to match `policy`. Idempotent.
+ * With `createIfMissing: false` a missing schedule is an error (ScheduleNotFoundError),
+ * so a policy change racing an instance deletion never resurrects its schedule.
+ */
+export async function upsertBackupSchedule(client: Client, taskQueue: string, policy: SchedulePolicy, opts: { createIfMissing?: boolean } = {}): Promise<void> {
   const handle = client.schedule.getHandle(policy.scheduleId);
   try {
     await handle.update((prev) => ({
@@ -47,7 +51,7 @@ export async function upsertBackupSchedule(client: Client, taskQueue: string, po
       state: { ...prev.state, paused: !policy.enabled },
     }));
   } catch (err) {
-    if (!(err instanceof ScheduleNotFoundError)) throw err;
+    if (!(err instanceof ScheduleNotFoundError) || opts.createIfMissing === false) throw err;
     await client.schedule.create({
       scheduleId: policy.scheduleId,
       spec: spec(policy),
@@ -64,5 +68,36 @@ export async function deleteBackupSchedule(client: Client, scheduleId: string): 
     await client.schedule.getHandle(scheduleId).delete();
   } catch (err) {
     if (!(err instanceof ScheduleNotFoundError)) throw err;
+  }
+}
+
+/** The id of the fleet-wide retention sweep schedule. */
+export const retentionSweepScheduleId = 'retention-sweep';
+
+/**
+ * Creates (or re-times) the schedule that applies retention to every instance
+ * with backups, deleted instances included, so expiry never depends on a
+ * successful backup run. Idempotent; every worker calls it at start.
+ */
+export async function ensureRetentionSweepSchedule(client: Client, taskQueue: string, everyMinutes: number): Promise<void> {
+  const spec: ScheduleOptions['spec'] = { intervals: [{ every: `${everyMinutes}m` }] };
+  const action: ScheduleOptions['action'] = {
+    type: 'startWorkflow',
+    workflowType: 'retentionSweepWorkflow',
+    workflowId: retentionSweepScheduleId,
+    taskQueue,
+    args: [],
+    typedSearchAttributes: runSearchAttributes('*', Runbooks.retentionSweep),
+  };
+  const handle = client.schedule.getHandle(retentionSweepScheduleId);
+  try {
+    await handle.update((prev) => ({ ...prev, spec, action, policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP } }));
+  } catch (err) {
+    if (!(err instanceof ScheduleNotFoundError)) throw err;
+    try {
+      await client.schedule.create({ scheduleId: retentionSweepScheduleId, spec, action, policies: { overlap: ScheduleOverlapPolicy.SKIP }, state: { note: 'expires backups of every instance' } });
+    } catch (createErr) {
+      if (!(createErr instanceof ScheduleAlreadyRunning)) throw createErr; // another worker created it first
+    }
   }
 }

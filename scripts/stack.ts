@@ -83,6 +83,24 @@ function startNode(name: string, entry: string, env: NodeJS.ProcessEnv): ChildPr
   return child;
 }
 
+const clusters: PgCluster[] = [];
+const running: { temporal?: TemporalServer } = {};
+const children: { name: string; child: ChildProcess }[] = [];
+let stopping = false;
+
+/** Stops, in reverse order, everything this script started (API, worker, Temporal, clusters), then exits. */
+async function shutdown(code: number): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  say('stopping ...');
+  // The worker gets time to let a running dump finish (its own shutdown grace), then is killed.
+  for (const { child } of [...children].reverse()) await stopChild(child, 60_000, 'SIGINT');
+  if (running.temporal) await running.temporal.stop();
+  for (const c of clusters) await c.stop();
+  if (code === 0) say('stopped; data kept in ' + dataDir);
+  process.exit(code);
+}
+
 async function main(): Promise<void> {
   const t0 = Date.now();
   if (args.fresh && existsSync(dataDir)) {
@@ -95,26 +113,14 @@ async function main(): Promise<void> {
   const temporalCli = ensureTemporalCli(say);
   const ports = await choosePorts();
 
-  const clusters: PgCluster[] = [];
-  const running: { temporal?: TemporalServer } = {};
-  const children: { name: string; child: ChildProcess }[] = [];
-  let stopping = false;
-
-  const shutdown = async (code: number) => {
-    if (stopping) return;
-    stopping = true;
-    say('stopping ...');
-    for (const { child } of [...children].reverse()) await stopChild(child, 20_000, 'SIGINT');
-    if (running.temporal) await running.temporal.stop();
-    for (const c of clusters) await c.stop();
-    say('stopped; data kept in ' + dataDir);
-    process.exit(code);
-  };
   process.on('SIGINT', () => void shutdown(0));
   process.on('SIGTERM', () => void shutdown(0));
 
   say(`starting Temporal and PostgreSQL (data in ${dataDir}) ...`);
-  const [t, catalog, primary, secondary] = await Promise.all([
+  // Each service is registered as soon as it is up, so a failure part way still stops what did start.
+  const cluster = (name: string, port: number) =>
+    startCluster({ name, pgBin, dataDir: path.join(dataDir, 'pg', name), port }).then((c) => (clusters.push(c), c));
+  const started = await Promise.allSettled([
     startTemporal({
       cli: temporalCli,
       port: ports.temporal,
@@ -122,16 +128,15 @@ async function main(): Promise<void> {
       dbFile: path.join(dataDir, 'temporal', 'temporal.db'),
       logFile: path.join(logsDir, 'temporal.log'),
       timeoutMs: 120_000,
-    }),
-    startCluster({ name: 'catalog', pgBin, dataDir: path.join(dataDir, 'pg', 'catalog'), port: ports.catalog }),
-    startCluster({ name: 'primary', pgBin, dataDir: path.join(dataDir, 'pg', 'primary'), port: ports.primary }),
-    startCluster({ name: 'secondary', pgBin, dataDir: path.join(dataDir, 'pg', 'secondary'), port: ports.secondary }),
-  ]).catch(async (err: unknown) => {
-    await shutdown(1);
-    throw err;
-  });
-  const temporal = (running.temporal = t);
-  clusters.push(catalog, primary, secondary);
+    }).then((t) => (running.temporal = t)),
+    cluster('catalog', ports.catalog),
+    cluster('primary', ports.primary),
+    cluster('secondary', ports.secondary),
+  ]);
+  const failure = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failure) throw failure.reason;
+  const temporal = running.temporal!;
+  const [catalog, primary, secondary] = ['catalog', 'primary', 'secondary'].map((n) => clusters.find((c) => c.name === n)!) as [PgCluster, PgCluster, PgCluster];
 
   const catalogUrl = await ensureDatabase(catalog.url, 'bcdr_catalog');
   await migrateCatalog(catalogUrl);
@@ -195,8 +200,8 @@ ${tokens.map((t) => `    ${t.roles.join(',').padEnd(10)} ${t.token}`).join('\n')
 `);
 }
 
-main().catch((err: unknown) => {
+main().catch(async (err: unknown) => {
   if (err instanceof MissingToolError) console.error(`[bcdr] ${err.message}`);
   else console.error('[bcdr] could not start the stack:', err instanceof Error ? err.message : err);
-  process.exit(1);
+  await shutdown(1);
 });

@@ -133,7 +133,10 @@ describe('backup rules', () => {
 
     const trail = await ctx.db.select().from(auditEvents).where(eq(auditEvents.instanceId, inst.id));
     expect(trail.map((e) => e.action)).toEqual(expect.arrayContaining(['instance.create', 'backup.create', 'backup.relabel', 'backup.delete']));
-    expect(trail.every((e) => e.actor === 'olivia.operator')).toBe(true);
+    const byOps = trail.filter((e) => ['instance.create', 'backup.create', 'backup.relabel', 'backup.delete'].includes(e.action));
+    expect(byOps.every((e) => e.actor === 'olivia.operator')).toBe(true);
+    // The runbooks' own changes are in the trail too, attributed to the system.
+    expect(trail.filter((e) => e.action === 'backup.completed').map((e) => e.actor)).toEqual(['system:runbook', 'system:runbook']);
   });
 });
 

@@ -57,9 +57,41 @@ describe('on-demand backup', () => {
     expect(run.body).toMatchObject({ status: 'completed', runbook: 'on-demand-backup', instanceId: inst.id, step: 'completed' });
     expect(run.body.stepsDone).toEqual(['lock-instance', 'record-backup', 'dump', 'retention']);
     await recordHistory(ctx, response.run.workflowId, 'on-demand-backup');
+    // Secrets never reach a workflow history: the live one holds no connection string or token.
+    const { historyToJSON } = await import('@temporalio/common/lib/proto-utils.js');
+    const history = historyToJSON(await ctx.temporal.workflow.getHandle(response.run.workflowId).fetchHistory());
+    const decoded = [history, ...[...history.matchAll(/"data":\s*"([A-Za-z0-9+/=]+)"/g)].map((m) => Buffer.from(m[1]!, 'base64').toString('utf8'))];
+    for (const text of decoded) {
+      expect(text).not.toMatch(/postgres(ql)?:\/\//);
+      expect(text).not.toContain('test-operator-token');
+    }
 
     const inUi = await ctx.call('GET', `/v1/runs?instance=${inst.id}`);
     expect(inUi.body.runs.map((r: { workflowId: string }) => r.workflowId)).toContain(response.run.workflowId);
+  });
+});
+
+describe('progress', () => {
+  it('shows the current step and dump progress while a backup runs', async () => {
+    const name = uniqueName('progress');
+    const inst = await createInstance(ctx, name);
+    const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
+    const init = spawnSync(path.join(ctx.cfg.PG_BIN_DIR!, 'pgbench'), ['-i', '-q', '-s', '20', '-h', url.hostname, '-p', url.port, '-U', 'postgres', name], { encoding: 'utf8' });
+    expect(init.status).toBe(0);
+    const res = await ctx.call('POST', `/v1/instances/${inst.id}/backups`, { body: { label: 'watched' } });
+    const seen: { step: string; progress: { phase: string; bytesWritten: number; databaseBytes: number } | null }[] = [];
+    for (;;) {
+      const run = await ctx.call('GET', `/v1/runs/${res.body.run.workflowId}`);
+      if (run.body.status !== 'running') break;
+      seen.push({ step: run.body.step, progress: run.body.progress });
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const during = seen.filter((s) => s.step === 'dump' && s.progress);
+    expect(during.length).toBeGreaterThan(0);
+    expect(during[0]!.progress).toMatchObject({ phase: 'dumping', databaseBytes: expect.any(Number) });
+    expect(during[0]!.progress!.databaseBytes).toBeGreaterThan(100_000_000);
+    const result = await ctx.temporal.workflow.getHandle(res.body.run.workflowId).result();
+    expect(result.sizeBytes).toBeGreaterThan(0);
   });
 });
 

@@ -124,6 +124,30 @@ describe('dump retries', () => {
     await expectExactlyOneCompleted(inst.id, name, objectKey);
   });
 
+  it('lets only one of two concurrent attempts commit, leaving one consistent backup', async () => {
+    // As after a heartbeat timeout: Temporal starts attempt 2 while attempt 1 is still alive.
+    const { name, inst, backupId, workflowId, objectKey } = await prepare('twice', 3);
+    const results = await Promise.allSettled([
+      runActivity(workflowId, acts.dumpBackup, { backupId }),
+      runActivity(workflowId, acts.dumpBackup, { backupId }),
+    ]);
+    const ok = results.filter((r) => r.status === 'fulfilled');
+    expect(ok.length).toBeGreaterThanOrEqual(1);
+    // Whichever attempts succeeded report the one committed archive; the catalog, manifest and bytes agree.
+    const [row] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
+    for (const r of ok) expect((r as PromiseFulfilledResult<{ sha256: string }>).value.sha256).toBe(row!.sha256);
+    await expectExactlyOneCompleted(inst.id, name, objectKey);
+  });
+
+  it('discards a late attempt whose backup was already failed by the run, leaving nothing behind', async () => {
+    const { backupId, workflowId, objectKey } = await prepare('late', 1);
+    await runActivity(workflowId, acts.failBackup, { backupId, reason: 'run cancelled' });
+    await expect(runActivity(workflowId, acts.dumpBackup, { backupId })).rejects.toThrow(/is failed/);
+    expect(await ctx.regions.get('primary')!.backups.keysOf(objectKey)).toEqual([]);
+    const [row] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
+    expect(row).toMatchObject({ status: 'failed', error: 'run cancelled' });
+  });
+
   it('marks a failed backup failed with its reason and removes anything stored', async () => {
     const { backupId, workflowId, objectKey, name } = await prepare('failing', 1);
     await ctx.regions.get('primary')!.engine.dropDatabase(name);

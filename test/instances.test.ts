@@ -1,3 +1,4 @@
+import Long from 'long';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backupSchedules, instances } from '../db/schema/index.js';
@@ -37,7 +38,8 @@ describe('instances', () => {
       await sql`insert into precious values ('keep me')`;
     });
     const res = await ctx.call('POST', '/v1/instances', { body: { name, type: 'sandbox', edition: 'basic', homeRegion: 'primary' } });
-    expect(res.status).toBe(502);
+    expect(res.status).toBe(409);
+    expect(res.body.error.code).toBe('run_refused');
     expect(res.body.error.message).toMatch(/already exists.*left untouched/);
     // Compensation ran: no catalog row, no schedule; the stray database and its data are intact.
     expect(await ctx.db.select().from(instances).where(eq(instances.name, name))).toEqual([]);
@@ -51,6 +53,31 @@ describe('instances', () => {
     // The name is free again once the stray database is gone.
     await engine.dropDatabase(name);
     await createInstance(ctx, name);
+  });
+
+  it('refuses names that look like instance ids, so id and name lookups never collide', async () => {
+    const res = await ctx.call('POST', '/v1/instances', { body: { name: 'i-0123456789ab', type: 'sandbox', edition: 'basic', homeRegion: 'primary' } });
+    expect(res.status).toBe(400);
+    expect(res.body.error.issues[0]).toMatchObject({ field: 'name', rule: expect.stringContaining('instance id') });
+  });
+
+  it('registers the InstanceId and Runbook search attributes on a namespace that lacks them, idempotently', async () => {
+    const namespace = uniqueName('ns');
+    await ctx.connection.workflowService.registerNamespace({ namespace, workflowExecutionRetentionPeriod: { seconds: Long.fromNumber(86_400) } });
+    const { ensureSearchAttributes } = await import('../lib/temporal.js');
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        await ensureSearchAttributes(ctx.connection, namespace);
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err; // a new namespace takes a moment to be usable
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+    await ensureSearchAttributes(ctx.connection, namespace);
+    const attrs = await ctx.connection.operatorService.listSearchAttributes({ namespace });
+    expect(Object.keys(attrs.customAttributes ?? {})).toEqual(expect.arrayContaining(['InstanceId', 'Runbook']));
   });
 
   it('lists instances and gets one by id or name', async () => {

@@ -21,7 +21,7 @@ describe('workflow determinism', () => {
   it('has a recorded history for every runbook', () => {
     const names = files.map((f) => f.replace(/\.json$/, ''));
     expect(names).toEqual(
-      expect.arrayContaining(['on-demand-backup', 'daily-backup', 'daily-backup-failed', 'provision-instance', 'provision-instance-failed', 'delete-instance']),
+      expect.arrayContaining(['on-demand-backup', 'daily-backup', 'daily-backup-failed', 'provision-instance', 'provision-instance-failed', 'delete-instance', 'retention-sweep']),
     );
   });
 

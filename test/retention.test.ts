@@ -1,7 +1,8 @@
-import { asc, eq, sql } from 'drizzle-orm';
+import { and, asc, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createActivities } from '../activities/index.js';
-import { backups } from '../db/schema/index.js';
+import { auditEvents, backups } from '../db/schema/index.js';
+import { recordHistory } from './record.js';
 import { backupNow, createInstance, openContext, runActivity, seedRows, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
@@ -75,5 +76,35 @@ describe('retention', () => {
     const result = await ctx.temporal.workflow.getHandle(res.body.run.workflowId).result();
     expect(result.expired).toEqual([old.id]);
     expect((await ctx.call('GET', `/v1/backups/${old.id}`)).status).toBe(404);
+  });
+});
+
+describe('retention sweep', () => {
+  it('expires backups of a deleted instance on the fleet-wide schedule, keeping its newest', async () => {
+    const name = uniqueName('sweep');
+    const inst = await createInstance(ctx, name);
+    const { row: older } = await backupNow(ctx, inst.id, 'older');
+    await new Promise((r) => setTimeout(r, 1100));
+    const { row: newer } = await backupNow(ctx, inst.id, 'newer');
+    expect((await ctx.call('DELETE', `/v1/instances/${inst.id}`)).status).toBe(200);
+    await expireAll(inst.id);
+
+    const sweep = await ctx.temporal.schedule.getHandle('retention-sweep').describe();
+    expect(sweep.action.type).toBe('startWorkflow');
+    const result = await ctx.temporal.workflow.execute('retentionSweepWorkflow', {
+      workflowId: `retention-sweep-test-${inst.id}`,
+      taskQueue: ctx.cfg.TEMPORAL_TASK_QUEUE,
+      args: [],
+    });
+    await recordHistory(ctx, `retention-sweep-test-${inst.id}`, 'retention-sweep');
+    expect(result.expired).toContain(older.id);
+    expect(result.expired).not.toContain(newer.id);
+    expect(result.failed).toEqual([]);
+    const left = await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id));
+    expect(left.map((b) => b.id)).toEqual([newer.id]);
+    expect((await storedKeys(name)).sort()).toEqual([newer.objectKey, `${newer.objectKey}.manifest.json`].sort());
+    const trail = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.subject, older.id), eq(auditEvents.action, 'backup.expired')));
+    expect(trail).toHaveLength(1);
+    expect(trail[0]!.actor).toBe('system:retention');
   });
 });

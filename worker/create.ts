@@ -5,6 +5,7 @@ import { createDb } from '../db/client.js';
 import type { Config } from '../lib/config.js';
 import { isCompiled, projectRoot } from '../lib/paths.js';
 import { openRegions, syncRegions } from '../lib/regions.js';
+import { ensureRetentionSweepSchedule } from '../lib/schedules.js';
 import { connectTemporal, ensureSearchAttributes } from '../lib/temporal.js';
 
 /** A worker ready to run, and how to release everything it opened. */
@@ -24,6 +25,7 @@ export const workflowsPath = path.join(projectRoot, isCompiled ? 'dist/workflows
 export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { code: string } } = {}): Promise<BcdrWorker> {
   const { client, connection } = await connectTemporal(cfg);
   await ensureSearchAttributes(connection, cfg.TEMPORAL_NAMESPACE);
+  await ensureRetentionSweepSchedule(client, cfg.TEMPORAL_TASK_QUEUE, cfg.RETENTION_SWEEP_EVERY_MINUTES);
   const catalog = createDb(cfg.CATALOG_DATABASE_URL);
   await syncRegions(catalog.db, cfg);
   const regions = openRegions(cfg);
@@ -35,6 +37,8 @@ export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { c
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
     // Send heartbeats (and so dump progress) to the server at least every 3 s, not 80% of the heartbeat timeout.
     maxHeartbeatThrottleInterval: '3s',
+    // On SIGTERM, let running activities (a dump) finish for this long before they are cancelled and retried elsewhere.
+    shutdownGraceTime: cfg.WORKER_SHUTDOWN_GRACE_SECONDS * 1000,
     activities: createActivities({ db: catalog.db, regions: regions.regions, temporal: client, taskQueue: cfg.TEMPORAL_TASK_QUEUE }),
   });
   return {

@@ -1,6 +1,6 @@
-import { CancellationScope, proxyActivities, uuid4 } from '@temporalio/workflow';
+import { ActivityCancellationType, ApplicationFailure, CancellationScope, proxyActivities, sleep, uuid4, workflowInfo } from '@temporalio/workflow';
 import type * as activities from '../activities/index.js';
-import { Runbooks, type BackupResult, type DailyBackupInput, type OnDemandBackupInput } from './contract.js';
+import { FailureTypes, Runbooks, type BackupResult, type DailyBackupInput, type OnDemandBackupInput } from './contract.js';
 import { RunState, errorMessage } from './run-state.js';
 
 type Acts = activities.Activities;
@@ -11,16 +11,26 @@ const catalog = proxyActivities<Acts>({
   retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 6 },
 });
 
-/** Data moves: long, heartbeating, a few retries (a retried dump overwrites its own archive). */
+/**
+ * Data moves: long, heartbeating, a few retries (a retried dump stages its own
+ * copy and the row lock lets only one attempt commit). On cancellation the
+ * workflow waits for the dump to stop before it cleans up.
+ */
 const data = proxyActivities<Acts>({
   startToCloseTimeout: '6h',
   heartbeatTimeout: '30s',
   retry: { initialInterval: '5s', backoffCoefficient: 2, maximumAttempts: 3 },
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 });
+
+/** How long a scheduled backup waits for another runbook to release the instance before it gives up. */
+const DAILY_LOCK_PATIENCE_MS = 60 * 60 * 1000;
 
 /** On-demand backup runbook: a labelled backup kept `retentionDays` days. */
 export async function onDemandBackupWorkflow(input: OnDemandBackupInput): Promise<BackupResult> {
-  return runBackup(new RunState(Runbooks.onDemandBackup, input.instanceId), {
+  const state = new RunState(Runbooks.onDemandBackup, input.instanceId);
+  await state.step('lock-instance', () => catalog.acquireInstanceLock({ instanceId: input.instanceId, runbook: Runbooks.onDemandBackup }));
+  return runBackup(state, {
     instanceId: input.instanceId,
     backupId: input.backupId,
     kind: 'on_demand',
@@ -31,15 +41,19 @@ export async function onDemandBackupWorkflow(input: OnDemandBackupInput): Promis
 
 /**
  * Daily (system) backup runbook, started by the instance's Temporal Schedule.
- * Its outcome, failure reason included, is recorded as the schedule's last status.
+ * If another runbook holds the instance it waits (up to an hour) rather than
+ * lose the day's backup. Its outcome, failure reason included, is recorded as
+ * the schedule's last status.
  */
 export async function dailyBackupWorkflow(input: DailyBackupInput): Promise<BackupResult> {
   const state = new RunState(Runbooks.dailyBackup, input.instanceId);
   try {
+    await state.step('lock-instance', () => lockPatiently(state, input.instanceId, (input.lockRetrySeconds ?? 60) * 1000));
     const result = await runBackup(state, { instanceId: input.instanceId, backupId: `bk-${uuid4()}`, kind: 'system', label: null });
     await catalog.recordScheduleRun({ instanceId: input.instanceId, status: 'completed' });
     return result;
   } catch (err) {
+    state.finish(err);
     await CancellationScope.nonCancellable(() =>
       catalog.recordScheduleRun({ instanceId: input.instanceId, status: 'failed', error: errorMessage(err) }),
     );
@@ -47,15 +61,15 @@ export async function dailyBackupWorkflow(input: DailyBackupInput): Promise<Back
   }
 }
 
+/** Runs the backup steps on an instance this run has locked, and always releases the lock. */
 async function runBackup(
   state: RunState,
   b: { instanceId: string; backupId: string; kind: 'system' | 'on_demand'; label: string | null; retentionDays?: number },
 ): Promise<BackupResult> {
-  await state.step('lock-instance', () => catalog.acquireInstanceLock({ instanceId: b.instanceId, runbook: state.status.runbook }));
   try {
-    await state.step('record-backup', () => catalog.beginBackup(b));
     let dumped: Awaited<ReturnType<Acts['dumpBackup']>>;
     try {
+      await state.step('record-backup', () => catalog.beginBackup(b));
       dumped = await state.step('dump', () => data.dumpBackup({ backupId: b.backupId }));
     } catch (err) {
       await CancellationScope.nonCancellable(() => catalog.failBackup({ backupId: b.backupId, reason: errorMessage(err) }));
@@ -69,5 +83,21 @@ async function runBackup(
     throw err;
   } finally {
     await CancellationScope.nonCancellable(() => catalog.releaseInstanceLock({ instanceId: b.instanceId }));
+  }
+}
+
+/** Takes the instance lock, retrying every `retryMs` while another runbook holds it, for up to an hour. */
+async function lockPatiently(state: RunState, instanceId: string, retryMs: number): Promise<void> {
+  const deadline = workflowInfo().runStartTime.getTime() + DAILY_LOCK_PATIENCE_MS;
+  for (;;) {
+    try {
+      await catalog.acquireInstanceLock({ instanceId, runbook: Runbooks.dailyBackup });
+      return;
+    } catch (err) {
+      const busy = err instanceof Error && err.cause instanceof ApplicationFailure && err.cause.type === FailureTypes.instanceBusy;
+      if (!busy || Date.now() + retryMs > deadline) throw err;
+      state.warn(`waiting for the instance: ${errorMessage(err)}`);
+      await sleep(retryMs);
+    }
   }
 }

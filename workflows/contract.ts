@@ -6,6 +6,7 @@ export const Runbooks = {
   deleteInstance: 'delete-instance',
   onDemandBackup: 'on-demand-backup',
   dailyBackup: 'daily-backup',
+  retentionSweep: 'retention-sweep',
 } as const;
 export type Runbook = (typeof Runbooks)[keyof typeof Runbooks];
 
@@ -43,6 +44,8 @@ export interface OnDemandBackupInput {
 /** Input of the daily (system) backup runbook, started by the instance's Temporal Schedule. */
 export interface DailyBackupInput {
   instanceId: string;
+  /** How often to retry the instance lock while another runbook holds it (default 60 s). */
+  lockRetrySeconds?: number;
 }
 
 /** Result of a backup runbook. */

@@ -1,3 +1,4 @@
 /** Every workflow the worker registers. Only workflow functions are exported here. */
 export { onDemandBackupWorkflow, dailyBackupWorkflow } from './backup.js';
 export { provisionInstanceWorkflow, deleteInstanceWorkflow } from './instances.js';
+export { retentionSweepWorkflow } from './retention.js';

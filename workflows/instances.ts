@@ -9,6 +9,12 @@ const acts = proxyActivities<activities.Activities>({
   retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 5 },
 });
 
+/** Cleanup after the point of no return: idempotent, so retried until it is done rather than left half way. */
+const untilDone = proxyActivities<activities.Activities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', maximumInterval: '1m' },
+});
+
 /**
  * Provisions a new instance: its database in the home region and its daily
  * backup schedule, then marks it active. On failure every completed step is
@@ -42,20 +48,24 @@ export async function provisionInstanceWorkflow(input: InstanceRunInput): Promis
 }
 
 /**
- * Deletes an instance: drops its database first (nothing else changes if that
- * fails), then its schedule and catalog row. Its backups stay until they expire.
+ * Deletes an instance: drops its database first (if that fails, nothing has
+ * changed and the lock is given back), then its schedule and catalog row,
+ * retried until done while the run keeps holding the instance, so no other
+ * runbook starts on a half-deleted instance. Its backups stay until they expire.
  */
 export async function deleteInstanceWorkflow(input: InstanceRunInput): Promise<void> {
   const state = new RunState(Runbooks.deleteInstance, input.instanceId);
   await state.step('lock-instance', () => acts.acquireInstanceLock({ instanceId: input.instanceId, runbook: Runbooks.deleteInstance }));
   try {
     await state.step('drop-database', () => acts.dropInstanceDatabase(input));
-    await state.step('remove-backup-schedule', () => acts.removeBackupSchedule(input));
-    await state.step('delete-instance-record', () => acts.deleteInstanceRecord(input));
-    state.finish();
   } catch (err) {
     state.finish(err);
     await CancellationScope.nonCancellable(() => acts.releaseInstanceLock({ instanceId: input.instanceId }));
     throw err;
   }
+  await CancellationScope.nonCancellable(async () => {
+    await state.step('remove-backup-schedule', () => untilDone.removeBackupSchedule(input));
+    await state.step('delete-instance-record', () => untilDone.deleteInstanceRecord(input));
+  });
+  state.finish();
 }

@@ -18,6 +18,11 @@ export class RunState {
     return out;
   }
 
+  /** Adds a warning the run reports (once per distinct text). */
+  warn(message: string): void {
+    if (!this.status.warnings.includes(message)) this.status.warnings.push(message);
+  }
+
   /** Marks the run ended, successfully or with the error's message. */
   finish(error?: unknown): void {
     this.status.step = error ? 'failed' : 'completed';

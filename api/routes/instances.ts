@@ -1,7 +1,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomBytes } from 'node:crypto';
 import { asc, eq } from 'drizzle-orm';
-import { Editions, instances, InstanceTypes } from '../../db/schema/index.js';
+import { Editions, instances, InstanceTypes, type InstanceRow } from '../../db/schema/index.js';
 import { audit } from '../../lib/audit.js';
 import { Runbooks, workflowIds, type InstanceRunInput } from '../../workflows/contract.js';
 import { requireRole } from '../auth.js';
@@ -57,7 +57,7 @@ export function instancesApp(deps: ApiDeps) {
       const workflowId = workflowIds.provisionInstance(id);
       const actor = c.get('principal').identity;
       const inserted = await deps.db.transaction(async (tx) => {
-        const rows = await tx
+        const rows: InstanceRow[] = await tx
           .insert(instances)
           .values({
             id,
@@ -75,7 +75,6 @@ export function instancesApp(deps: ApiDeps) {
           })
           .onConflictDoNothing()
           .returning();
-        if (rows.length) await audit(tx, { actor, action: 'instance.create', instanceId: id, subject: body.name, details: { ...body } });
         return rows;
       });
       if (!inserted.length) throw new ApiError(409, 'name_taken', `an instance named ${body.name} already exists; delete it first or choose another name`);
@@ -83,6 +82,7 @@ export function instancesApp(deps: ApiDeps) {
       await startRun(deps, { instance: { id, name: body.name }, runbook: Runbooks.provisionInstance, workflowId, workflowType: 'provisionInstanceWorkflow', args }, () =>
         deps.db.delete(instances).where(eq(instances.id, id)),
       );
+      await audit(deps.db, { actor, action: 'instance.create', instanceId: id, subject: body.name, details: { ...body, workflowId } });
       const outcome = await awaitRun(deps, workflowId, Runbooks.provisionInstance, waitMs);
       const row = await findInstance(deps, id);
       return c.json({ ...instanceDto(row), run: runRef(deps, workflowId, Runbooks.provisionInstance) }, outcome === 'completed' ? 201 : 202);

@@ -10,13 +10,15 @@ import { ApiError, ErrorSchema } from '../errors.js';
 import { RunSchema, type RunDto } from '../schemas.js';
 import { InstanceIdKey, RunbookKey } from '../../lib/temporal.js';
 
+/** Run statuses as the API reports them (the SDK's names, lower-cased) → the visibility query's spelling. */
 const Statuses = {
   running: 'Running',
   completed: 'Completed',
   failed: 'Failed',
-  canceled: 'Canceled',
+  cancelled: 'Canceled',
   terminated: 'Terminated',
   timed_out: 'TimedOut',
+  continued_as_new: 'ContinuedAsNew',
 } as const;
 
 const err = (description: string) => ({ content: { 'application/json': { schema: ErrorSchema } }, description });

@@ -6,7 +6,9 @@ import { upsertBackupSchedule } from '../../lib/schedules.js';
 import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { ApiError, badRequest, ErrorSchema } from '../errors.js';
-import { findInstance } from '../runbooks.js';
+import { busyError, findInstance } from '../runbooks.js';
+import { Runbooks } from '../../workflows/contract.js';
+import { ScheduleNotFoundError } from '@temporalio/client';
 import { IdParam, ScheduleSchema, scheduleDto } from '../schemas.js';
 
 const PutScheduleBody = z
@@ -77,6 +79,9 @@ export function schedulesApp(deps: ApiDeps) {
       if (next.retentionDays <= next.intervalDays) {
         throw badRequest('retentionDays', `must be greater than intervalDays (${next.intervalDays}), or no backup would outlive the next one`);
       }
+      if (inst.lockedRunbook === Runbooks.deleteInstance || inst.lockedRunbook === Runbooks.provisionInstance) {
+        throw busyError(deps, inst.name, { workflowId: inst.lockedByRun ?? 'unknown', runbook: inst.lockedRunbook });
+      }
       const actor = c.get('principal').identity;
       const updated = await deps.db.transaction(async (tx) => {
         const [row] = await tx
@@ -84,16 +89,19 @@ export function schedulesApp(deps: ApiDeps) {
           .set({ startTime: next.startTime, intervalDays: next.intervalDays, retentionDays: next.retentionDays, keepAtLeastOne: next.keepAtLeastOne, enabled: next.enabled, updatedAt: sql`now()` })
           .where(eq(backupSchedules.instanceId, inst.id))
           .returning();
+        if (!row) throw new ApiError(404, 'schedule_not_found', `instance ${inst.name} has no backup schedule`);
         await audit(tx, { actor, action: 'schedule.update', instanceId: inst.id, subject: current.scheduleId, details: { ...body } });
         try {
           // Inside the transaction: if Temporal refuses, the catalog change rolls back with it.
-          await upsertBackupSchedule(deps.temporal, deps.cfg.TEMPORAL_TASK_QUEUE, next);
+          await upsertBackupSchedule(deps.temporal, deps.cfg.TEMPORAL_TASK_QUEUE, next, { createIfMissing: false });
         } catch (e) {
+          if (e instanceof ScheduleNotFoundError) {
+            throw new ApiError(409, 'schedule_missing', `the Temporal schedule of ${inst.name} is gone (is the instance being deleted?); nothing was changed`);
+          }
           throw new ApiError(503, 'temporal_unavailable', `could not update the Temporal schedule: ${(e as Error).message}; nothing was changed`);
         }
         return row;
       });
-      if (!updated) throw new ApiError(404, 'schedule_not_found', `instance ${inst.name} has no backup schedule`);
       return c.json(scheduleDto(updated, await nextRuns(updated.scheduleId)), 200);
     },
   );

@@ -54,20 +54,32 @@ export class PostgresEngine implements InstanceEngine {
   }
 
   async createDatabase(name: string, ownerTag: string): Promise<void> {
+    const conflict = (tag: string | null) =>
+      new DatabaseConflictError(
+        `database ${name} already exists on this server and does not belong to this instance (owner: ${tag ?? 'none'}); it was left untouched: drop or rename it, or choose another instance name`,
+      );
     if (await this.databaseExists(name)) {
       const tag = await this.ownerTag(name);
       if (tag === ownerTag) return;
-      throw new DatabaseConflictError(
-        `database ${name} already exists on this server and does not belong to this instance (owner: ${tag ?? 'none'}); it was left untouched: drop or rename it, or choose another instance name`,
-      );
+      throw conflict(tag);
+    }
+    // Created and tagged under a staging name, then renamed: the real name only ever appears already tagged.
+    const staging = `${name}__bcdr_new`; // underscores never occur in instance names (DNS labels)
+    if ((await this.databaseExists(staging)) && (await this.ownerTag(staging)) !== ownerTag) {
+      await this.admin`DROP DATABASE IF EXISTS ${this.admin(staging)} WITH (FORCE)`; // an abandoned staging copy: empty by construction
+    }
+    if (!(await this.databaseExists(staging))) {
+      await this.admin`CREATE DATABASE ${this.admin(staging)}`;
+      await this.admin.unsafe(`COMMENT ON DATABASE ${quoteIdent(staging)} IS ${quoteLiteral(ownerTag)}`);
     }
     try {
-      await this.admin`CREATE DATABASE ${this.admin(name)}`;
+      await this.admin`ALTER DATABASE ${this.admin(staging)} RENAME TO ${this.admin(name)}`;
     } catch (err) {
-      // 42P04 duplicate_database: a concurrent attempt created it first; the tag check below settles ownership.
+      // 42P04 duplicate_database: someone created the real name meanwhile.
       if ((err as { code?: string }).code !== '42P04') throw err;
+      const tag = await this.ownerTag(name);
+      if (tag !== ownerTag) throw conflict(tag);
     }
-    await this.admin.unsafe(`COMMENT ON DATABASE ${quoteIdent(name)} IS ${quoteLiteral(ownerTag)}`);
   }
 
   async dropDatabase(name: string, ownerTag?: string): Promise<boolean> {

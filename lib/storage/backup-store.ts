@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import type { ObjectStore } from './object-store.js';
+import type { ObjectStore, StagedObject } from './object-store.js';
 import type { SequenceMarks } from '../engine/types.js';
 
 /** What a backup archive is, stored beside it so the archive can be checked and restored without the catalog. */
@@ -38,7 +38,14 @@ class DigestStream extends Transform {
   }
 }
 
-/** Options of BackupStore.writeArchive. */
+/** An archive written in full but not yet visible under its key, with its size and checksum. */
+export interface StagedArchive {
+  staged: StagedObject;
+  sizeBytes: number;
+  sha256: string;
+}
+
+/** Options of BackupStore.stageArchive. */
 export interface WriteArchiveOptions {
   /** Called with the running byte count as data passes. */
   onProgress?: (bytes: number) => void;
@@ -66,24 +73,25 @@ export class BackupStore {
   }
 
   /**
-   * Streams an archive into the store under `objectKey`, computing its sha256
-   * on the way. The archive is committed only if `opts.complete` resolves.
-   * Unfinished writes of the same key from a killed attempt are removed
-   * first; on failure nothing is left under the key.
+   * Streams an archive into a staged (not yet visible) object for `objectKey`,
+   * computing its sha256 on the way. Unfinished writes of the key left by a
+   * killed attempt are removed first. If the stream fails, or `opts.complete`
+   * rejects (the producer did not finish cleanly), the staged data is
+   * discarded and nothing changes under the key. The caller commits it.
    */
-  async writeArchive(objectKey: string, source: Readable, opts: WriteArchiveOptions = {}): Promise<{ sizeBytes: number; sha256: string }> {
-    opts.complete?.catch(() => {}); // observed in the digest's flush; never an unhandled rejection if the write fails first
+  async stageArchive(objectKey: string, source: Readable, opts: WriteArchiveOptions = {}): Promise<StagedArchive> {
+    opts.complete?.catch(() => {}); // awaited below; never an unhandled rejection if the write fails first
     await this.objects.removeIncomplete(objectKey);
     const digest = new DigestStream(opts);
     source.on('error', (err) => digest.destroy(err));
+    const staged = await this.objects.stage(objectKey, source.pipe(digest));
     try {
-      // Committed only once the producer says the data is whole (pg_dump exited 0).
-      await this.objects.put(objectKey, source.pipe(digest), { beforeCommit: () => opts.complete ?? Promise.resolve() });
+      await (opts.complete ?? Promise.resolve());
     } catch (err) {
-      await this.objects.delete(objectKey);
+      await staged.discard();
       throw err;
     }
-    return { sizeBytes: digest.bytes, sha256: digest.hash.digest('hex') };
+    return { staged, sizeBytes: digest.bytes, sha256: digest.hash.digest('hex') };
   }
 
   async writeManifest(manifest: BackupManifest): Promise<void> {

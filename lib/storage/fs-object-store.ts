@@ -4,15 +4,16 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ObjectNotFoundError, type ObjectInfo, type ObjectStore, type PutOptions } from './object-store.js';
+import { ObjectNotFoundError, type ObjectInfo, type ObjectStore, type StagedObject } from './object-store.js';
 
 const TMP_SUFFIX = '.partial';
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /**
  * ObjectStore on a local directory. A write goes to a hidden temp file beside
- * its target, is fsynced, then renamed over the target, so a crash never
- * leaves a half object under a real key.
+ * its target (one per writer, so concurrent writers never share a file), is
+ * fsynced, then renamed over the target, so a crash never leaves a half
+ * object under a real key.
  */
 export class FsObjectStore implements ObjectStore {
   constructor(readonly root: string) {}
@@ -26,29 +27,40 @@ export class FsObjectStore implements ObjectStore {
     return `.${key}.`;
   }
 
-  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<ObjectInfo> {
+  async stage(key: string, body: Readable): Promise<StagedObject> {
     const target = this.path(key);
     await fs.mkdir(this.root, { recursive: true });
     const tmp = path.join(this.root, `${this.tmpPrefix(key)}${randomUUID()}${TMP_SUFFIX}`);
+    let size: number;
     try {
-      const out = createWriteStream(tmp, { flags: 'wx' });
-      await pipeline(body, out);
+      await pipeline(body, createWriteStream(tmp, { flags: 'wx' }));
       const fh = await fs.open(tmp, 'r');
       try {
         await fh.sync();
+        size = (await fh.stat()).size;
       } finally {
         await fh.close();
       }
-      await opts.beforeCommit?.();
-      await fs.rename(tmp, target);
-      await this.syncDir();
     } catch (err) {
       await fs.rm(tmp, { force: true });
       throw err;
     }
-    const info = await this.head(key);
-    if (!info) throw new Error(`object ${key} vanished after write`);
-    return info;
+    return {
+      key,
+      size,
+      commit: async () => {
+        await fs.rename(tmp, target);
+        await this.syncDir();
+        const info = await this.head(key);
+        if (!info) throw new Error(`object ${key} vanished after commit`);
+        return info;
+      },
+      discard: () => fs.rm(tmp, { force: true }),
+    };
+  }
+
+  async put(key: string, body: Readable): Promise<ObjectInfo> {
+    return (await this.stage(key, body)).commit();
   }
 
   async get(key: string): Promise<Readable> {

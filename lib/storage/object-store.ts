@@ -13,11 +13,13 @@ export interface ObjectInfo {
  */
 export interface ObjectStore {
   /**
-   * Stores the stream under `key`, replacing any object there; the object
-   * appears only once fully written. If `beforeCommit` rejects, the write is
-   * abandoned and nothing appears.
+   * Writes the stream durably beside `key` without making it visible. The
+   * caller then commits it (it atomically replaces whatever is under `key`)
+   * or discards it. Until then readers see the old object or nothing.
    */
-  put(key: string, body: Readable, opts?: PutOptions): Promise<ObjectInfo>;
+  stage(key: string, body: Readable): Promise<StagedObject>;
+  /** Stages and commits in one step. */
+  put(key: string, body: Readable): Promise<ObjectInfo>;
   /** Opens an object for reading; rejects with ObjectNotFoundError when absent. */
   get(key: string): Promise<Readable>;
   /** Size and time of an object, or null when absent. */
@@ -32,10 +34,14 @@ export interface ObjectStore {
   removeIncomplete(key: string): Promise<void>;
 }
 
-/** Options of ObjectStore.put. */
-export interface PutOptions {
-  /** Awaited after the data is durably written and before it becomes visible under its key. */
-  beforeCommit?: () => Promise<void>;
+/** A fully written object not yet visible under its key. */
+export interface StagedObject {
+  key: string;
+  size: number;
+  /** Makes the object visible under its key, atomically replacing any object there. */
+  commit(): Promise<ObjectInfo>;
+  /** Removes the staged data; the key is left as it was. Idempotent. */
+  discard(): Promise<void>;
 }
 
 /** Raised by ObjectStore.get for a missing key. */

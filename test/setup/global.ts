@@ -47,6 +47,7 @@ export default async function setup(project: TestProject) {
       { name: 'secondary', pair: 'primary', postgresUrl: secondary.url, blobDir: path.join(root, 'blobs', 'secondary') },
     ]),
     API_TOKENS: JSON.stringify(testTokens),
+    WORKER_SHUTDOWN_GRACE_SECONDS: '5',
   };
   const cfg = loadConfig(env);
   // Expected failures (killed dumps, refused provisioning) are asserted by the tests; keep the log to real problems.

@@ -42,13 +42,26 @@ describe('filesystem object store', () => {
   it('commits an archive only when the producer confirms it finished', async () => {
     const backups = new BackupStore(new FsObjectStore(dir));
     const body = Readable.from([Buffer.from('hello '), Buffer.from('world')]);
-    await expect(backups.writeArchive('b-20260101-000000', body, { complete: Promise.reject(new Error('pg_dump exited with code 1')) })).rejects.toThrow(
+    await expect(backups.stageArchive('b-20260101-000000', body, { complete: Promise.reject(new Error('pg_dump exited with code 1')) })).rejects.toThrow(
       'pg_dump exited',
     );
     expect(readdirSync(dir)).toEqual([]);
-    const ok = await backups.writeArchive('b-20260101-000000', Readable.from([Buffer.from('hello world')]), { complete: Promise.resolve() });
-    expect(ok).toEqual({ sizeBytes: 11, sha256: 'b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9' });
-    expect(await backups.checksum('b-20260101-000000')).toEqual(ok);
+    const ok = await backups.stageArchive('b-20260101-000000', Readable.from([Buffer.from('hello world')]), { complete: Promise.resolve() });
+    expect({ sizeBytes: ok.sizeBytes, sha256: ok.sha256 }).toEqual({ sizeBytes: 11, sha256: 'b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9' });
+    expect(await backups.objects.head('b-20260101-000000')).toBeNull(); // staged, not yet visible
+    await ok.staged.commit();
+    expect(await backups.checksum('b-20260101-000000')).toEqual({ sizeBytes: 11, sha256: ok.sha256 });
+  });
+
+  it('keeps concurrent writers of one key apart: each stages its own file, and the last commit wins whole', async () => {
+    const store = new FsObjectStore(dir);
+    const [a, b] = await Promise.all([store.stage('k-1', Readable.from([Buffer.from('aaaa')])), store.stage('k-1', Readable.from([Buffer.from('bbbbbb')]))]);
+    await a.commit();
+    await b.commit();
+    expect((await store.head('k-1'))?.size).toBe(6);
+    await a.discard(); // already committed: nothing to remove, the object stays
+    expect((await store.head('k-1'))?.size).toBe(6);
+    expect(await store.listIncomplete('k-1')).toEqual([]);
   });
 
   it('lists complete objects only, and deletes idempotently', async () => {
