@@ -21,6 +21,20 @@ export const ErrorSchema = z
   })
   .openapi('Error');
 
+/** A JSON response entry for a route declaration. */
+export const json = <T extends z.ZodType>(schema: T, description: string) => ({ content: { 'application/json': { schema } }, description });
+
+/** The error responses a /v1 route declares; `notFound` and `conflict` say what its 404 and 409 are about. */
+export const errorResponses = (notFound: string, conflict: string) =>
+  ({
+    400: json(ErrorSchema, 'invalid input, naming the field and the rule'),
+    401: json(ErrorSchema, 'missing or unknown token'),
+    403: json(ErrorSchema, 'the token lacks the role'),
+    404: json(ErrorSchema, notFound),
+    409: json(ErrorSchema, conflict),
+    503: json(ErrorSchema, 'Temporal unreachable; nothing changed'),
+  }) as const;
+
 /** A domain error the root handler turns into an HTTP answer. */
 export class ApiError extends Error {
   constructor(

@@ -9,10 +9,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { migrateCatalog } from '../db/migrate.js';
 import { loadConfig, type TokenConfig } from '../lib/config.js';
 import { projectRoot } from '../lib/paths.js';
-import { ensureDatabase, portIsFree, freePort, startCluster, startTemporal, stopChild, waitFor, type PgCluster, type TemporalServer } from './lib/services.js';
+import { portIsFree, prepareLocalStack, freePort, startCluster, startTemporal, stopChild, waitFor, type PgCluster, type TemporalServer } from './lib/services.js';
 import { ensurePostgres, ensureTemporalCli, MissingToolError } from './lib/tools.js';
 
 const { values: args } = parseArgs({
@@ -138,20 +137,8 @@ async function main(): Promise<void> {
   const temporal = running.temporal!;
   const [catalog, primary, secondary] = ['catalog', 'primary', 'secondary'].map((n) => clusters.find((c) => c.name === n)!) as [PgCluster, PgCluster, PgCluster];
 
-  const catalogUrl = await ensureDatabase(catalog.url, 'bcdr_catalog');
-  await migrateCatalog(catalogUrl);
-
   const env: Record<string, string> = {
-    CATALOG_DATABASE_URL: catalogUrl,
-    TEMPORAL_ADDRESS: temporal.address,
-    TEMPORAL_NAMESPACE: 'default',
-    TEMPORAL_TASK_QUEUE: process.env.TEMPORAL_TASK_QUEUE ?? 'bcdr',
-    TEMPORAL_UI_URL: temporal.uiUrl,
-    PG_BIN_DIR: pgBin,
-    REGIONS: JSON.stringify([
-      { name: 'primary', pair: 'secondary', postgresUrl: primary.url, blobDir: path.join(dataDir, 'blobs', 'primary') },
-      { name: 'secondary', pair: 'primary', postgresUrl: secondary.url, blobDir: path.join(dataDir, 'blobs', 'secondary') },
-    ]),
+    ...(await prepareLocalStack({ temporal, catalog, primary, secondary, pgBin, blobRoot: path.join(dataDir, 'blobs'), taskQueue: process.env.TEMPORAL_TASK_QUEUE ?? 'bcdr' })),
     API_TOKENS: process.env.API_TOKENS ?? JSON.stringify(devTokens),
     API_HOST: process.env.API_HOST ?? '127.0.0.1',
     API_PORT: String(ports.api),

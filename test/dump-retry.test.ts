@@ -3,16 +3,15 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { createActivities } from '../activities/index.js';
 import { backups } from '../db/schema/index.js';
 import { BackupStore } from '../lib/storage/backup-store.js';
 import { activityEnv, createInstance, openContext, runActivity, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
-let acts: ReturnType<typeof createActivities>;
+let acts: TestContext['activities'];
 beforeAll(async () => {
   ctx = await openContext();
-  acts = createActivities({ db: ctx.db, regions: ctx.regions, temporal: ctx.temporal, taskQueue: ctx.cfg.TEMPORAL_TASK_QUEUE });
+  acts = ctx.activities;
 });
 afterAll(async () => {
   await ctx.close();

@@ -6,6 +6,7 @@ import type { Client, Connection } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
 import postgres from 'postgres';
 import type { RegionHandles } from '../activities/deps.js';
+import { createActivities } from '../activities/index.js';
 import { createApp } from '../api/app.js';
 import type { ApiDeps } from '../api/deps.js';
 import { createDb, type Database } from '../db/client.js';
@@ -25,6 +26,8 @@ export interface TestContext {
   app: ReturnType<typeof createApp>;
   /** The dependencies the app was built with, to build a variant of it. */
   deps(): ApiDeps;
+  /** The real activities, bound to the same catalog, regions and Temporal client as the worker's. */
+  activities: ReturnType<typeof createActivities>;
   /** Calls the API in-process with a bearer token (operator unless told otherwise; null for none). */
   call(method: string, path: string, opts?: { token?: string | null; body?: unknown; rawBody?: string }): Promise<{ status: number; body: any }>;
   close(): Promise<void>;
@@ -39,6 +42,7 @@ export async function openContext(): Promise<TestContext> {
   const app = createApp(deps);
   return {
     deps: () => deps,
+    activities: createActivities({ db: catalog.db, regions: regions.regions, temporal: client, taskQueue: cfg.TEMPORAL_TASK_QUEUE }),
     cfg,
     db: catalog.db,
     temporal: client,

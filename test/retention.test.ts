@@ -1,15 +1,14 @@
 import { and, asc, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createActivities } from '../activities/index.js';
 import { auditEvents, backups } from '../db/schema/index.js';
 import { recordHistory } from './record.js';
 import { backupNow, createInstance, openContext, runActivity, seedRows, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
-let acts: ReturnType<typeof createActivities>;
+let acts: TestContext['activities'];
 beforeAll(async () => {
   ctx = await openContext();
-  acts = createActivities({ db: ctx.db, regions: ctx.regions, temporal: ctx.temporal, taskQueue: ctx.cfg.TEMPORAL_TASK_QUEUE });
+  acts = ctx.activities;
 });
 afterAll(async () => {
   await ctx.close();
@@ -54,6 +53,15 @@ describe('retention', () => {
     const left = await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id));
     expect(left.map((b) => b.id)).toEqual([rows[2]!.id]);
     expect((await storedKeys(name)).sort()).toEqual([rows[2]!.objectKey, `${rows[2]!.objectKey}.manifest.json`].sort());
+  });
+
+  it('keeps the newest system backup, not a newer on-demand one an operator could delete', async () => {
+    const { inst, rows } = await threeBackups('keepsys');
+    await ctx.db.update(backups).set({ kind: 'system', label: null }).where(eq(backups.id, rows[1]!.id)); // as the schedule made it
+    await expireAll(inst.id);
+    await retention(inst.id);
+    const left = await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id));
+    expect(left.map((b) => b.id)).toEqual([rows[1]!.id]);
   });
 
   it('deletes every expired backup when keep-at-least-one is off', async () => {

@@ -6,7 +6,7 @@ import { audit } from '../../lib/audit.js';
 import { Runbooks, workflowIds, type OnDemandBackupInput } from '../../workflows/contract.js';
 import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
-import { ApiError, ErrorSchema } from '../errors.js';
+import { ApiError, errorResponses, json } from '../errors.js';
 import { findInstance, startLockedRunbook } from '../runbooks.js';
 import { BackupSchema, backupDto, IdParam, RunRefSchema } from '../schemas.js';
 
@@ -22,15 +22,7 @@ const CreateBackupBody = z
 
 const PatchBackupBody = z.object({ label: Label }).strict().openapi('RelabelBackup');
 
-const err = (description: string) => ({ content: { 'application/json': { schema: ErrorSchema } }, description });
-const errors = {
-  400: err('invalid input, naming the field and rule'),
-  401: err('missing or unknown token'),
-  403: err('token lacks the role'),
-  404: err('no such instance or backup'),
-  409: err('conflict: instance busy, wrong state, or a system backup'),
-  503: err('Temporal unreachable; nothing changed'),
-} as const;
+const errors = errorResponses('no such instance or backup', 'conflict: instance busy (the run is named), wrong state, or a system backup');
 
 /** States in which an instance can be backed up. */
 const BACKUP_STATES = new Set(['active', 'suspended']);
@@ -49,7 +41,7 @@ export function backupsApp(deps: ApiDeps) {
       middleware: [requireRole('operator')] as const,
       request: { params: IdParam, body: { content: { 'application/json': { schema: CreateBackupBody } }, required: true } },
       responses: {
-        202: { content: { 'application/json': { schema: z.object({ backupId: z.string(), run: RunRefSchema }) } }, description: 'backup started' },
+        202: json(z.object({ backupId: z.string(), run: RunRefSchema }), 'backup started'),
         ...errors,
       },
     }),
@@ -76,7 +68,7 @@ export function backupsApp(deps: ApiDeps) {
       tags: ['backups'],
       summary: "List an instance's backups, newest first",
       request: { params: IdParam },
-      responses: { 200: { content: { 'application/json': { schema: z.object({ backups: z.array(BackupSchema) }) } }, description: 'backups' }, ...errors },
+      responses: { 200: json(z.object({ backups: z.array(BackupSchema) }), 'backups'), ...errors },
     }),
     async (c) => {
       const inst = await findInstance(deps, c.req.valid('param').id);
@@ -104,7 +96,7 @@ export function backupsApp(deps: ApiDeps) {
       tags: ['backups'],
       summary: 'Get a backup',
       request: { params: IdParam },
-      responses: { 200: { content: { 'application/json': { schema: BackupSchema } }, description: 'the backup' }, ...errors },
+      responses: { 200: json(BackupSchema, 'the backup'), ...errors },
     }),
     async (c) => c.json(backupDto(await findBackup(c.req.valid('param').id)), 200),
   );
@@ -117,7 +109,7 @@ export function backupsApp(deps: ApiDeps) {
       summary: 'Relabel an on-demand backup (system backups are refused with 409)',
       middleware: [requireRole('operator')] as const,
       request: { params: IdParam, body: { content: { 'application/json': { schema: PatchBackupBody } }, required: true } },
-      responses: { 200: { content: { 'application/json': { schema: BackupSchema } }, description: 'relabelled' }, ...errors },
+      responses: { 200: json(BackupSchema, 'relabelled'), ...errors },
     }),
     async (c) => {
       const b = await findBackup(c.req.valid('param').id);
@@ -142,7 +134,7 @@ export function backupsApp(deps: ApiDeps) {
       summary: 'Delete an on-demand backup: its archive, manifest and record (system backups are refused with 409)',
       middleware: [requireRole('operator')] as const,
       request: { params: IdParam },
-      responses: { 200: { content: { 'application/json': { schema: z.object({ deleted: z.string() }) } }, description: 'deleted' }, ...errors },
+      responses: { 200: json(z.object({ deleted: z.string() }), 'deleted'), ...errors },
     }),
     async (c) => {
       const b = await findBackup(c.req.valid('param').id);

@@ -6,7 +6,7 @@ import { audit } from '../../lib/audit.js';
 import { Runbooks, workflowIds, type InstanceRunInput } from '../../workflows/contract.js';
 import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
-import { ApiError, badRequest, ErrorSchema } from '../errors.js';
+import { ApiError, badRequest, errorResponses, json } from '../errors.js';
 import { awaitRun, findInstance, runRef, startLockedRunbook, startRun } from '../runbooks.js';
 import { IdParam, InstanceName, InstanceSchema, instanceDto, RunRefSchema } from '../schemas.js';
 
@@ -20,13 +20,7 @@ const CreateInstanceBody = z
   .strict()
   .openapi('CreateInstance');
 
-const errors = {
-  400: { content: { 'application/json': { schema: ErrorSchema } }, description: 'invalid input, naming the field and rule' },
-  401: { content: { 'application/json': { schema: ErrorSchema } }, description: 'missing or unknown token' },
-  403: { content: { 'application/json': { schema: ErrorSchema } }, description: 'token lacks the role' },
-  404: { content: { 'application/json': { schema: ErrorSchema } }, description: 'no such instance' },
-  409: { content: { 'application/json': { schema: ErrorSchema } }, description: 'conflict, naming the run or rule' },
-} as const;
+const errors = errorResponses('no such instance', 'conflict: the name is taken, or a run holds the instance (named in the body)');
 
 const InstanceWithRun = InstanceSchema.extend({ run: RunRefSchema.optional() });
 
@@ -44,8 +38,8 @@ export function instancesApp(deps: ApiDeps) {
       middleware: [requireRole('operator')] as const,
       request: { body: { content: { 'application/json': { schema: CreateInstanceBody } }, required: true } },
       responses: {
-        201: { content: { 'application/json': { schema: InstanceWithRun } }, description: 'provisioned' },
-        202: { content: { 'application/json': { schema: InstanceWithRun } }, description: 'still provisioning; follow the run' },
+        201: json(InstanceWithRun, 'provisioned'),
+        202: json(InstanceWithRun, 'still provisioning; follow the run'),
         ...errors,
       },
     }),
@@ -98,7 +92,7 @@ export function instancesApp(deps: ApiDeps) {
       request: {
         query: z.object({ type: z.enum(InstanceTypes).optional(), state: z.string().optional(), region: z.string().optional() }),
       },
-      responses: { 200: { content: { 'application/json': { schema: z.object({ instances: z.array(InstanceSchema) }) } }, description: 'instances' }, ...errors },
+      responses: { 200: json(z.object({ instances: z.array(InstanceSchema) }), 'instances'), ...errors },
     }),
     async (c) => {
       const q = c.req.valid('query');
@@ -115,7 +109,7 @@ export function instancesApp(deps: ApiDeps) {
       tags: ['instances'],
       summary: 'Get an instance by id or name',
       request: { params: IdParam },
-      responses: { 200: { content: { 'application/json': { schema: InstanceSchema } }, description: 'the instance' }, ...errors },
+      responses: { 200: json(InstanceSchema, 'the instance'), ...errors },
     }),
     async (c) => c.json(instanceDto(await findInstance(deps, c.req.valid('param').id)), 200),
   );
@@ -128,7 +122,7 @@ export function instancesApp(deps: ApiDeps) {
       summary: 'The endpoint tenants connect to, and the region serving it',
       request: { params: IdParam },
       responses: {
-        200: { content: { 'application/json': { schema: z.object({ endpoint: z.string(), activeRegion: z.string() }) } }, description: 'endpoint' },
+        200: json(z.object({ endpoint: z.string(), activeRegion: z.string() }), 'endpoint'),
         ...errors,
       },
     }),
@@ -147,8 +141,8 @@ export function instancesApp(deps: ApiDeps) {
       middleware: [requireRole('operator')] as const,
       request: { params: IdParam },
       responses: {
-        200: { content: { 'application/json': { schema: z.object({ deleted: z.string(), run: RunRefSchema }) } }, description: 'deleted' },
-        202: { content: { 'application/json': { schema: z.object({ deleted: z.string(), run: RunRefSchema }) } }, description: 'deleting; follow the run' },
+        200: json(z.object({ deleted: z.string(), run: RunRefSchema }), 'deleted'),
+        202: json(z.object({ deleted: z.string(), run: RunRefSchema }), 'deleting; follow the run'),
         ...errors,
       },
     }),

@@ -1,12 +1,12 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
-import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowExecutionDescription } from '@temporalio/client';
+import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowExecutionDescription, type WorkflowExecutionInfo } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
 import { instances } from '../../db/schema/index.js';
 import { runStatusQuery, type RunStatus } from '../../workflows/contract.js';
 import { errorMessage } from '../../workflows/run-state.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { uiLink } from '../deps.js';
-import { ApiError, ErrorSchema } from '../errors.js';
+import { ApiError, ErrorSchema, json } from '../errors.js';
 import { RunSchema, type RunDto } from '../schemas.js';
 import { InstanceIdKey, RunbookKey } from '../../lib/temporal.js';
 
@@ -21,11 +21,11 @@ const Statuses = {
   continued_as_new: 'ContinuedAsNew',
 } as const;
 
-const err = (description: string) => ({ content: { 'application/json': { schema: ErrorSchema } }, description });
 
 const quote = (s: string) => `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 
-function summary(deps: ApiDeps, d: WorkflowExecutionDescription) {
+/** The fields of a run that Temporal's visibility gives for a listed or described execution. */
+function summary(deps: ApiDeps, d: Omit<WorkflowExecutionInfo, 'raw'>) {
   return {
     workflowId: d.workflowId,
     runId: d.runId,
@@ -57,9 +57,9 @@ export function runsApp(deps: ApiDeps) {
         }),
       },
       responses: {
-        200: { content: { 'application/json': { schema: z.object({ runs: z.array(RunSchema.pick({ workflowId: true, runId: true, runbook: true, instanceId: true, status: true, startTime: true, closeTime: true, url: true })) }) } }, description: 'runs' },
-        400: err('bad filter'),
-        401: err('no token'),
+        200: json(z.object({ runs: z.array(RunSchema.pick({ workflowId: true, runId: true, runbook: true, instanceId: true, status: true, startTime: true, closeTime: true, url: true })) }), 'runs'),
+        400: json(ErrorSchema, 'bad filter'),
+        401: json(ErrorSchema, 'missing or unknown token'),
       },
     }),
     async (c) => {
@@ -74,16 +74,7 @@ export function runsApp(deps: ApiDeps) {
       if (q.status) clauses.push(`ExecutionStatus = ${quote(Statuses[q.status])}`);
       const runs = [];
       for await (const wf of deps.temporal.workflow.list({ query: clauses.join(' AND '), pageSize: q.limit })) {
-        runs.push({
-          workflowId: wf.workflowId,
-          runId: wf.runId,
-          runbook: wf.typedSearchAttributes.get(RunbookKey) ?? null,
-          instanceId: wf.typedSearchAttributes.get(InstanceIdKey) ?? null,
-          status: wf.status.name.toLowerCase(),
-          startTime: wf.startTime.toISOString(),
-          closeTime: wf.closeTime?.toISOString() ?? null,
-          url: uiLink(deps, wf.workflowId),
-        });
+        runs.push(summary(deps, wf));
         if (runs.length >= q.limit) break;
       }
       return c.json({ runs }, 200);
@@ -97,7 +88,7 @@ export function runsApp(deps: ApiDeps) {
       tags: ['runs'],
       summary: 'One run: status, current step, progress, warnings, result, and its Temporal UI link',
       request: { params: z.object({ id: z.string().min(1).max(300).openapi({ param: { name: 'id', in: 'path' } }) }) },
-      responses: { 200: { content: { 'application/json': { schema: RunSchema } }, description: 'the run' }, 401: err('no token'), 404: err('no such run') },
+      responses: { 200: json(RunSchema, 'the run'), 401: json(ErrorSchema, 'missing or unknown token'), 404: json(ErrorSchema, 'no such run') },
     }),
     async (c) => {
       const id = c.req.valid('param').id;

@@ -5,7 +5,7 @@ import { audit } from '../../lib/audit.js';
 import { upsertBackupSchedule } from '../../lib/schedules.js';
 import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
-import { ApiError, badRequest, ErrorSchema } from '../errors.js';
+import { ApiError, badRequest, errorResponses, json } from '../errors.js';
 import { busyError, findInstance } from '../runbooks.js';
 import { Runbooks } from '../../workflows/contract.js';
 import { ScheduleNotFoundError } from '@temporalio/client';
@@ -22,7 +22,6 @@ const PutScheduleBody = z
   .strict()
   .openapi('PutBackupSchedule', { description: 'Fields left out keep their current value. retentionDays must be greater than intervalDays.' });
 
-const err = (description: string) => ({ content: { 'application/json': { schema: ErrorSchema } }, description });
 
 /** /v1/instances/{id}/backup-schedule: the daily backup policy and its Temporal Schedule. */
 export function schedulesApp(deps: ApiDeps) {
@@ -43,7 +42,7 @@ export function schedulesApp(deps: ApiDeps) {
     }
   }
 
-  const errors = { 400: err('invalid input'), 401: err('no token'), 403: err('role missing'), 404: err('no such instance or schedule'), 503: err('Temporal unreachable; nothing changed') } as const;
+  const errors = errorResponses('no such instance or schedule', 'a run is provisioning or deleting the instance');
 
   app.openapi(
     createRoute({
@@ -52,7 +51,7 @@ export function schedulesApp(deps: ApiDeps) {
       tags: ['schedules'],
       summary: 'The daily backup policy, its last run (with the failure reason if it failed) and its next runs',
       request: { params: IdParam },
-      responses: { 200: { content: { 'application/json': { schema: ScheduleSchema } }, description: 'schedule' }, ...errors },
+      responses: { 200: json(ScheduleSchema, 'schedule'), ...errors },
     }),
     async (c) => {
       const inst = await findInstance(deps, c.req.valid('param').id);
@@ -69,7 +68,7 @@ export function schedulesApp(deps: ApiDeps) {
       summary: 'Change the daily backup policy: start time, interval, retention, keep-at-least-one, enabled',
       middleware: [requireRole('operator')] as const,
       request: { params: IdParam, body: { content: { 'application/json': { schema: PutScheduleBody } }, required: true } },
-      responses: { 200: { content: { 'application/json': { schema: ScheduleSchema } }, description: 'updated' }, ...errors },
+      responses: { 200: json(ScheduleSchema, 'updated'), ...errors },
     }),
     async (c) => {
       const inst = await findInstance(deps, c.req.valid('param').id);

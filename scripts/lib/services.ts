@@ -5,6 +5,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Connection } from '@temporalio/client';
 import postgres from 'postgres';
+import { migrateCatalog } from '../../db/migrate.js';
 import { isRoot } from './tools.js';
 
 /** A port the OS says is free right now. */
@@ -198,4 +199,34 @@ export async function ensureDatabase(adminUrl: string, name: string): Promise<st
   const u = new URL(adminUrl);
   u.pathname = `/${name}`;
   return u.toString();
+}
+
+/**
+ * Creates and migrates the catalog database on the local catalog cluster and
+ * returns the worker/API environment for a local stack: Temporal, the catalog,
+ * and regions `primary` and `secondary` (paired) with blob stores under `blobRoot`.
+ */
+export async function prepareLocalStack(opts: {
+  temporal: TemporalServer;
+  catalog: PgCluster;
+  primary: PgCluster;
+  secondary: PgCluster;
+  pgBin: string;
+  blobRoot: string;
+  taskQueue: string;
+}): Promise<Record<string, string>> {
+  const catalogUrl = await ensureDatabase(opts.catalog.url, 'bcdr_catalog');
+  await migrateCatalog(catalogUrl);
+  return {
+    CATALOG_DATABASE_URL: catalogUrl,
+    TEMPORAL_ADDRESS: opts.temporal.address,
+    TEMPORAL_NAMESPACE: 'default',
+    TEMPORAL_TASK_QUEUE: opts.taskQueue,
+    TEMPORAL_UI_URL: opts.temporal.uiUrl,
+    PG_BIN_DIR: opts.pgBin,
+    REGIONS: JSON.stringify([
+      { name: 'primary', pair: 'secondary', postgresUrl: opts.primary.url, blobDir: path.join(opts.blobRoot, 'primary') },
+      { name: 'secondary', pair: 'primary', postgresUrl: opts.secondary.url, blobDir: path.join(opts.blobRoot, 'secondary') },
+    ]),
+  };
 }

@@ -3,9 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
-import { migrateCatalog } from '../../db/migrate.js';
 import { loadConfig } from '../../lib/config.js';
-import { ensureDatabase, freePort, startCluster, startTemporal } from '../../scripts/lib/services.js';
+import { freePort, prepareLocalStack, startCluster, startTemporal } from '../../scripts/lib/services.js';
 import { ensurePostgres, ensureTemporalCli } from '../../scripts/lib/tools.js';
 import { createBcdrWorker } from '../../worker/create.js';
 import { testTokens } from '../tokens.js';
@@ -33,19 +32,8 @@ export default async function setup(project: TestProject) {
     startCluster({ name: 'primary', pgBin, dataDir: path.join(root, 'pg', 'primary'), port: pPort }),
     startCluster({ name: 'secondary', pgBin, dataDir: path.join(root, 'pg', 'secondary'), port: sPort }),
   ]);
-  const catalogUrl = await ensureDatabase(catalog.url, 'bcdr_catalog');
-  await migrateCatalog(catalogUrl);
   const env: Record<string, string> = {
-    CATALOG_DATABASE_URL: catalogUrl,
-    TEMPORAL_ADDRESS: temporal.address,
-    TEMPORAL_NAMESPACE: 'default',
-    TEMPORAL_TASK_QUEUE: 'bcdr-test',
-    TEMPORAL_UI_URL: temporal.uiUrl,
-    PG_BIN_DIR: pgBin,
-    REGIONS: JSON.stringify([
-      { name: 'primary', pair: 'secondary', postgresUrl: primary.url, blobDir: path.join(root, 'blobs', 'primary') },
-      { name: 'secondary', pair: 'primary', postgresUrl: secondary.url, blobDir: path.join(root, 'blobs', 'secondary') },
-    ]),
+    ...(await prepareLocalStack({ temporal, catalog, primary, secondary, pgBin, blobRoot: path.join(root, 'blobs'), taskQueue: 'bcdr-test' })),
     API_TOKENS: JSON.stringify(testTokens),
     WORKER_SHUTDOWN_GRACE_SECONDS: '5',
   };
