@@ -1,7 +1,7 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
-import { Scalar } from '@scalar/hono-api-reference';
 import { sql } from 'drizzle-orm';
 import { bearerAuth, requireRole } from './auth.js';
+import { docsApp } from './docs.js';
 import type { ApiDeps, ApiEnv } from './deps.js';
 import { onError, zodIssues } from './errors.js';
 import { backupsApp } from './routes/backups.js';
@@ -55,6 +55,6 @@ export function createApp(deps: ApiDeps) {
     info: { title: 'BCDR runbooks API', version: '1', description: 'Start backup and recovery runbooks on tenant PostgreSQL databases and follow their runs.' },
     security: [{ bearer: [] }],
   });
-  app.get('/docs', Scalar({ url: '/openapi.json', pageTitle: 'BCDR runbooks API' }));
+  app.route('/docs', docsApp('/openapi.json', 'BCDR runbooks API'));
   return app;
 }

@@ -49,6 +49,10 @@ describe('access', () => {
     const docs = await ctx.app.request('/docs');
     expect(docs.status).toBe(200);
     expect(await docs.text()).toContain('/openapi.json');
+    const bundle = await ctx.app.request('/docs/assets/swagger-ui-bundle.js');
+    expect(bundle.status).toBe(200);
+    expect((await bundle.arrayBuffer()).byteLength).toBeGreaterThan(100_000); // served locally, no CDN
+    expect((await ctx.app.request('/docs/assets/..%2Fpackage.json')).status).toBe(404);
   });
 });
 
