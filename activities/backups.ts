@@ -1,6 +1,6 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { and, desc, eq, inArray, lte, sql } from 'drizzle-orm';
-import { backupSchedules, backups, instances, type BackupKind, type BackupRow } from '../db/schema/index.js';
+import { and, desc, eq, gt, inArray, lte, sql } from 'drizzle-orm';
+import { backupSchedules, backups, instances, type BackupKind, type BackupRow, type BackupStatus } from '../db/schema/index.js';
 import { isRunRunning } from '../lib/runs.js';
 import { audit } from '../lib/audit.js';
 import { BackupStore, type StagedArchive } from '../lib/storage/backup-store.js';
@@ -38,14 +38,15 @@ export function backupActivities(deps: ActivityDeps) {
    * Fails a backup that is not completed and removes its objects, under the
    * row lock, so it cannot interleave with an attempt committing the archive.
    */
-  async function markFailed(backupId: string, reason: string): Promise<boolean> {
+  async function markFailed(backupId: string, reason: string): Promise<BackupStatus | 'absent'> {
     return deps.db.transaction(async (tx) => {
       const [row] = await tx.select().from(backups).where(eq(backups.id, backupId)).for('update');
-      if (!row || row.status === 'completed') return false;
+      if (!row) return 'absent';
+      if (row.status === 'completed' || row.status === 'failed') return row.status;
       await tx.update(backups).set({ status: 'failed', error: reason.slice(0, 2000) }).where(eq(backups.id, row.id));
       await region(deps, row.region).backups.remove(row.objectKey);
       await audit(tx, { actor: 'system:runbook', action: 'backup.failed', instanceId: row.instanceId, subject: row.id, details: { reason: reason.slice(0, 500) } });
-      return true;
+      return 'failed';
     });
   }
 
@@ -185,9 +186,22 @@ export function backupActivities(deps: ActivityDeps) {
       }
     },
 
-    /** Marks a backup `failed` with its reason and removes anything it stored. Idempotent; a completed backup is left alone. */
-    async failBackup(input: { backupId: string; reason: string }): Promise<void> {
-      await markFailed(input.backupId, input.reason);
+    /**
+     * Marks a backup `failed` with its reason and removes anything it stored.
+     * Idempotent. A backup that completed meanwhile (a late attempt committed) is
+     * left alone; the returned status tells the run which happened.
+     */
+    async failBackup(input: { backupId: string; reason: string }): Promise<BackupStatus | 'absent'> {
+      return markFailed(input.backupId, input.reason);
+    },
+
+    /** The stored outcome of a completed backup, for a run whose dump attempt was lost after it committed. */
+    async completedBackup(input: { backupId: string }): Promise<{ sizeBytes: number; sha256: string; objectKey: string }> {
+      const row = await getBackup(input.backupId);
+      if (row.status !== 'completed' || row.sizeBytes === null || !row.sha256) {
+        throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${row.status}, not completed`, FailureTypes.invalidState);
+      }
+      return { sizeBytes: row.sizeBytes, sha256: row.sha256, objectKey: row.objectKey };
     },
 
     /**
@@ -205,7 +219,9 @@ export function backupActivities(deps: ActivityDeps) {
         await markFailed(b.id, `abandoned: run ${b.workflowId} ended before the backup completed`);
       }
       const [policy] = await deps.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
-      const keepAtLeastOne = policy?.keepAtLeastOne ?? true;
+      const [stillThere] = await deps.db.select({ id: instances.id }).from(instances).where(eq(instances.id, input.instanceId));
+      // Keep-at-least-one protects a live instance; a deleted instance's backups run out on their own dates.
+      const keepAtLeastOne = stillThere ? (policy?.keepAtLeastOne ?? true) : false;
       // The backup kept is the newest system backup (operators can delete on-demand ones, so they cannot be
       // what keep-at-least-one relies on); only an instance with no system backup keeps its newest on-demand one.
       const [newest] = await deps.db
@@ -237,9 +253,14 @@ export function backupActivities(deps: ActivityDeps) {
       return doomed.map((b) => b.id);
     },
 
-    /** Ids of every instance that has backups, deleted instances included. */
-    async listInstancesWithBackups(): Promise<string[]> {
-      const rows = await deps.db.selectDistinct({ id: backups.instanceId }).from(backups).orderBy(backups.instanceId);
+    /** Ids of instances that have backups, deleted instances included, in id order after `after`, at most `limit`. */
+    async listInstancesWithBackups(input: { after: string | null; limit: number }): Promise<string[]> {
+      const rows = await deps.db
+        .selectDistinct({ id: backups.instanceId })
+        .from(backups)
+        .where(input.after === null ? undefined : gt(backups.instanceId, input.after))
+        .orderBy(backups.instanceId)
+        .limit(input.limit);
       return rows.map((r) => r.id);
     },
 

@@ -18,6 +18,8 @@ export interface ActivityDeps {
   regions: Map<string, RegionHandles>;
   temporal: Client;
   taskQueue: string;
+  /** Start time (UTC HH:MM) of a new instance's daily backup schedule. */
+  defaultBackupStartTime?: string;
 }
 
 /** The handles of `name`, or an error naming the configured regions. */

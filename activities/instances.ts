@@ -68,7 +68,10 @@ export function instanceActivities(deps: ActivityDeps) {
     async ensureBackupSchedule(input: { instanceId: string }): Promise<void> {
       await loadInstance(deps, input.instanceId);
       const scheduleId = backupScheduleId(input.instanceId);
-      await deps.db.insert(backupSchedules).values({ instanceId: input.instanceId, scheduleId }).onConflictDoNothing();
+      await deps.db
+        .insert(backupSchedules)
+        .values({ instanceId: input.instanceId, scheduleId, startTime: deps.defaultBackupStartTime ?? '02:00' })
+        .onConflictDoNothing();
       const [policy] = await deps.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
       if (!policy) throw new Error(`backup schedule row of ${input.instanceId} vanished`);
       await upsertBackupSchedule(deps.temporal, deps.taskQueue, policy);

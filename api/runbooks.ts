@@ -59,7 +59,7 @@ export async function startLockedRunbook(
   );
   if (!lock.ok && lock.reason === 'not_found') throw new ApiError(404, 'instance_not_found', `instance ${input.instance.name} does not exist`);
   if (!lock.ok && lock.reason === 'busy') throw busyError(deps, input.instance.name, lock.holder);
-  // Give the lock back on a failed start only if this request took it: a re-entrant take means the run already exists.
+  // Give the lock back on a failed start only if this request took it: a re-entrant take means the run holds it.
   await startRun(deps, input, async () => {
     if (lock.newlyAcquired) await releaseLock(deps.db, input.instance.id, input.workflowId);
   });
@@ -81,7 +81,8 @@ export async function startRun(
     });
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
-      // The run exists and owns whatever was prepared for it: leave it be.
+      // The run exists; `undo` gives back only what this request took (a closing run re-takes its lock if it needs it).
+      await undo();
       throw new ApiError(409, 'run_exists', `run ${input.workflowId} is already running; follow it at ${uiLink(deps, input.workflowId)}`, {
         run: { workflowId: input.workflowId, runbook: input.runbook, url: uiLink(deps, input.workflowId) },
       });

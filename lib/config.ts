@@ -51,6 +51,7 @@ export const configSchema = z
     API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
     PG_BIN_DIR: z.string().optional(),
     WORKER_SHUTDOWN_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(50),
+    DEFAULT_BACKUP_START_TIME: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'must be HH:MM (UTC, 24-hour)').default('02:00'),
     RETENTION_SWEEP_EVERY_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(60),
   })
   .superRefine((cfg, ctx) => {

@@ -84,18 +84,16 @@ function startNode(name: string, entry: string, env: NodeJS.ProcessEnv): ChildPr
 
 const clusters: PgCluster[] = [];
 const running: { temporal?: TemporalServer } = {};
-const children: { name: string; child: ChildProcess }[] = [];
+/** What to stop, registered the moment each service exists (before it is ready), in start order. */
+const stoppers: (() => Promise<void>)[] = [];
 let stopping = false;
 
-/** Stops, in reverse order, everything this script started (API, worker, Temporal, clusters), then exits. */
+/** Stops, in reverse start order, everything this script started (API, worker, Temporal, clusters), then exits. */
 async function shutdown(code: number): Promise<void> {
   if (stopping) return;
   stopping = true;
   say('stopping ...');
-  // The worker gets time to let a running dump finish (its own shutdown grace), then is killed.
-  for (const { child } of [...children].reverse()) await stopChild(child, 60_000, 'SIGINT');
-  if (running.temporal) await running.temporal.stop();
-  for (const c of clusters) await c.stop();
+  for (const stop of [...stoppers].reverse()) await stop().catch(() => {});
   if (code === 0) say('stopped; data kept in ' + dataDir);
   process.exit(code);
 }
@@ -118,7 +116,7 @@ async function main(): Promise<void> {
   say(`starting Temporal and PostgreSQL (data in ${dataDir}) ...`);
   // Each service is registered as soon as it is up, so a failure part way still stops what did start.
   const cluster = (name: string, port: number) =>
-    startCluster({ name, pgBin, dataDir: path.join(dataDir, 'pg', name), port }).then((c) => (clusters.push(c), c));
+    startCluster({ name, pgBin, dataDir: path.join(dataDir, 'pg', name), port, onStart: (stop) => stoppers.push(stop) }).then((c) => (clusters.push(c), c));
   const started = await Promise.allSettled([
     startTemporal({
       cli: temporalCli,
@@ -127,6 +125,7 @@ async function main(): Promise<void> {
       dbFile: path.join(dataDir, 'temporal', 'temporal.db'),
       logFile: path.join(logsDir, 'temporal.log'),
       timeoutMs: 120_000,
+      onSpawn: (child) => stoppers.push(() => stopChild(child, 15_000)),
     }).then((t) => (running.temporal = t)),
     cluster('catalog', ports.catalog),
     cluster('primary', ports.primary),
@@ -147,7 +146,8 @@ async function main(): Promise<void> {
 
   for (const [name, entry] of [['worker', 'worker/main.ts'], ['api', 'api/main.ts']] as const) {
     const child = startNode(name, entry, env);
-    children.push({ name, child });
+    // The worker gets time to let a running dump finish (its own shutdown grace), then is killed.
+    stoppers.push(() => stopChild(child, 60_000, 'SIGINT'));
     child.once('exit', (code, signal) => {
       if (stopping) return;
       say(`${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${path.join(logsDir, `${name}.log`)}`);

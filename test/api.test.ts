@@ -53,6 +53,7 @@ describe('access', () => {
     expect(bundle.status).toBe(200);
     expect((await bundle.arrayBuffer()).byteLength).toBeGreaterThan(100_000); // served locally, no CDN
     expect((await ctx.app.request('/docs/assets/..%2Fpackage.json')).status).toBe(404);
+    expect((await ctx.app.request('/docs/assets/constructor')).status).toBe(404);
   });
 });
 
@@ -104,6 +105,15 @@ describe('bad input', () => {
     const bad = await ctx.call('PUT', `/v1/instances/${inst.id}/backup-schedule`, { body: { startTime: '25:00' } });
     expect(bad.status).toBe(400);
     expect(bad.body.error.issues[0].field).toBe('startTime');
+  });
+
+  it('filters runs by the same status words it reports', async () => {
+    for (const status of ['running', 'completed', 'failed', 'cancelled', 'terminated', 'timed_out']) {
+      expect((await ctx.call('GET', `/v1/runs?status=${status}`)).status).toBe(200);
+    }
+    const bad = await ctx.call('GET', '/v1/runs?status=exploded');
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.issues[0].field).toBe('status');
   });
 
   it('answers 404 naming an unknown instance, backup or run', async () => {

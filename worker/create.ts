@@ -39,7 +39,13 @@ export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { c
     maxHeartbeatThrottleInterval: '3s',
     // On SIGTERM, let running activities (a dump) finish for this long before they are cancelled and retried elsewhere.
     shutdownGraceTime: cfg.WORKER_SHUTDOWN_GRACE_SECONDS * 1000,
-    activities: createActivities({ db: catalog.db, regions: regions.regions, temporal: client, taskQueue: cfg.TEMPORAL_TASK_QUEUE }),
+    activities: createActivities({
+      db: catalog.db,
+      regions: regions.regions,
+      temporal: client,
+      taskQueue: cfg.TEMPORAL_TASK_QUEUE,
+      defaultBackupStartTime: cfg.DEFAULT_BACKUP_START_TIME,
+    }),
   });
   return {
     worker,

@@ -72,8 +72,11 @@ async function runBackup(
       await state.step('record-backup', () => catalog.beginBackup(b));
       dumped = await state.step('dump', () => data.dumpBackup({ backupId: b.backupId }));
     } catch (err) {
-      await CancellationScope.nonCancellable(() => catalog.failBackup({ backupId: b.backupId, reason: errorMessage(err) }));
-      throw err;
+      const final = await CancellationScope.nonCancellable(() => catalog.failBackup({ backupId: b.backupId, reason: errorMessage(err) }));
+      // A lost attempt may still have committed the backup: then the run did its job after all.
+      if (final !== 'completed' || CancellationScope.current().consideredCancelled) throw err;
+      state.warn(`the dump attempt was lost (${errorMessage(err)}), but it had completed the backup`);
+      dumped = await catalog.completedBackup({ backupId: b.backupId });
     }
     const expired = await state.step('retention', () => data.applyRetention({ instanceId: b.instanceId }));
     state.finish();

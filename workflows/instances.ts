@@ -25,10 +25,10 @@ export async function provisionInstanceWorkflow(input: InstanceRunInput): Promis
   const compensations: { name: string; run: () => Promise<void> }[] = [];
   try {
     await state.step('lock-instance', () => acts.acquireInstanceLock({ instanceId: input.instanceId, runbook: Runbooks.provisionInstance }));
-    compensations.push({ name: 'delete-instance-record', run: () => acts.deleteInstanceRecord(input) });
-    compensations.push({ name: 'drop-database', run: () => acts.dropInstanceDatabase(input) });
+    compensations.push({ name: 'delete-instance-record', run: () => untilDone.deleteInstanceRecord(input) });
+    compensations.push({ name: 'drop-database', run: () => untilDone.dropInstanceDatabase(input) });
     await state.step('create-database', () => acts.createInstanceDatabase(input));
-    compensations.push({ name: 'remove-backup-schedule', run: () => acts.removeBackupSchedule(input) });
+    compensations.push({ name: 'remove-backup-schedule', run: () => untilDone.removeBackupSchedule(input) });
     await state.step('create-backup-schedule', () => acts.ensureBackupSchedule(input));
     await state.step('activate', () => acts.setInstanceState({ instanceId: input.instanceId, state: 'active', release: true }));
     state.finish();
@@ -39,7 +39,11 @@ export async function provisionInstanceWorkflow(input: InstanceRunInput): Promis
         try {
           await c.run();
         } catch (compErr) {
-          log.error('compensation failed; continuing', { step: c.name, error: String(compErr) });
+          // Undo steps retry until done; one that still fails (a permanent error) stops the undo, so the
+          // catalog row is never removed while the database it names still exists. The instance is left failed.
+          log.error('compensation failed; leaving the instance failed for an operator', { step: c.name, error: String(compErr) });
+          await acts.setInstanceState({ instanceId: input.instanceId, state: 'failed', release: true });
+          break;
         }
       }
     });
@@ -57,7 +61,8 @@ export async function deleteInstanceWorkflow(input: InstanceRunInput): Promise<v
   const state = new RunState(Runbooks.deleteInstance, input.instanceId);
   await state.step('lock-instance', () => acts.acquireInstanceLock({ instanceId: input.instanceId, runbook: Runbooks.deleteInstance }));
   try {
-    await state.step('drop-database', () => acts.dropInstanceDatabase(input));
+    // Not cancellable: a cancel must not report "nothing changed" while the DROP goes ahead anyway.
+    await CancellationScope.nonCancellable(() => state.step('drop-database', () => acts.dropInstanceDatabase(input)));
   } catch (err) {
     state.finish(err);
     await CancellationScope.nonCancellable(() => acts.releaseInstanceLock({ instanceId: input.instanceId }));

@@ -1,4 +1,4 @@
-import { log, proxyActivities } from '@temporalio/workflow';
+import { continueAsNew, log, proxyActivities } from '@temporalio/workflow';
 import type * as activities from '../activities/index.js';
 import { Runbooks } from './contract.js';
 import { errorMessage, RunState } from './run-state.js';
@@ -14,11 +14,12 @@ const acts = proxyActivities<activities.Activities>({
  * that has any, deleted instances included, so expiry does not depend on the
  * instance's next backup succeeding. One instance failing does not stop the rest.
  */
-export async function retentionSweepWorkflow(): Promise<{ instances: number; expired: string[]; failed: string[] }> {
+export async function retentionSweepWorkflow(input: SweepInput = {}): Promise<SweepResult> {
   const state = new RunState(Runbooks.retentionSweep, '*');
-  const ids = await state.step('list-instances', () => acts.listInstancesWithBackups());
-  const expired: string[] = [];
-  const failed: string[] = [];
+  const pageSize = input.pageSize ?? 200;
+  const ids = await state.step('list-instances', () => acts.listInstancesWithBackups({ after: input.after ?? null, limit: pageSize }));
+  const expired = [...(input.expired ?? [])];
+  const failed = [...(input.failed ?? [])];
   state.status.step = 'retention';
   for (const instanceId of ids) {
     try {
@@ -29,6 +30,27 @@ export async function retentionSweepWorkflow(): Promise<{ instances: number; exp
       log.warn('retention failed for an instance; continuing', { instanceId, error: errorMessage(err) });
     }
   }
+  const instances = (input.instances ?? 0) + ids.length;
+  if (ids.length === pageSize) {
+    // A fresh history per page keeps a large fleet far from Temporal's history limits. Only counts carry over.
+    return continueAsNew<typeof retentionSweepWorkflow>({ pageSize, after: ids[ids.length - 1]!, instances, expired: expired.slice(-1000), failed: failed.slice(-1000) });
+  }
   state.finish();
-  return { instances: ids.length, expired, failed };
+  return { instances, expired, failed };
+}
+
+/** Where a sweep resumes after continue-as-new, and what it has done so far. */
+export interface SweepInput {
+  pageSize?: number;
+  after?: string;
+  instances?: number;
+  expired?: string[];
+  failed?: string[];
+}
+
+/** What a sweep did: instances visited, backups expired (last 1,000) and instances whose retention failed. */
+export interface SweepResult {
+  instances: number;
+  expired: string[];
+  failed: string[];
 }

@@ -73,25 +73,26 @@ export function schedulesApp(deps: ApiDeps) {
     async (c) => {
       const inst = await findInstance(deps, c.req.valid('param').id);
       const body = c.req.valid('json');
-      const current = await load(inst.id, inst.name);
-      const next = { ...current, ...body };
-      if (next.retentionDays <= next.intervalDays) {
-        throw badRequest('retentionDays', `must be greater than intervalDays (${next.intervalDays}), or no backup would outlive the next one`);
-      }
       if (inst.lockedRunbook === Runbooks.deleteInstance || inst.lockedRunbook === Runbooks.provisionInstance) {
         throw busyError(deps, inst.name, { workflowId: inst.lockedByRun ?? 'unknown', runbook: inst.lockedRunbook });
       }
       const actor = c.get('principal').identity;
       const updated = await deps.db.transaction(async (tx) => {
+        // Read, merge and validate under the row lock, so two concurrent changes never undo each other.
+        const [current] = await tx.select().from(backupSchedules).where(eq(backupSchedules.instanceId, inst.id)).for('update');
+        if (!current) throw new ApiError(404, 'schedule_not_found', `instance ${inst.name} has no backup schedule (is it still provisioning?)`);
+        const next = { ...current, ...body };
+        if (next.retentionDays <= next.intervalDays) {
+          throw badRequest('retentionDays', `must be greater than intervalDays (${next.intervalDays}), or no backup would outlive the next one`);
+        }
         const [row] = await tx
           .update(backupSchedules)
           .set({ startTime: next.startTime, intervalDays: next.intervalDays, retentionDays: next.retentionDays, keepAtLeastOne: next.keepAtLeastOne, enabled: next.enabled, updatedAt: sql`now()` })
           .where(eq(backupSchedules.instanceId, inst.id))
           .returning();
-        if (!row) throw new ApiError(404, 'schedule_not_found', `instance ${inst.name} has no backup schedule`);
         await audit(tx, { actor, action: 'schedule.update', instanceId: inst.id, subject: current.scheduleId, details: { ...body } });
         try {
-          // Inside the transaction: if Temporal refuses, the catalog change rolls back with it.
+          // Last, inside the transaction: if Temporal refuses, the catalog change rolls back with it.
           await upsertBackupSchedule(deps.temporal, deps.cfg.TEMPORAL_TASK_QUEUE, next, { createIfMissing: false });
         } catch (e) {
           if (e instanceof ScheduleNotFoundError) {
@@ -99,7 +100,7 @@ export function schedulesApp(deps: ApiDeps) {
           }
           throw new ApiError(503, 'temporal_unavailable', `could not update the Temporal schedule: ${(e as Error).message}; nothing was changed`);
         }
-        return row;
+        return row!;
       });
       return c.json(scheduleDto(updated, await nextRuns(updated.scheduleId)), 200);
     },

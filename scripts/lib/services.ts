@@ -53,7 +53,16 @@ export interface TemporalServer {
  * search attributes and waits until its frontend answers. `dbFile` makes it
  * persistent (SQLite); without it the server is in memory.
  */
-export async function startTemporal(opts: { cli: string; port: number; uiPort: number; dbFile?: string; logFile: string; timeoutMs?: number }): Promise<TemporalServer> {
+export async function startTemporal(opts: {
+  cli: string;
+  port: number;
+  uiPort: number;
+  dbFile?: string;
+  logFile: string;
+  timeoutMs?: number;
+  /** Called as soon as the process exists, before readiness, so a caller can stop it whatever happens next. */
+  onSpawn?: (child: ChildProcess) => void;
+}): Promise<TemporalServer> {
   const args = [
     'server', 'start-dev',
     '--ip', '127.0.0.1',
@@ -70,6 +79,7 @@ export async function startTemporal(opts: { cli: string; port: number; uiPort: n
   mkdirSync(path.dirname(opts.logFile), { recursive: true });
   const log = createWriteStream(opts.logFile, { flags: 'a' });
   const child = spawn(opts.cli, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+  opts.onSpawn?.(child);
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
   let exited: string | undefined;
@@ -138,7 +148,14 @@ export interface PgCluster {
  * `port`, listening on loopback only, with `wal_level=logical` so logical
  * replication can be set up between regions.
  */
-export async function startCluster(opts: { name: string; pgBin: string; dataDir: string; port: number }): Promise<PgCluster> {
+export async function startCluster(opts: {
+  name: string;
+  pgBin: string;
+  dataDir: string;
+  port: number;
+  /** Called once the server process is up, before readiness, with how to stop it. */
+  onStart?: (stop: () => Promise<void>) => void;
+}): Promise<PgCluster> {
   const { name, pgBin, dataDir, port } = opts;
   mkdirSync(dataDir, { recursive: true });
   if (isRoot()) {
@@ -166,6 +183,10 @@ export async function startCluster(opts: { name: string; pgBin: string; dataDir:
   ].join(' ');
   const start = pgRun(pgBin, 'pg_ctl', ['start', '-D', dataDir, '-w', '-t', '60', '-l', path.join(dataDir, 'server.log'), '-o', options]);
   if (start.status !== 0) throw new Error(`PostgreSQL cluster ${name} did not start on port ${port}:\n${start.out}\nSee ${path.join(dataDir, 'server.log')}`);
+  const stop = async () => {
+    pgRun(pgBin, 'pg_ctl', ['stop', '-D', dataDir, '-m', 'fast', '-w']);
+  };
+  opts.onStart?.(stop);
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
   await waitFor(`PostgreSQL ${name}`, async () => {
     const sql = postgres(url, { max: 1, connect_timeout: 2, onnotice: () => {} });
@@ -181,9 +202,7 @@ export async function startCluster(opts: { name: string; pgBin: string; dataDir:
     port,
     dataDir,
     url,
-    stop: async () => {
-      pgRun(pgBin, 'pg_ctl', ['stop', '-D', dataDir, '-m', 'fast', '-w']);
-    },
+    stop,
   };
 }
 

@@ -4,6 +4,8 @@ import path from 'node:path';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { loadConfig } from '../../lib/config.js';
+import { retentionSweepScheduleId } from '../../lib/schedules.js';
+import { connectTemporal } from '../../lib/temporal.js';
 import { freePort, prepareLocalStack, startCluster, startTemporal } from '../../scripts/lib/services.js';
 import { ensurePostgres, ensureTemporalCli } from '../../scripts/lib/tools.js';
 import { createBcdrWorker } from '../../worker/create.js';
@@ -36,12 +38,20 @@ export default async function setup(project: TestProject) {
     ...(await prepareLocalStack({ temporal, catalog, primary, secondary, pgBin, blobRoot: path.join(root, 'blobs'), taskQueue: 'bcdr-test' })),
     API_TOKENS: JSON.stringify(testTokens),
     WORKER_SHUTDOWN_GRACE_SECONDS: '5',
+    // Scheduled runs must not fire in the middle of the tests: daily backups start 12 hours from now.
+    DEFAULT_BACKUP_START_TIME: new Date(Date.now() + 12 * 3600_000).toISOString().slice(11, 16),
   };
   const cfg = loadConfig(env);
   // Expected failures (killed dumps, refused provisioning) are asserted by the tests; keep the log to real problems.
   Runtime.install({ logger: new DefaultLogger('ERROR') });
   const worker = await createBcdrWorker(cfg);
   const running = worker.worker.run();
+  // The fleet-wide sweep is exercised by its own test; on its hourly schedule it could expire a test's rows mid-test.
+  {
+    const { client, connection } = await connectTemporal(cfg);
+    await client.schedule.getHandle(retentionSweepScheduleId).pause('paused for the test run');
+    await connection.close();
+  }
   project.provide('bcdrEnv', env);
   console.log(`test servers ready in ${((Date.now() - started) / 1000).toFixed(1)} s (data in ${root})`);
 
