@@ -14,6 +14,8 @@ export interface ApiDeps {
   regions: Map<string, RegionHandles>;
   /** How long a create/delete instance request waits for its run before answering 202. */
   syncWaitMs?: number;
+  /** Deadline for starting a run; past it the request answers 503 and undoes what it prepared (default 10 s). */
+  startDeadlineMs?: number;
 }
 
 /** Hono environment of every API sub-app. */

@@ -73,12 +73,15 @@ export async function startRun(
   undo: () => Promise<unknown>,
 ): Promise<void> {
   try {
-    await deps.temporal.workflow.start(input.workflowType, {
-      workflowId: input.workflowId,
-      taskQueue: deps.cfg.TEMPORAL_TASK_QUEUE,
-      args: input.args,
-      typedSearchAttributes: runSearchAttributes(input.instance.id, input.runbook),
-    });
+    // A bounded wait: with Temporal down the client would otherwise retry for a long time while the caller hangs.
+    await deps.temporal.withDeadline(Date.now() + (deps.startDeadlineMs ?? 10_000), () =>
+      deps.temporal.workflow.start(input.workflowType, {
+        workflowId: input.workflowId,
+        taskQueue: deps.cfg.TEMPORAL_TASK_QUEUE,
+        args: input.args,
+        typedSearchAttributes: runSearchAttributes(input.instance.id, input.runbook),
+      }),
+    );
   } catch (err) {
     if (err instanceof WorkflowExecutionAlreadyStartedError) {
       // The run exists; `undo` gives back only what this request took (a closing run re-takes its lock if it needs it).

@@ -159,7 +159,7 @@ describe('nothing half-changed', () => {
     const { Client, Connection } = await import('@temporalio/client');
     const { createApp } = await import('../api/app.js');
     const dead = Connection.lazy({ address: '127.0.0.1:1', connectTimeout: '1s' });
-    const app = createApp({ ...ctx.deps(), temporal: new Client({ connection: dead }), temporalConnection: dead });
+    const app = createApp({ ...ctx.deps(), temporal: new Client({ connection: dead }), temporalConnection: dead, startDeadlineMs: 2_000 });
     const name = uniqueName('nostart');
     const res = await app.request('/v1/instances', {
       method: 'POST',
