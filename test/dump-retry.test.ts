@@ -8,10 +8,8 @@ import { BackupStore } from '../lib/storage/backup-store.js';
 import { activityEnv, createInstance, openContext, runActivity, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
-let acts: TestContext['activities'];
 beforeAll(async () => {
   ctx = await openContext();
-  acts = ctx.activities;
 });
 afterAll(async () => {
   await ctx.close();
@@ -32,7 +30,7 @@ async function prepare(prefix: string, scale: number) {
   pgbenchInit(name, scale);
   const backupId = `bk-${name}`;
   const workflowId = `test-${name}`;
-  const begun = await runActivity(workflowId, acts.beginBackup, { backupId, instanceId: inst.id, kind: 'on_demand' as const, label: 'retry test' });
+  const begun = await runActivity(workflowId, ctx.activities.beginBackup, { backupId, instanceId: inst.id, kind: 'on_demand' as const, label: 'retry test' });
   return { name, inst, backupId, workflowId, objectKey: begun.objectKey };
 }
 
@@ -83,12 +81,12 @@ describe('dump retries', () => {
     const [pending] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
     expect(pending!.status).toBe('pending');
 
-    const result = await runActivity(workflowId, acts.dumpBackup, { backupId });
+    const result = await runActivity(workflowId, ctx.activities.dumpBackup, { backupId });
     expect(result.objectKey).toBe(objectKey);
     await expectExactlyOneCompleted(inst.id, name, objectKey);
 
     // A further retry after success is a no-op returning the same backup.
-    const again = await runActivity(workflowId, acts.dumpBackup, { backupId });
+    const again = await runActivity(workflowId, ctx.activities.dumpBackup, { backupId });
     expect(again).toEqual(result);
     await expectExactlyOneCompleted(inst.id, name, objectKey);
   });
@@ -96,7 +94,7 @@ describe('dump retries', () => {
   it('leaves nothing stored when a dump is cancelled part way, and a retry then completes', async () => {
     const { name, inst, backupId, workflowId, objectKey } = await prepare('cancelled', 10);
     const env = activityEnv(workflowId);
-    const running = env.run(acts.dumpBackup, { backupId });
+    const running = env.run(ctx.activities.dumpBackup, { backupId });
     running.catch(() => {});
     // Cancel once the archive is part written, as Temporal does when the run is cancelled mid-dump.
     const deadline = Date.now() + 60_000;
@@ -119,7 +117,7 @@ describe('dump retries', () => {
     const [row] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
     expect(row!.status).toBe('pending');
 
-    await runActivity(workflowId, acts.dumpBackup, { backupId });
+    await runActivity(workflowId, ctx.activities.dumpBackup, { backupId });
     await expectExactlyOneCompleted(inst.id, name, objectKey);
   });
 
@@ -127,8 +125,8 @@ describe('dump retries', () => {
     // As after a heartbeat timeout: Temporal starts attempt 2 while attempt 1 is still alive.
     const { name, inst, backupId, workflowId, objectKey } = await prepare('twice', 3);
     const results = await Promise.allSettled([
-      runActivity(workflowId, acts.dumpBackup, { backupId }),
-      runActivity(workflowId, acts.dumpBackup, { backupId }),
+      runActivity(workflowId, ctx.activities.dumpBackup, { backupId }),
+      runActivity(workflowId, ctx.activities.dumpBackup, { backupId }),
     ]);
     const ok = results.filter((r) => r.status === 'fulfilled');
     expect(ok.length).toBeGreaterThanOrEqual(1);
@@ -140,8 +138,8 @@ describe('dump retries', () => {
 
   it('discards a late attempt whose backup was already failed by the run, leaving nothing behind', async () => {
     const { backupId, workflowId, objectKey } = await prepare('late', 1);
-    await runActivity(workflowId, acts.failBackup, { backupId, reason: 'run cancelled' });
-    await expect(runActivity(workflowId, acts.dumpBackup, { backupId })).rejects.toThrow(/is failed/);
+    await runActivity(workflowId, ctx.activities.failBackup, { backupId, reason: 'run cancelled' });
+    await expect(runActivity(workflowId, ctx.activities.dumpBackup, { backupId })).rejects.toThrow(/is failed/);
     expect(await ctx.regions.get('primary')!.backups.keysOf(objectKey)).toEqual([]);
     const [row] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
     expect(row).toMatchObject({ status: 'failed', error: 'run cancelled' });
@@ -150,8 +148,8 @@ describe('dump retries', () => {
   it('marks a failed backup failed with its reason and removes anything stored', async () => {
     const { backupId, workflowId, objectKey, name } = await prepare('failing', 1);
     await ctx.regions.get('primary')!.engine.dropDatabase(name);
-    await expect(runActivity(workflowId, acts.dumpBackup, { backupId })).rejects.toThrow(/does not exist/);
-    await runActivity(workflowId, acts.failBackup, { backupId, reason: 'database vanished' });
+    await expect(runActivity(workflowId, ctx.activities.dumpBackup, { backupId })).rejects.toThrow(/does not exist/);
+    await runActivity(workflowId, ctx.activities.failBackup, { backupId, reason: 'database vanished' });
     const [row] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
     expect(row).toMatchObject({ status: 'failed', error: 'database vanished' });
     expect(await ctx.regions.get('primary')!.backups.keysOf(objectKey)).toEqual([]);

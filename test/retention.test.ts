@@ -5,16 +5,14 @@ import { recordHistory } from './record.js';
 import { backupNow, createInstance, openContext, runActivity, seedRows, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
-let acts: TestContext['activities'];
 beforeAll(async () => {
   ctx = await openContext();
-  acts = ctx.activities;
 });
 afterAll(async () => {
   await ctx.close();
 });
 
-const retention = (instanceId: string) => runActivity(`retention-${instanceId}`, acts.applyRetention, { instanceId });
+const retention = (instanceId: string) => runActivity(`retention-${instanceId}`, ctx.activities.applyRetention, { instanceId });
 
 /** Three real backups of a fresh instance, oldest first. */
 async function threeBackups(prefix: string) {
