@@ -4,8 +4,8 @@ import { backupSchedules, backups, instances, type BackupKind, type BackupRow, t
 import { isRunRunning } from '../lib/runs.js';
 import { audit } from '../lib/audit.js';
 import { BackupStore, type StagedArchive } from '../lib/storage/backup-store.js';
-import { FailureTypes, type BackupResult } from '../workflows/contract.js';
-import { callerWorkflowId, region, type ActivityDeps } from './deps.js';
+import { FailureTypes } from '../workflows/contract.js';
+import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const HEARTBEAT_EVERY_MS = 2_000;
@@ -58,8 +58,7 @@ export function backupActivities(deps: ActivityDeps) {
     async beginBackup(input: BeginBackupInput): Promise<{ backupId: string; objectKey: string }> {
       const [existing] = await deps.db.select().from(backups).where(eq(backups.id, input.backupId));
       if (existing) return { backupId: existing.id, objectKey: existing.objectKey };
-      const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
-      if (!inst) throw ApplicationFailure.nonRetryable(`instance ${input.instanceId} does not exist`, FailureTypes.instanceNotFound);
+      const inst = await loadInstance(deps, input.instanceId);
       let retentionDays = input.retentionDays;
       if (retentionDays === undefined) {
         const [policy] = await deps.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, input.instanceId));
@@ -112,8 +111,7 @@ export function backupActivities(deps: ActivityDeps) {
       if (row.status !== 'pending') {
         throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${row.status}, not pending`, FailureTypes.invalidState);
       }
-      const [inst] = await deps.db.select().from(instances).where(eq(instances.id, row.instanceId));
-      if (!inst) throw ApplicationFailure.nonRetryable(`instance ${row.instanceId} does not exist`, FailureTypes.instanceNotFound);
+      const inst = await loadInstance(deps, row.instanceId);
       const { engine, backups: store } = region(deps, row.region);
       if (!(await engine.databaseExists(inst.databaseName))) {
         throw ApplicationFailure.nonRetryable(
@@ -278,6 +276,3 @@ export function backupActivities(deps: ActivityDeps) {
     },
   };
 }
-
-/** Resulting shape re-exported for workflows. */
-export type { BackupResult };

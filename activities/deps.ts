@@ -1,6 +1,9 @@
-import { Context } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { eq } from 'drizzle-orm';
 import type { Client } from '@temporalio/client';
 import type { Database } from '../db/client.js';
+import { instances, type InstanceRow } from '../db/schema/index.js';
+import { FailureTypes } from '../workflows/contract.js';
 import type { InstanceEngine } from '../lib/engine/types.js';
 import type { BackupStore } from '../lib/storage/backup-store.js';
 
@@ -34,4 +37,11 @@ export function callerWorkflowId(): string {
   const exec = Context.current().info.workflowExecution;
   if (!exec) throw new Error('this activity must be called from a workflow');
   return exec.workflowId;
+}
+
+/** The catalog row of an instance; a missing instance is a permanent failure, not one to retry. */
+export async function loadInstance(deps: Pick<ActivityDeps, 'db'>, instanceId: string): Promise<InstanceRow> {
+  const [row] = await deps.db.select().from(instances).where(eq(instances.id, instanceId));
+  if (!row) throw ApplicationFailure.nonRetryable(`instance ${instanceId} does not exist`, FailureTypes.instanceNotFound);
+  return row;
 }

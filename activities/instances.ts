@@ -6,19 +6,13 @@ import { acquireLock, releaseLock } from '../lib/locks.js';
 import { isRunRunning } from '../lib/runs.js';
 import { backupScheduleId, deleteBackupSchedule, upsertBackupSchedule } from '../lib/schedules.js';
 import { FailureTypes, type Runbook } from '../workflows/contract.js';
-import { callerWorkflowId, region, type ActivityDeps } from './deps.js';
+import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 
 /** The catalog facts a workflow needs about an instance (no secrets). */
 export type InstanceSnapshot = Pick<InstanceRow, 'id' | 'name' | 'type' | 'edition' | 'homeRegion' | 'activeRegion' | 'state' | 'databaseName'>;
 
 /** The tag marking a database as owned by instance `id`, so no runbook adopts or drops a database it did not create. */
 export const ownerTag = (instanceId: string) => `bcdr:instance=${instanceId}`;
-
-async function loadInstance(deps: ActivityDeps, instanceId: string): Promise<InstanceRow> {
-  const [row] = await deps.db.select().from(instances).where(eq(instances.id, instanceId));
-  if (!row) throw ApplicationFailure.nonRetryable(`instance ${instanceId} does not exist`, FailureTypes.instanceNotFound);
-  return row;
-}
 
 /** Instance lifecycle and exclusion activities. */
 export function instanceActivities(deps: ActivityDeps) {
