@@ -35,31 +35,57 @@ function action(policy: SchedulePolicy, taskQueue: string): ScheduleOptions['act
   };
 }
 
+/** What a schedule should be: its spec and action, and optionally its paused state and creation-time settings. */
+interface DesiredSchedule {
+  spec: ScheduleOptions['spec'];
+  action: ScheduleOptions['action'];
+  paused?: boolean;
+  note: string;
+  catchupWindow?: string;
+}
+
+/**
+ * Updates schedule `scheduleId` to `desired` (overlap SKIP), creating it when
+ * missing unless `createIfMissing` is false (then ScheduleNotFoundError
+ * propagates). A create that loses a race to another caller counts as done.
+ */
+async function putSchedule(client: Client, scheduleId: string, desired: DesiredSchedule, createIfMissing = true): Promise<void> {
+  try {
+    await client.schedule.getHandle(scheduleId).update((prev) => ({
+      ...prev,
+      spec: desired.spec,
+      action: desired.action,
+      policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP },
+      state: desired.paused === undefined ? prev.state : { ...prev.state, paused: desired.paused },
+    }));
+  } catch (err) {
+    if (!(err instanceof ScheduleNotFoundError) || !createIfMissing) throw err;
+    try {
+      await client.schedule.create({
+        scheduleId,
+        spec: desired.spec,
+        action: desired.action,
+        policies: { overlap: ScheduleOverlapPolicy.SKIP, ...(desired.catchupWindow ? { catchupWindow: desired.catchupWindow } : {}) },
+        state: { paused: desired.paused ?? false, note: desired.note },
+      });
+    } catch (createErr) {
+      if (!(createErr instanceof ScheduleAlreadyRunning)) throw createErr; // another caller created it first
+    }
+  }
+}
+
 /**
  * Creates or updates the instance's backup schedule to match `policy`. Idempotent.
  * With `createIfMissing: false` a missing schedule is an error (ScheduleNotFoundError),
  * so a policy change racing an instance deletion never resurrects its schedule.
  */
 export async function upsertBackupSchedule(client: Client, taskQueue: string, policy: SchedulePolicy, opts: { createIfMissing?: boolean } = {}): Promise<void> {
-  const handle = client.schedule.getHandle(policy.scheduleId);
-  try {
-    await handle.update((prev) => ({
-      ...prev,
-      spec: spec(policy),
-      action: action(policy, taskQueue),
-      policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP },
-      state: { ...prev.state, paused: !policy.enabled },
-    }));
-  } catch (err) {
-    if (!(err instanceof ScheduleNotFoundError) || opts.createIfMissing === false) throw err;
-    await client.schedule.create({
-      scheduleId: policy.scheduleId,
-      spec: spec(policy),
-      action: action(policy, taskQueue),
-      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1h' },
-      state: { paused: !policy.enabled, note: `daily backup of instance ${policy.instanceId}` },
-    });
-  }
+  await putSchedule(
+    client,
+    policy.scheduleId,
+    { spec: spec(policy), action: action(policy, taskQueue), paused: !policy.enabled, note: `daily backup of instance ${policy.instanceId}`, catchupWindow: '1h' },
+    opts.createIfMissing ?? true,
+  );
 }
 
 /** Deletes the instance's backup schedule; does nothing when it is already gone. */
@@ -80,24 +106,16 @@ export const retentionSweepScheduleId = 'retention-sweep';
  * successful backup run. Idempotent; every worker calls it at start.
  */
 export async function ensureRetentionSweepSchedule(client: Client, taskQueue: string, everyMinutes: number): Promise<void> {
-  const spec: ScheduleOptions['spec'] = { intervals: [{ every: `${everyMinutes}m` }] };
-  const action: ScheduleOptions['action'] = {
-    type: 'startWorkflow',
-    workflowType: 'retentionSweepWorkflow',
-    workflowId: retentionSweepScheduleId,
-    taskQueue,
-    args: [],
-    typedSearchAttributes: runSearchAttributes('*', Runbooks.retentionSweep),
-  };
-  const handle = client.schedule.getHandle(retentionSweepScheduleId);
-  try {
-    await handle.update((prev) => ({ ...prev, spec, action, policies: { ...prev.policies, overlap: ScheduleOverlapPolicy.SKIP } }));
-  } catch (err) {
-    if (!(err instanceof ScheduleNotFoundError)) throw err;
-    try {
-      await client.schedule.create({ scheduleId: retentionSweepScheduleId, spec, action, policies: { overlap: ScheduleOverlapPolicy.SKIP }, state: { note: 'expires backups of every instance' } });
-    } catch (createErr) {
-      if (!(createErr instanceof ScheduleAlreadyRunning)) throw createErr; // another worker created it first
-    }
-  }
+  await putSchedule(client, retentionSweepScheduleId, {
+    spec: { intervals: [{ every: `${everyMinutes}m` }] },
+    action: {
+      type: 'startWorkflow',
+      workflowType: 'retentionSweepWorkflow',
+      workflowId: retentionSweepScheduleId,
+      taskQueue,
+      args: [],
+      typedSearchAttributes: runSearchAttributes('*', Runbooks.retentionSweep),
+    },
+    note: 'expires backups of every instance',
+  });
 }
