@@ -12,6 +12,26 @@ export const InstanceName = z
   .refine((s) => !/^i-[0-9a-f]{12}$/.test(s), 'must not look like an instance id (i-<12 hex digits>)')
   .openapi({ example: 'contoso-sandbox' });
 
+/**
+ * Free text a person writes (labels, statements, reasons): trimmed, bounded,
+ * and free of control characters. PostgreSQL cannot store NUL in text or
+ * jsonb, so such input is refused here, before any run starts. `multiline`
+ * allows line breaks and tabs (statements); single-line fields refuse them.
+ */
+export const FreeText = (opts: { max: number; multiline?: boolean; example?: string }) =>
+  z
+    .string()
+    .trim()
+    .min(1, 'must not be empty')
+    .max(opts.max, `must be at most ${opts.max} characters`)
+    .refine(
+      // C0 controls (NUL included), DEL and C1 controls; line breaks and tabs only where allowed.
+      (s) => !(opts.multiline ? /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]/ : /[\u0000-\u001f\u007f-\u009f]/).test(s),
+      opts.multiline ? 'must not contain control characters (line breaks and tabs are allowed)' : 'must not contain control characters (NUL, line breaks, tabs and the like)',
+    )
+    .refine((s) => !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s), 'must be valid Unicode (no lone surrogates)')
+    .openapi(opts.example ? { example: opts.example } : {});
+
 export const IdParam = z.object({
   id: z.string().min(1).max(100).openapi({ param: { name: 'id', in: 'path' }, example: 'contoso-sandbox' }),
 });
