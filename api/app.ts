@@ -4,6 +4,7 @@ import { bearerAuth, requireRole } from './auth.js';
 import { docsApp } from './docs.js';
 import type { ApiDeps, ApiEnv } from './deps.js';
 import { onError, zodIssues } from './errors.js';
+import { auditApp } from './routes/audit.js';
 import { backupsApp } from './routes/backups.js';
 import { instancesApp } from './routes/instances.js';
 import { runsApp } from './routes/runs.js';
@@ -47,6 +48,7 @@ export function createApp(deps: ApiDeps) {
   v1.route('/instances', schedulesApp(deps));
   v1.route('/backups', backups.byId);
   v1.route('/runs', runsApp(deps));
+  v1.route('/audit', auditApp(deps));
   app.route('/v1', v1);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });
