@@ -1,5 +1,6 @@
 import { OpenAPIHono } from '@hono/zod-openapi';
 import { sql } from 'drizzle-orm';
+import { bodyLimit } from 'hono/body-limit';
 import { bearerAuth, requireRole } from './auth.js';
 import { docsApp } from './docs.js';
 import type { ApiDeps, ApiEnv } from './deps.js';
@@ -40,6 +41,7 @@ export function createApp(deps: ApiDeps) {
   });
 
   const v1 = new OpenAPIHono<ApiEnv>({ defaultHook: app.defaultHook });
+  v1.use('*', bodyLimit({ maxSize: 1024 * 1024, onError: (c) => c.json({ error: { code: 'payload_too_large', message: 'request body is over 1 MB; nothing was changed' } }, 413) }));
   v1.use('*', bearerAuth(deps.cfg.API_TOKENS));
   v1.use('*', requireRole('viewer', 'operator', 'approver'));
   const backups = backupsApp(deps);

@@ -8,9 +8,10 @@ import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { ApiError, errorResponses, json } from '../errors.js';
 import { findInstance, startLockedRunbook } from '../runbooks.js';
-import { BackupSchema, backupDto, IdParam, RunRefSchema } from '../schemas.js';
+import { BackupSchema, backupDto, FreeText, IdParam, RunRefSchema } from '../schemas.js';
 
-const Label = z.string().trim().min(1, 'must not be empty').max(200, 'must be at most 200 characters').openapi({ example: 'before upgrade' });
+/** One line a person writes: no control characters (PostgreSQL cannot store NUL), no lone surrogates, at most 200 characters. */
+const Label = FreeText({ max: 200, example: 'before upgrade' });
 
 const CreateBackupBody = z
   .object({
