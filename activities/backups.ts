@@ -3,6 +3,7 @@ import { and, desc, eq, gt, inArray, lte, sql } from 'drizzle-orm';
 import { backupSchedules, backups, instances, type BackupKind, type BackupRow, type BackupStatus } from '../db/schema/index.js';
 import { isRunRunning } from '../lib/runs.js';
 import { audit } from '../lib/audit.js';
+import { deleteBackup } from '../lib/backups.js';
 import { BackupStore, type StagedArchive } from '../lib/storage/backup-store.js';
 import { FailureTypes } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
@@ -124,8 +125,8 @@ export function backupActivities(deps: ActivityDeps) {
       const [sequences, serverVersion] = await Promise.all([engine.sequences(inst.databaseName), engine.serverVersion()]);
       const progress: DumpProgress = { phase: 'dumping', bytesWritten: 0, databaseBytes: await engine.sizeBytes(inst.databaseName) };
       ctx.heartbeat(progress);
+      const dump = await engine.dump(inst.databaseName);
       const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
-      const dump = engine.dump(inst.databaseName);
       const onCancel = () => dump.kill();
       ctx.cancellationSignal.addEventListener('abort', onCancel);
       let archive: StagedArchive | undefined;
@@ -249,6 +250,14 @@ export function backupActivities(deps: ActivityDeps) {
         Context.current().heartbeat({ deleted: b.id });
       }
       return doomed.map((b) => b.id);
+    },
+
+    /** Deletes backups (archive, manifest, row) a run made for itself, such as the swap's temporary ones. Idempotent. */
+    async deleteBackups(input: { backupIds: string[] }): Promise<void> {
+      for (const id of input.backupIds) {
+        const [row] = await deps.db.select().from(backups).where(eq(backups.id, id));
+        if (row) await deleteBackup(deps.db, region(deps, row.region).backups, row, 'system:runbook');
+      }
     },
 
     /** Ids of instances that have backups, deleted instances included, in id order after `after`, at most `limit`. */

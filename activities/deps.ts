@@ -6,6 +6,7 @@ import { instances, type InstanceRow } from '../db/schema/index.js';
 import { FailureTypes } from '../workflows/contract.js';
 import type { InstanceEngine } from '../lib/engine/types.js';
 import type { BackupStore } from '../lib/storage/backup-store.js';
+import type { FaultHooks } from './faults.js';
 
 /** A region's live handles: its database engine and its backup store. */
 export interface RegionHandles {
@@ -23,6 +24,8 @@ export interface ActivityDeps {
   taskQueue: string;
   /** Start time (UTC HH:MM) of a new instance's daily backup schedule. */
   defaultBackupStartTime?: string;
+  /** Test-only fault hooks; never set in production. */
+  faults?: FaultHooks;
 }
 
 /** The handles of `name`, or an error naming the configured regions. */

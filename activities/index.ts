@@ -1,10 +1,12 @@
 import { backupActivities } from './backups.js';
 import type { ActivityDeps } from './deps.js';
 import { instanceActivities } from './instances.js';
+import { restoreActivities } from './restores.js';
+import { signoffActivities } from './signoffs.js';
 
 /** Every activity the worker registers, bound to its dependencies. */
 export function createActivities(deps: ActivityDeps) {
-  return { ...instanceActivities(deps), ...backupActivities(deps) };
+  return { ...instanceActivities(deps), ...backupActivities(deps), ...restoreActivities(deps), ...signoffActivities(deps) };
 }
 
 /** The activity interface workflows proxy (type-only import in workflow code). */

@@ -1,6 +1,7 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import { eq, sql } from 'drizzle-orm';
-import { backupSchedules, instances, type InstanceRow, type InstanceState } from '../db/schema/index.js';
+import { backupSchedules, instances, type InstanceRow, type InstanceState, type InstanceType } from '../db/schema/index.js';
+import { audit } from '../lib/audit.js';
 import { DatabaseConflictError } from '../lib/engine/types.js';
 import { acquireLock, releaseLock } from '../lib/locks.js';
 import { isRunRunning } from '../lib/runs.js';
@@ -85,6 +86,31 @@ export function instanceActivities(deps: ActivityDeps) {
         .set({ state: input.state, updatedAt: sql`now()` })
         .where(eq(instances.id, input.instanceId));
       if (input.release) await releaseLock(deps.db, input.instanceId, workflowId);
+    },
+
+    /** Switches the instance's type (the swap's steps 3 and 5), audited. Idempotent. */
+    async setInstanceType(input: { instanceId: string; type: InstanceType }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      if (inst.type === input.type) return;
+      await deps.db.transaction(async (tx) => {
+        await tx.update(instances).set({ type: input.type, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+        await audit(tx, { actor: 'system:runbook', action: 'instance.type', instanceId: inst.id, subject: inst.name, details: { from: inst.type, to: input.type, workflowId: callerWorkflowId() } });
+      });
+    },
+
+    /**
+     * Points the instance's endpoint at another instance's database (`servedBy`),
+     * or back at its own (null), and sets its state. Used when a production
+     * restore fails: the sandbox copy serves production until it is repaired.
+     */
+    async setServedBy(input: { instanceId: string; servedBy: string | null; state: InstanceState }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const server = input.servedBy ? await loadInstance(deps, input.servedBy) : inst;
+      const endpoint = region(deps, server.activeRegion).engine.endpoint(server.databaseName);
+      await deps.db.transaction(async (tx) => {
+        await tx.update(instances).set({ servedBy: input.servedBy, endpoint, state: input.state, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+        await audit(tx, { actor: 'system:runbook', action: input.servedBy ? 'instance.served-by' : 'instance.serves-itself', instanceId: inst.id, subject: inst.name, details: { servedBy: input.servedBy, endpoint, workflowId: callerWorkflowId() } });
+      });
     },
 
     /** Removes the instance's catalog row (its backups stay, with their own expiry). Idempotent. */

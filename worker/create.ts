@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { NativeConnection, Worker } from '@temporalio/worker';
+import { fileFaults } from '../activities/faults.js';
 import { createActivities } from '../activities/index.js';
 import { createDb } from '../db/client.js';
 import type { Config } from '../lib/config.js';
@@ -45,6 +46,7 @@ export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { c
       temporal: client,
       taskQueue: cfg.TEMPORAL_TASK_QUEUE,
       defaultBackupStartTime: cfg.DEFAULT_BACKUP_START_TIME,
+      faults: cfg.BCDR_FAULT_FILE ? fileFaults(cfg.BCDR_FAULT_FILE) : undefined,
     }),
   });
   return {

@@ -61,23 +61,19 @@ export async function dailyBackupWorkflow(input: DailyBackupInput): Promise<Back
   }
 }
 
+/** What a backup run records about one backup. */
+interface BackupSpec {
+  instanceId: string;
+  backupId: string;
+  kind: 'system' | 'on_demand';
+  label: string | null;
+  retentionDays?: number;
+}
+
 /** Runs the backup steps on an instance this run has locked, and always releases the lock. */
-async function runBackup(
-  state: RunState,
-  b: { instanceId: string; backupId: string; kind: 'system' | 'on_demand'; label: string | null; retentionDays?: number },
-): Promise<BackupResult> {
+async function runBackup(state: RunState, b: BackupSpec): Promise<BackupResult> {
   try {
-    let dumped: Awaited<ReturnType<Acts['dumpBackup']>>;
-    try {
-      await state.step('record-backup', () => catalog.beginBackup(b));
-      dumped = await state.step('dump', () => data.dumpBackup({ backupId: b.backupId }));
-    } catch (err) {
-      const final = await CancellationScope.nonCancellable(() => catalog.failBackup({ backupId: b.backupId, reason: errorMessage(err) }));
-      // A lost attempt may still have committed the backup: then the run did its job after all.
-      if (final !== 'completed' || CancellationScope.current().consideredCancelled) throw err;
-      state.warn(`the dump attempt was lost (${errorMessage(err)}), but it had completed the backup`);
-      dumped = await catalog.completedBackup({ backupId: b.backupId });
-    }
+    const dumped = await takeBackup(state, b);
     const expired = await state.step('retention', () => data.applyRetention({ instanceId: b.instanceId }));
     state.finish();
     return { backupId: b.backupId, objectKey: dumped.objectKey, sizeBytes: dumped.sizeBytes, sha256: dumped.sha256, expired };
@@ -86,6 +82,24 @@ async function runBackup(
     throw err;
   } finally {
     await CancellationScope.nonCancellable(() => catalog.releaseInstanceLock({ instanceId: b.instanceId }));
+  }
+}
+
+/**
+ * Records and dumps one backup of an instance the run holds. A failed dump
+ * marks the backup failed and clears its files; a lost attempt that had
+ * committed counts as done. Shared with the production-restore swap (step 1).
+ */
+export async function takeBackup(state: RunState, b: BackupSpec, stepPrefix = ''): Promise<Awaited<ReturnType<Acts['dumpBackup']>>> {
+  try {
+    await state.step(`${stepPrefix}record-backup`, () => catalog.beginBackup(b));
+    return await state.step(`${stepPrefix}dump`, () => data.dumpBackup({ backupId: b.backupId }));
+  } catch (err) {
+    const final = await CancellationScope.nonCancellable(() => catalog.failBackup({ backupId: b.backupId, reason: errorMessage(err) }));
+    // A lost attempt may still have committed the backup: then the run did its job after all.
+    if (final !== 'completed' || CancellationScope.current().consideredCancelled) throw err;
+    state.warn(`the dump attempt was lost (${errorMessage(err)}), but it had completed the backup`);
+    return catalog.completedBackup({ backupId: b.backupId });
   }
 }
 

@@ -1,4 +1,4 @@
-import { defineQuery } from '@temporalio/workflow';
+import { defineQuery, defineSignal } from '@temporalio/workflow';
 
 /** Runbook names: the `Runbook` search attribute of every run, and the API's vocabulary. */
 export const Runbooks = {
@@ -7,6 +7,9 @@ export const Runbooks = {
   onDemandBackup: 'on-demand-backup',
   dailyBackup: 'daily-backup',
   retentionSweep: 'retention-sweep',
+  restore: 'restore',
+  reset: 'reset',
+  productionRestore: 'production-restore',
 } as const;
 export type Runbook = (typeof Runbooks)[keyof typeof Runbooks];
 
@@ -16,8 +19,22 @@ export const FailureTypes = {
   instanceBusy: 'InstanceBusy',
   backupNotFound: 'BackupNotFound',
   invalidState: 'InvalidState',
+  /** A request breaks a rule (production target, lower edition, unusable backup): nothing was changed. */
+  refused: 'Refused',
+  /** The archive's bytes differ from its catalog record or manifest: nothing was restored. */
+  archiveIntegrity: 'ArchiveIntegrity',
+  /** A test-only fault hook fired (see activities/faults.ts). */
+  injectedFault: 'InjectedFault',
 } as const;
 export type FailureType = (typeof FailureTypes)[keyof typeof FailureTypes];
+
+/** What a run is waiting for, shown while it waits: a sign-off or a maintenance window. */
+export interface RunWait {
+  kind: 'signoff' | 'window';
+  /** When the wait ends on its own: the sign-off deadline, or the window's start. */
+  until: string;
+  detail: string;
+}
 
 /** What a run says about itself while it runs and after it ends. */
 export interface RunStatus {
@@ -27,7 +44,22 @@ export interface RunStatus {
   stepsDone: string[];
   warnings: string[];
   error?: string;
+  /** Who started the run (runbooks that can wait for sign-off). */
+  requestedBy?: string;
+  waiting?: RunWait;
 }
+
+/** An approver's decision, sent by the API as `signOffSignal` after it checked role and four eyes. */
+export interface SignOffDecision {
+  gate: string;
+  decision: 'approve' | 'reject';
+  statement: string;
+  by: string;
+  at: string;
+}
+
+/** Delivers a sign-off decision to a run waiting at a gate. */
+export const signOffSignal = defineSignal<[SignOffDecision]>('signOff');
 
 /** Returns the run's current step, finished steps and warnings. */
 export const runStatusQuery = defineQuery<RunStatus>('runStatus');
@@ -63,9 +95,84 @@ export interface InstanceRunInput {
   requestedBy: string;
 }
 
+/** Input of the restore runbook: a completed backup into an existing sandbox, or into a new instance the API just recorded. */
+export interface RestoreInput {
+  backupId: string;
+  instanceId: string;
+  /** True when the API created the target's catalog row for this run: a failure removes it again. */
+  createsInstance: boolean;
+  /** pg_restore parallel jobs (1 = serial). */
+  jobs: number;
+  /** Move sequences past what the target had issued, so no number is issued twice. */
+  advanceSequences: boolean;
+  requestedBy: string;
+}
+
+/** What a restore did, returned by the restore runbook and each restore inside the swap. */
+export interface RestoreResult {
+  backupId: string;
+  instanceId: string;
+  state: 'suspended';
+  /** Sequences whose restored value is behind what the target had issued: duplicates are possible. */
+  sequencesBehind: { name: string; restored: string | null; issued: string }[];
+  /** Sequences moved forward (advanceSequences). */
+  sequencesAdvanced: string[];
+  databaseBytes: number;
+  warnings: string[];
+  next: string;
+}
+
+/** Input of the reset runbook (sandbox only): empty the database, then optionally restore a backup. */
+export interface ResetInput {
+  instanceId: string;
+  backupId?: string;
+  jobs: number;
+  advanceSequences: boolean;
+  requestedBy: string;
+}
+
+/** Result of the reset runbook. */
+export interface ResetResult {
+  instanceId: string;
+  state: 'active' | 'suspended';
+  restore?: RestoreResult;
+}
+
+/** Input of the production-restore swap. */
+export interface ProductionRestoreInput {
+  productionId: string;
+  sandboxId: string;
+  /** A completed backup of production to restore; without one, the swap's own step-1 backup of production. */
+  backupId?: string;
+  /** Start of the maintenance window (ISO time): nothing is touched before it. */
+  notBefore?: string;
+  /** Wait for an approver's written sign-off before production is touched. */
+  requireSignoff: boolean;
+  signoffTimeoutMinutes: number;
+  /** Delete the step-1 backups once production is back. */
+  deleteTemporaryBackups: boolean;
+  jobs: number;
+  advanceSequences: boolean;
+  requestedBy: string;
+}
+
+/** How a swap ended. `degraded`: production could not be restored; the sandbox copy serves its endpoint. */
+export interface ProductionRestoreResult {
+  outcome: 'completed' | 'degraded' | 'rejected' | 'expired';
+  productionId: string;
+  sandboxId: string;
+  backupId?: string;
+  temporaryBackups: { production?: string; sandbox?: string; deleted: boolean };
+  warnings: string[];
+  next?: string;
+}
+
 /** Workflow ids: deterministic where the caller knows the subject, so a repeated start is refused, not doubled. */
 export const workflowIds = {
   onDemandBackup: (backupId: string) => `on-demand-backup-${backupId}`,
   provisionInstance: (instanceId: string) => `provision-instance-${instanceId}`,
   deleteInstance: (instanceId: string) => `delete-instance-${instanceId}`,
+  restore: (instanceName: string, suffix: string) => `restore-${instanceName}-${suffix}`,
+  reset: (instanceName: string, suffix: string) => `reset-${instanceName}-${suffix}`,
+  productionRestore: (productionName: string, suffix: string) => `production-restore-${productionName}-${suffix}`,
 } as const;

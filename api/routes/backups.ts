@@ -1,8 +1,9 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomUUID } from 'node:crypto';
-import { and, desc, eq, sql } from 'drizzle-orm';
+import { and, desc, eq } from 'drizzle-orm';
 import { backups, type BackupRow } from '../../db/schema/index.js';
 import { audit } from '../../lib/audit.js';
+import { deleteBackup } from '../../lib/backups.js';
 import { Runbooks, workflowIds, type OnDemandBackupInput } from '../../workflows/contract.js';
 import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
@@ -144,13 +145,7 @@ export function backupsApp(deps: ApiDeps) {
       const store = deps.regions.get(b.region);
       if (!store) throw new ApiError(409, 'region_unknown', `backup ${b.id} lives in region ${b.region}, which is not configured`);
       const actor = c.get('principal').identity;
-      // Mark first, so a crash between removing the files and the row leaves a row retention finishes.
-      await deps.db.update(backups).set({ status: 'deleting', expiresAt: sql`least(${backups.expiresAt}, now())` }).where(eq(backups.id, b.id));
-      await store.backups.remove(b.objectKey);
-      await deps.db.transaction(async (tx) => {
-        await tx.delete(backups).where(eq(backups.id, b.id));
-        await audit(tx, { actor, action: 'backup.delete', instanceId: b.instanceId, subject: b.id, details: { label: b.label, objectKey: b.objectKey } });
-      });
+      await deleteBackup(deps.db, store.backups, b, actor);
       return c.json({ deleted: b.id }, 200);
     },
   );

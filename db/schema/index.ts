@@ -3,3 +3,4 @@ export * from './instances.js';
 export * from './backups.js';
 export * from './schedules.js';
 export * from './audit.js';
+export * from './signoffs.js';

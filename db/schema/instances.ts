@@ -8,8 +8,12 @@ export type InstanceType = (typeof InstanceTypes)[number];
 export const Editions = ['basic', 'standard', 'premium'] as const;
 export type Edition = (typeof Editions)[number];
 
-/** Lifecycle states of an instance, as in the spec. */
-export const InstanceStates = ['provisioning', 'active', 'busy', 'suspended', 'failed', 'resetting', 'failed_over'] as const;
+/**
+ * Lifecycle states of an instance, as in the spec. `suspended`: restored, refusing
+ * connections until resumed. `failed`: a restore failed after its swap began; reset it.
+ * `degraded`: a production restore failed and another instance (`servedBy`) serves its endpoint.
+ */
+export const InstanceStates = ['provisioning', 'active', 'busy', 'suspended', 'failed', 'resetting', 'failed_over', 'degraded'] as const;
 export type InstanceState = (typeof InstanceStates)[number];
 
 /**
@@ -28,6 +32,8 @@ export const instances = pgTable(
     state: text('state', { enum: InstanceStates }).notNull(),
     databaseName: text('database_name').notNull(),
     endpoint: text('endpoint').notNull(),
+    /** Set while another instance serves this one's endpoint (a production restore that failed twice). */
+    servedBy: text('served_by'),
     lockedByRun: text('locked_by_run'),
     lockedRunbook: text('locked_runbook'),
     lockedAt: timestamp('locked_at', { withTimezone: true }),

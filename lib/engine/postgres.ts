@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import postgres from 'postgres';
-import { DatabaseConflictError, type DumpHandle, type InstanceEngine, type SequenceMarks } from './types.js';
+import { randomUUID } from 'node:crypto';
+import { DatabaseConflictError, type DumpHandle, type InstanceEngine, type RestoreHandle, type SequenceMarks, type SwapNames } from './types.js';
 
 const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
 const quoteLiteral = (s: string) => `'${s.replace(/'/g, "''")}'`;
@@ -100,24 +101,142 @@ export class PostgresEngine implements InstanceEngine {
     return rows.length > 0;
   }
 
-  dump(name: string): DumpHandle {
-    const child = spawn(this.bin('pg_dump'), ['--format=custom', '--no-password'], {
-      env: { ...process.env, ...libpqEnv(this.adminUrl, name) },
-      stdio: ['ignore', 'pipe', 'pipe'],
+  /** Runs a PostgreSQL client tool against database `name`, credentials in its environment, never on argv. */
+  private runTool(tool: string, args: string[], name: string, appName: string, stdout: 'pipe' | 'ignore') {
+    const child = spawn(this.bin(tool), args, {
+      env: { ...process.env, ...libpqEnv(this.adminUrl, name), PGAPPNAME: appName },
+      stdio: ['ignore', stdout, 'pipe'],
     });
     let stderr = '';
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk: string) => {
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
       if (stderr.length < 4000) stderr += chunk;
     });
+    let exited = false;
     const done = new Promise<void>((resolve, reject) => {
-      child.once('error', (err) => reject(new Error(`could not run pg_dump: ${err.message}`)));
+      child.once('error', (err) => reject(new Error(`could not run ${tool}: ${err.message}`)));
       child.once('close', (code, signal) => {
+        exited = true;
         if (code === 0) resolve();
-        else reject(new Error(`pg_dump exited with ${signal ?? `code ${code}`}: ${stderr.trim() || 'no output'}`));
+        else reject(new Error(`${tool} exited with ${signal ?? `code ${code}`}: ${stderr.trim() || 'no output'}`));
       });
     });
-    return { stream: child.stdout, done, kill: () => child.kill('SIGTERM') };
+    done.catch(() => {}); // the caller awaits it; never an unhandled rejection meanwhile
+    return { child, done, exited: () => exited, kill: () => void child.kill('SIGTERM') };
+  }
+
+  async dump(name: string): Promise<DumpHandle> {
+    const appName = `bcdr-dump-${randomUUID()}`;
+    let tool!: ReturnType<PostgresEngine['runTool']>;
+    await this.admitOnly(name, appName, async () => {
+      tool = this.runTool('pg_dump', ['--format=custom', '--no-password'], name, appName, 'pipe');
+      await this.sessionOf(appName, tool.exited);
+    });
+    return { stream: tool.child.stdout!, done: tool.done, kill: tool.kill };
+  }
+
+  restore(name: string, archiveFile: string, opts: { jobs?: number } = {}): RestoreHandle {
+    const args = ['--exit-on-error', '--no-password', `--dbname=${name}`];
+    if (opts.jobs && opts.jobs > 1) args.push(`--jobs=${opts.jobs}`);
+    args.push(archiveFile);
+    const tool = this.runTool('pg_restore', args, name, `bcdr-restore-${randomUUID()}`, 'ignore');
+    return { done: tool.done, kill: tool.kill };
+  }
+
+  async swapDatabases({ current, incoming, retired }: SwapNames): Promise<'swapped' | 'already-swapped'> {
+    const [hasIncoming, hasCurrent, hasRetired] = await Promise.all([this.databaseExists(incoming), this.databaseExists(current), this.databaseExists(retired)]);
+    if (!hasIncoming) {
+      if (hasCurrent) return 'already-swapped';
+      throw new Error(`neither ${incoming} nor ${current} exists on this server: there is nothing to swap in`);
+    }
+    if (hasRetired && hasCurrent) throw new Error(`${retired} still exists: drop it before swapping ${incoming} in`);
+    // No new sessions on either side, then end the ones there: a database with sessions cannot be renamed.
+    for (const db of hasCurrent ? [incoming, current] : [incoming]) {
+      await this.setConnectionsAllowed(db, false);
+      await this.terminateSessions(db);
+    }
+    // One transaction: clients never see the name missing or pointing at a half-restored copy.
+    await this.admin.begin(async (tx) => {
+      if (hasCurrent) await tx`ALTER DATABASE ${tx(current)} RENAME TO ${tx(retired)}`;
+      await tx`ALTER DATABASE ${tx(incoming)} RENAME TO ${tx(current)}`;
+    });
+    return 'swapped';
+  }
+
+  async setConnectionsAllowed(name: string, allowed: boolean): Promise<void> {
+    await this.admin.unsafe(`ALTER DATABASE ${quoteIdent(name)} WITH ALLOW_CONNECTIONS ${allowed ? 'true' : 'false'}`);
+  }
+
+  async connectionsAllowed(name: string): Promise<boolean> {
+    const [row] = await this.admin<{ allowed: boolean }[]>`SELECT datallowconn AS allowed FROM pg_database WHERE datname = ${name}`;
+    if (!row) throw new Error(`database ${name} does not exist on this server`);
+    return row.allowed;
+  }
+
+  async terminateSessions(name: string): Promise<number> {
+    const rows = await this.admin`
+      SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${name} AND pid <> pg_backend_pid()`;
+    return rows.length;
+  }
+
+  async advanceSequences(name: string, marks: Record<string, string>): Promise<string[]> {
+    return this.withDatabase(name, async (sql) => {
+      const moved: string[] = [];
+      const rows = await sql<{ name: string; schema: string; seq: string; last_value: string | null }[]>`
+        SELECT schemaname || '.' || sequencename AS name, schemaname AS schema, sequencename AS seq, last_value::text AS last_value FROM pg_sequences`;
+      for (const r of rows) {
+        const mark = marks[r.name];
+        if (mark === undefined || (r.last_value !== null && BigInt(r.last_value) >= BigInt(mark))) continue;
+        await sql`SELECT setval(format('%I.%I', ${r.schema}::text, ${r.seq}::text)::regclass, ${mark}::bigint, true)`;
+        moved.push(r.name);
+      }
+      return moved;
+    });
+  }
+
+  /** Resolves once a session named `appName` is connected; rejects if the tool exits first or it never shows. */
+  private async sessionOf(appName: string, exited: () => boolean): Promise<void> {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const rows = await this.admin`SELECT 1 FROM pg_stat_activity WHERE application_name = ${appName}`;
+      if (rows.length) return;
+      if (exited() || Date.now() > deadline) throw new Error(`${appName} did not connect`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
+  /**
+   * Opens the door of a database that refuses connections (a suspended
+   * instance) only until `connect` has its session, then shuts it and ends any
+   * other session that slipped in meanwhile. An open database is just connected to.
+   */
+  private async admitOnly(name: string, appName: string, connect: () => Promise<void>): Promise<void> {
+    if (await this.connectionsAllowed(name)) return connect();
+    await this.setConnectionsAllowed(name, true);
+    try {
+      await connect();
+    } finally {
+      await this.setConnectionsAllowed(name, false);
+    }
+    await this.admin`
+      SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE datname = ${name} AND application_name <> ${appName} AND pid <> pg_backend_pid()`;
+  }
+
+  /** Runs `fn` on a short-lived session on database `name`, even a suspended one. */
+  private async withDatabase<T>(name: string, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+    const appName = `bcdr-engine-${randomUUID()}`;
+    const u = new URL(this.adminUrl);
+    u.pathname = `/${encodeURIComponent(name)}`;
+    const sql = postgres(u.toString(), { max: 1, onnotice: () => {}, connect_timeout: 10, connection: { application_name: appName } });
+    try {
+      await this.admitOnly(name, appName, async () => {
+        await sql`SELECT 1`;
+      });
+      return await fn(sql);
+    } finally {
+      await sql.end({ timeout: 5 });
+    }
   }
 
   async sizeBytes(name: string): Promise<number> {
@@ -126,17 +245,12 @@ export class PostgresEngine implements InstanceEngine {
   }
 
   async sequences(name: string): Promise<SequenceMarks> {
-    const u = new URL(this.adminUrl);
-    u.pathname = `/${encodeURIComponent(name)}`;
-    const sql = postgres(u.toString(), { max: 1, onnotice: () => {}, connect_timeout: 10 });
-    try {
+    return this.withDatabase(name, async (sql) => {
       const rows = await sql<{ name: string; last_value: string | null }[]>`
         SELECT schemaname || '.' || sequencename AS name, last_value::text AS last_value
         FROM pg_sequences ORDER BY 1`;
       return Object.fromEntries(rows.map((r) => [r.name, r.last_value]));
-    } finally {
-      await sql.end({ timeout: 5 });
-    }
+    });
   }
 
   async serverVersion(): Promise<string> {
@@ -146,7 +260,8 @@ export class PostgresEngine implements InstanceEngine {
 
   endpoint(name: string): string {
     const u = new URL(this.adminUrl);
-    return `postgres://${u.hostname}:${u.port || '5432'}/${encodeURIComponent(name)}`;
+    const user = u.username ? `${u.username}@` : '';
+    return `postgres://${user}${u.hostname}:${u.port || '5432'}/${encodeURIComponent(name)}`;
   }
 
   async ping(): Promise<boolean> {

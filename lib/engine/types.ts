@@ -12,6 +12,24 @@ export interface DumpHandle {
   kill(): void;
 }
 
+/** A running restore: settles when the restore tool exits. */
+export interface RestoreHandle {
+  /** Resolves on a clean exit; rejects with the tool's own error text otherwise. */
+  done: Promise<void>;
+  /** Stops the restore tool (used on cancellation). */
+  kill(): void;
+}
+
+/** Names of the three databases an atomic swap touches. */
+export interface SwapNames {
+  /** The database clients use; absent for a brand-new instance. */
+  current: string;
+  /** The fully restored copy that takes the current name. */
+  incoming: string;
+  /** Where the replaced database goes, to be dropped after the swap. */
+  retired: string;
+}
+
 /**
  * What runbooks need from a database server. Runbook code never builds SQL
  * or command lines for an engine: a new engine is a new implementation.
@@ -31,15 +49,40 @@ export interface InstanceEngine {
   /** The owner tag a database carries, or null (absent database or no tag). */
   ownerTag(name: string): Promise<string | null>;
   databaseExists(name: string): Promise<boolean>;
-  /** Streams a custom-format archive of the database. */
-  dump(name: string): DumpHandle;
+  /** Streams a custom-format archive of the database (also when it refuses connections). */
+  dump(name: string): Promise<DumpHandle>;
+  /**
+   * Restores a custom-format archive file into an existing (empty) database
+   * with `pg_restore`, stopping at the first error; `jobs` > 1 restores in parallel.
+   */
+  restore(name: string, archiveFile: string, opts?: { jobs?: number }): RestoreHandle;
+  /**
+   * Swaps `incoming` in under the `current` name in one transaction:
+   * `current` → `retired`, `incoming` → `current` (or just the second rename
+   * when `current` is absent). Both must refuse connections and have no
+   * sessions, so nobody sees a half-swapped name. Idempotent: when `incoming`
+   * is gone and `current` exists, the swap already happened.
+   */
+  swapDatabases(names: SwapNames): Promise<'swapped' | 'already-swapped'>;
+  /** Lets clients connect to the database, or refuses every new connection (a suspended instance). */
+  setConnectionsAllowed(name: string, allowed: boolean): Promise<void>;
+  /** Whether the database accepts new connections. */
+  connectionsAllowed(name: string): Promise<boolean>;
+  /** Ends every session on the database; returns how many were ended. */
+  terminateSessions(name: string): Promise<number>;
+  /**
+   * Moves each named sequence (`schema.sequence` → value) so its next value is
+   * greater than the given one; sequences already past it are left alone.
+   * Returns the names it moved.
+   */
+  advanceSequences(name: string, marks: Record<string, string>): Promise<string[]>;
   /** On-disk size of the database in bytes. */
   sizeBytes(name: string): Promise<number>;
-  /** Last value of every sequence in the database. */
+  /** Last value of every sequence in the database (also when it refuses connections). */
   sequences(name: string): Promise<SequenceMarks>;
   /** The server's version string, as `SHOW server_version` gives it. */
   serverVersion(): Promise<string>;
-  /** The connection endpoint tenants use, without credentials. */
+  /** The connection URI tenants use: user, host, port and database, never a password. */
   endpoint(name: string): string;
   /** True when the server answers. */
   ping(): Promise<boolean>;

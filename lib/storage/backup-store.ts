@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import type { ObjectStore, StagedObject } from './object-store.js';
 import type { SequenceMarks } from '../engine/types.js';
@@ -117,6 +118,40 @@ export class BackupStore {
     return { sizeBytes, sha256: hash.digest('hex') };
   }
 
+  /**
+   * Pins an archive as a local file for `readerId` (see ObjectStore.pinLocal)
+   * and checks it before anyone uses it: its size and sha256 must match
+   * `expected` (the catalog's record) and the manifest beside it. Returns the
+   * file. Throws ArchiveIntegrityError naming what differs; the pin is then released.
+   */
+  async pinVerified(objectKey: string, expected: { sizeBytes: number; sha256: string }, readerId: string, onProgress?: (bytes: number) => void): Promise<string> {
+    const manifest = await this.readManifest(objectKey);
+    const file = await this.objects.pinLocal(objectKey, readerId);
+    const hash = createHash('sha256');
+    let sizeBytes = 0;
+    for await (const chunk of createReadStream(file)) {
+      hash.update(chunk as Buffer);
+      sizeBytes += (chunk as Buffer).length;
+      onProgress?.(sizeBytes);
+    }
+    const sha256 = hash.digest('hex');
+    const problems: string[] = [];
+    if (!manifest) problems.push('its manifest is missing');
+    if (sha256 !== expected.sha256) problems.push(`its sha256 is ${sha256}, the catalog recorded ${expected.sha256}`);
+    if (manifest && sha256 !== manifest.sha256) problems.push(`the manifest says sha256 ${manifest.sha256}`);
+    if (sizeBytes !== expected.sizeBytes) problems.push(`its size is ${sizeBytes} bytes, the catalog recorded ${expected.sizeBytes}`);
+    if (problems.length) {
+      await this.objects.unpinLocal(objectKey, readerId);
+      throw new ArchiveIntegrityError(`archive ${objectKey} failed verification: ${problems.join('; ')}`);
+    }
+    return file;
+  }
+
+  /** Releases what pinVerified pinned for `readerId`. Idempotent. */
+  async unpin(objectKey: string, readerId: string): Promise<void> {
+    await this.objects.unpinLocal(objectKey, readerId);
+  }
+
   /** Removes an archive, its manifest and any unfinished write of either. Idempotent. */
   async remove(objectKey: string): Promise<void> {
     await this.objects.delete(BackupStore.manifestKey(objectKey));
@@ -130,3 +165,6 @@ export class BackupStore {
     return [...complete, ...incomplete];
   }
 }
+
+/** An archive whose bytes do not match its catalog record or manifest: it must not be restored. */
+export class ArchiveIntegrityError extends Error {}

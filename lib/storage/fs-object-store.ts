@@ -8,6 +8,9 @@ import { ObjectNotFoundError, type ObjectInfo, type ObjectStore, type StagedObje
 
 const TMP_SUFFIX = '.partial';
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const PIN_DIR = '.pinned';
+
+const exists = (p: string) => fs.access(p).then(() => true, () => false);
 
 /**
  * ObjectStore on a local directory. A write goes to a hidden temp file beside
@@ -112,6 +115,30 @@ export class FsObjectStore implements ObjectStore {
         .filter((n) => n.startsWith(prefix) && n.endsWith(TMP_SUFFIX) && n.length === prefix.length + 36 + TMP_SUFFIX.length)
         .map((n) => fs.rm(path.join(this.root, n), { force: true })),
     );
+  }
+
+  /** Pins are hard links in a hidden folder: no copy, and the bytes outlive a delete of the key. */
+  private pinPath(key: string, readerId: string): string {
+    if (!KEY_RE.test(readerId)) throw new Error(`invalid reader id ${JSON.stringify(readerId)}`);
+    return path.join(this.root, PIN_DIR, `${key}.${readerId}`);
+  }
+
+  async pinLocal(key: string, readerId: string): Promise<string> {
+    const pin = this.pinPath(key, readerId);
+    if ((await this.head(key)) === null && !(await exists(pin))) throw new ObjectNotFoundError(key);
+    if (await exists(pin)) return pin;
+    await fs.mkdir(path.dirname(pin), { recursive: true });
+    try {
+      await fs.link(this.path(key), pin);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ObjectNotFoundError(key);
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    return pin;
+  }
+
+  async unpinLocal(key: string, readerId: string): Promise<void> {
+    await fs.rm(this.pinPath(key, readerId), { force: true });
   }
 
   private async names(): Promise<string[]> {

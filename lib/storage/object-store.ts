@@ -32,6 +32,15 @@ export interface ObjectStore {
   listIncomplete(prefix?: string): Promise<string[]>;
   /** Removes unfinished writes of `key` left by killed writers. */
   removeIncomplete(key: string): Promise<void>;
+  /**
+   * A local file with the object's bytes, for tools that read files
+   * (`pg_restore --jobs`). It stays readable until released, even if the
+   * object is deleted meanwhile. Idempotent per `readerId`: a retry of the
+   * same reader gets the same file. Rejects with ObjectNotFoundError when absent.
+   */
+  pinLocal(key: string, readerId: string): Promise<string>;
+  /** Releases the local file `pinLocal` gave `readerId`; does nothing when there is none. */
+  unpinLocal(key: string, readerId: string): Promise<void>;
 }
 
 /** A fully written object not yet visible under its key. */

@@ -1,0 +1,40 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { FailureTypes } from '../workflows/contract.js';
+
+/**
+ * Test-only fault hooks, in one place and off unless the worker is started
+ * with `BCDR_FAULT_FILE`. The file holds `{"<point>:<instanceId>": count}`;
+ * each time an activity passes that point for that instance, the count goes
+ * down by one and the activity fails non-retryably, as a real failure would.
+ * The engine, the storage and the rest of the activity run for real.
+ */
+export interface FaultHooks {
+  /** Fails here if a fault is armed for `point` on `instanceId`. */
+  check(point: FaultPoint, instanceId: string): void;
+}
+
+/** Where a fault can be injected. */
+export const FaultPoints = {
+  /** Inside restoreToStaging, after the staging database exists and before pg_restore. */
+  restoreStaging: 'restore-staging',
+} as const;
+export type FaultPoint = (typeof FaultPoints)[keyof typeof FaultPoints];
+
+/** Hooks that never fire: the production default. */
+export const noFaults: FaultHooks = { check() {} };
+
+/** Hooks read from `file` (a test arms them by writing it). */
+export function fileFaults(file: string): FaultHooks {
+  return {
+    check(point, instanceId) {
+      if (!existsSync(file)) return;
+      const armed = JSON.parse(readFileSync(file, 'utf8') || '{}') as Record<string, number>;
+      const key = `${point}:${instanceId}`;
+      if (!armed[key]) return;
+      armed[key] -= 1;
+      writeFileSync(file, JSON.stringify(armed));
+      throw ApplicationFailure.nonRetryable(`injected fault at ${point} for ${instanceId} (test hook)`, FailureTypes.injectedFault);
+    },
+  };
+}

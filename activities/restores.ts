@@ -1,0 +1,238 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { eq, sql } from 'drizzle-orm';
+import { backups, instances, type BackupRow } from '../db/schema/index.js';
+import { audit } from '../lib/audit.js';
+import { resumeInstance } from '../lib/instances.js';
+import { backupRefusal, targetRefusal } from '../lib/restore-rules.js';
+import { ArchiveIntegrityError } from '../lib/storage/backup-store.js';
+import { FailureTypes, type RestoreResult } from '../workflows/contract.js';
+import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
+import { FaultPoints, noFaults } from './faults.js';
+import { ownerTag } from './instances.js';
+
+const HEARTBEAT_EVERY_MS = 2_000;
+
+/**
+ * The databases a restore touches, all on the target's server: the one
+ * clients use, the staging copy pg_restore fills, and the replaced copy
+ * dropped after the swap. Underscores never occur in instance names, so these
+ * never collide with another instance's database.
+ */
+export const restoreNames = (databaseName: string) => ({
+  current: databaseName,
+  incoming: `${databaseName}__bcdr_restore`,
+  retired: `${databaseName}__bcdr_retired`,
+});
+
+/** Progress a restore reports in its heartbeats, shown by the API as the run's progress. */
+export interface RestoreProgress {
+  phase: 'verifying' | 'restoring' | 'sequences';
+  archiveBytes: number;
+  /** Archive bytes checked so far (verifying). */
+  bytesVerified: number;
+  /** Size of the staging database so far: the bytes restored. */
+  bytesRestored: number;
+  jobs: number;
+}
+
+/** What a run needs to know about the target before it restores. */
+type RestoreFacts = Pick<RestoreResult, 'sequencesBehind' | 'sequencesAdvanced' | 'databaseBytes'>;
+
+/**
+ * Restore, swap and reset activities. Each is idempotent: a retried attempt
+ * starts its staging copy afresh, and the swap recognises a swap already made.
+ * No activity ever drops or adopts a database its instance does not own.
+ */
+export function restoreActivities(deps: ActivityDeps) {
+  const faults = deps.faults ?? noFaults;
+
+  async function getBackup(backupId: string): Promise<BackupRow | undefined> {
+    const [row] = await deps.db.select().from(backups).where(eq(backups.id, backupId));
+    return row;
+  }
+
+  async function usableBackup(backupId: string): Promise<BackupRow> {
+    const row = await getBackup(backupId);
+    const refused = backupRefusal(row, backupId);
+    if (refused) throw ApplicationFailure.nonRetryable(refused.message, FailureTypes.refused);
+    return row!;
+  }
+
+  /** Drops `name` if it exists and belongs to the instance; refuses (non-retryable) to touch one it does not own. */
+  async function dropOwned(engine: ReturnType<typeof region>['engine'], name: string, instanceId: string): Promise<void> {
+    if (!(await engine.databaseExists(name))) return;
+    if (!(await engine.dropDatabase(name, ownerTag(instanceId)))) {
+      throw ApplicationFailure.nonRetryable(
+        `database ${name} exists but does not belong to instance ${instanceId}; it was left untouched: an operator must remove or rename it`,
+        FailureTypes.invalidState,
+      );
+    }
+  }
+
+  return {
+    /**
+     * Checks the restore's rules again inside the run (the API checked them
+     * before starting it): the backup is completed and not expired; an
+     * existing target is a sandbox of the same or a higher edition.
+     */
+    async checkRestore(input: { backupId: string; instanceId: string; createsInstance: boolean }): Promise<void> {
+      const backup = await usableBackup(input.backupId);
+      const inst = await loadInstance(deps, input.instanceId);
+      if (input.createsInstance) return;
+      const refused = targetRefusal(backup, inst);
+      if (refused) throw ApplicationFailure.nonRetryable(refused.message, FailureTypes.refused);
+    },
+
+    /**
+     * Pins the archive for this run and verifies it (sha256 and size against
+     * the catalog and the manifest) before anything is touched.
+     */
+    async verifyArchive(input: { backupId: string }): Promise<void> {
+      const ctx = Context.current();
+      const backup = await usableBackup(input.backupId);
+      const progress: RestoreProgress = { phase: 'verifying', archiveBytes: backup.sizeBytes ?? 0, bytesVerified: 0, bytesRestored: 0, jobs: 0 };
+      const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
+      try {
+        await region(deps, backup.region).backups.pinVerified(
+          backup.objectKey,
+          { sizeBytes: backup.sizeBytes ?? -1, sha256: backup.sha256 ?? '' },
+          callerWorkflowId(),
+          (bytes) => (progress.bytesVerified = bytes),
+        );
+      } catch (err) {
+        if (err instanceof ArchiveIntegrityError) throw ApplicationFailure.nonRetryable(`${err.message}; nothing was restored`, FailureTypes.archiveIntegrity);
+        throw err;
+      } finally {
+        clearInterval(beat);
+      }
+    },
+
+    /**
+     * Restores the archive into a fresh staging database on the target's
+     * server (dropping a stale one a killed attempt left), compares its
+     * sequences with what the target had issued, and with `advanceSequences`
+     * moves them forward. The target itself is not touched.
+     */
+    async restoreToStaging(input: { backupId: string; instanceId: string; jobs: number; advanceSequences: boolean }): Promise<RestoreFacts> {
+      const ctx = Context.current();
+      const backup = await usableBackup(input.backupId);
+      const inst = await loadInstance(deps, input.instanceId);
+      const { engine } = region(deps, inst.activeRegion);
+      const names = restoreNames(inst.databaseName);
+      const issued = (await engine.databaseExists(names.current)) ? await engine.sequences(names.current) : {};
+
+      await dropOwned(engine, names.incoming, inst.id);
+      await engine.createDatabase(names.incoming, ownerTag(inst.id));
+      faults.check(FaultPoints.restoreStaging, inst.id);
+      const file = await region(deps, backup.region).backups.objects.pinLocal(backup.objectKey, callerWorkflowId());
+
+      const progress: RestoreProgress = { phase: 'restoring', archiveBytes: backup.sizeBytes ?? 0, bytesVerified: backup.sizeBytes ?? 0, bytesRestored: 0, jobs: input.jobs };
+      ctx.heartbeat(progress);
+      const restore = engine.restore(names.incoming, file, { jobs: input.jobs });
+      const onCancel = () => restore.kill();
+      ctx.cancellationSignal.addEventListener('abort', onCancel);
+      const beat = setInterval(() => {
+        engine.sizeBytes(names.incoming).then((b) => (progress.bytesRestored = b), () => {});
+        ctx.heartbeat(progress);
+      }, HEARTBEAT_EVERY_MS);
+      try {
+        await restore.done;
+      } catch (err) {
+        restore.kill();
+        throw err;
+      } finally {
+        clearInterval(beat);
+        ctx.cancellationSignal.removeEventListener('abort', onCancel);
+      }
+
+      progress.phase = 'sequences';
+      progress.bytesRestored = await engine.sizeBytes(names.incoming);
+      ctx.heartbeat(progress);
+      const restored = await engine.sequences(names.incoming);
+      const sequencesBehind = Object.entries(issued)
+        .filter(([name, was]) => was !== null && name in restored && (restored[name] === null || BigInt(restored[name]!) < BigInt(was)))
+        .map(([name, was]) => ({ name, restored: restored[name] ?? null, issued: was! }));
+      let sequencesAdvanced: string[] = [];
+      if (input.advanceSequences && sequencesBehind.length) {
+        sequencesAdvanced = await engine.advanceSequences(names.incoming, Object.fromEntries(sequencesBehind.map((s) => [s.name, s.issued])));
+      }
+      return { sequencesBehind, sequencesAdvanced, databaseBytes: progress.bytesRestored };
+    },
+
+    /**
+     * Swaps the restored staging copy in under the instance's name in one
+     * transaction (ending the target's sessions first), drops the replaced
+     * copy, and marks the instance `suspended`: it refuses connections until
+     * resumed. A retry after the swap only finishes the clean-up.
+     */
+    async swapInRestored(input: { backupId: string; instanceId: string }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const { engine } = region(deps, inst.activeRegion);
+      const names = restoreNames(inst.databaseName);
+      const tag = ownerTag(inst.id);
+      if (await engine.databaseExists(names.incoming)) {
+        if ((await engine.ownerTag(names.incoming)) !== tag) {
+          throw ApplicationFailure.nonRetryable(`staging database ${names.incoming} does not belong to instance ${inst.name}; nothing was swapped`, FailureTypes.invalidState);
+        }
+        // A replaced copy a killed run never dropped: the staging copy still exists, so this run has not swapped yet.
+        await dropOwned(engine, names.retired, inst.id);
+      }
+      const outcome = await engine.swapDatabases(names);
+      await dropOwned(engine, names.retired, inst.id);
+      await deps.db.transaction(async (tx) => {
+        await tx.update(instances).set({ state: 'suspended', updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+        if (outcome === 'swapped') {
+          await audit(tx, { actor: 'system:runbook', action: 'instance.restored', instanceId: inst.id, subject: input.backupId, details: { workflowId: callerWorkflowId() } });
+        }
+      });
+    },
+
+    /** Drops the instance's staging copy, if any (only one the instance owns), and releases the run's archive pin. Idempotent. */
+    async discardStaging(input: { instanceId: string; backupId?: string }): Promise<void> {
+      const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
+      if (inst) {
+        const { engine } = region(deps, inst.activeRegion);
+        const names = restoreNames(inst.databaseName);
+        await engine.dropDatabase(names.incoming, ownerTag(inst.id));
+      }
+      if (input.backupId) await releasePin(input.backupId);
+    },
+
+    /** Releases the run's pin on the backup's archive. Idempotent. */
+    async releaseArchive(input: { backupId: string }): Promise<void> {
+      await releasePin(input.backupId);
+    },
+
+    /**
+     * Reset: drops the instance's database (and any staging or replaced copy
+     * it owns) and creates it again empty with the same owner tag, open for
+     * connections, and marks it `active`. Sandbox only.
+     */
+    async resetDatabase(input: { instanceId: string }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      if (inst.type !== 'sandbox') {
+        throw ApplicationFailure.nonRetryable(`instance ${inst.name} is ${inst.type}; only sandbox instances can be reset`, FailureTypes.refused);
+      }
+      const { engine } = region(deps, inst.activeRegion);
+      const names = restoreNames(inst.databaseName);
+      for (const name of [names.incoming, names.retired, names.current]) await dropOwned(engine, name, inst.id);
+      await engine.createDatabase(names.current, ownerTag(inst.id));
+      await engine.setConnectionsAllowed(names.current, true);
+      await deps.db.transaction(async (tx) => {
+        await tx.update(instances).set({ state: 'active', servedBy: null, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+        await audit(tx, { actor: 'system:runbook', action: 'instance.reset', instanceId: inst.id, subject: inst.name, details: { workflowId: callerWorkflowId() } });
+      });
+    },
+
+    /** Resumes an instance the calling run holds: connections allowed again, state `active`. */
+    async resumeRestoredInstance(input: { instanceId: string }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      await resumeInstance(deps.db, region(deps, inst.activeRegion), inst, 'system:runbook');
+    },
+  };
+
+  async function releasePin(backupId: string): Promise<void> {
+    const backup = await getBackup(backupId);
+    if (backup) await region(deps, backup.region).backups.unpin(backup.objectKey, callerWorkflowId());
+  }
+}

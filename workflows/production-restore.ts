@@ -1,0 +1,155 @@
+import { CancellationScope, isCancellation, proxyActivities, sleep, uuid4, workflowInfo } from '@temporalio/workflow';
+import type * as activities from '../activities/index.js';
+import { takeBackup } from './backup.js';
+import { Runbooks, type ProductionRestoreInput, type ProductionRestoreResult } from './contract.js';
+import { restoreSteps } from './restore.js';
+import { RunState, errorMessage } from './run-state.js';
+import { Compensations } from './saga.js';
+import { signOffGate } from './signoff-gate.js';
+
+type Acts = activities.Activities;
+
+/** Catalog calls: short, retried for a minute. */
+const catalog = proxyActivities<Acts>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 6 },
+});
+
+/** Database DDL (reset): minutes at most, retried a few times. */
+const ddl = proxyActivities<Acts>({
+  startToCloseTimeout: '10m',
+  retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5 },
+});
+
+/** Undo steps and the type switch back: retried until done, never left half way. */
+const untilDone = proxyActivities<Acts>({
+  startToCloseTimeout: '10m',
+  retry: { initialInterval: '1s', maximumInterval: '1m' },
+});
+
+/** How long the temporary (step 1) backups are kept when not deleted at the end. */
+const TEMPORARY_BACKUP_RETENTION_DAYS = 7;
+const REMIND_EVERY_MS = 15 * 60 * 1000;
+
+/**
+ * Production-restore swap, the five steps of the Dynamics procedure as a saga:
+ * 1. on-demand backups of production and sandbox;
+ * 2. restore the production backup into the sandbox;
+ * 3. switch production to sandbox type;
+ * 4. restore the backup into it (on failure: reset and retry once; failing
+ *    again, the sandbox copy serves the production endpoint, `degraded`);
+ * 5. switch it back to production, in every path;
+ * 6. optionally delete the step-1 backups.
+ * Optional sign-off before anything is touched, then an optional maintenance
+ * window. Both instances are held, locked in id order, for the whole run.
+ */
+export async function productionRestoreWorkflow(input: ProductionRestoreInput): Promise<ProductionRestoreResult> {
+  const { productionId: prod, sandboxId: sbx, requestedBy } = input;
+  const state = new RunState(Runbooks.productionRestore, prod, requestedBy);
+  const saga = new Compensations();
+  const result: ProductionRestoreResult = { outcome: 'completed', productionId: prod, sandboxId: sbx, temporaryBackups: { deleted: false }, warnings: [] };
+  const restoreOpts = { createsInstance: false, jobs: input.jobs, advanceSequences: input.advanceSequences };
+  const done = (): ProductionRestoreResult => ({ ...result, warnings: [...state.status.warnings] });
+  try {
+    const held = await state.step('lock-instances', async () => {
+      const snaps = [];
+      for (const id of [prod, sbx].sort()) snaps.push(await catalog.acquireInstanceLock({ instanceId: id, runbook: Runbooks.productionRestore }));
+      return snaps;
+    });
+    const sandboxWasActive = held.find((s) => s.id === sbx)?.state === 'active';
+
+    if (input.requireSignoff) {
+      const gate = await state.step('signoff', () =>
+        signOffGate(state, {
+          gate: 'production-restore',
+          runbook: Runbooks.productionRestore,
+          instanceIds: [prod, sbx],
+          requestedBy,
+          summary: `replace the data of production instance ${prod} with ${input.backupId ? `backup ${input.backupId}` : 'a fresh backup of itself'}, through sandbox ${sbx}`,
+          timeoutMs: input.signoffTimeoutMinutes * 60_000,
+          remindEveryMs: REMIND_EVERY_MS,
+        }),
+      );
+      if (gate.decision !== 'approved') {
+        result.outcome = gate.decision;
+        result.next = gate.decision === 'rejected' ? `rejected by ${gate.by}: nothing was changed` : 'nobody signed off before the deadline: nothing was changed';
+        state.finish();
+        return done();
+      }
+    }
+    if (input.notBefore && Date.parse(input.notBefore) > Date.now()) {
+      const until = input.notBefore;
+      await state.step('wait-for-window', () => state.waitFor({ kind: 'window', until, detail: 'maintenance window: nothing is touched before it' }, () => sleep(Date.parse(until) - Date.now())));
+    }
+
+    // Step 1: the safety net, labelled so an operator finds it.
+    const label = (who: string) => `production-restore ${workflowInfo().workflowId}: ${who} before the swap`;
+    const prodBackup = { backupId: `bk-${uuid4()}` };
+    const sbxBackup = { backupId: `bk-${uuid4()}` };
+    await takeBackup(state, { instanceId: prod, backupId: prodBackup.backupId, kind: 'on_demand', label: label('production'), retentionDays: TEMPORARY_BACKUP_RETENTION_DAYS }, 'backup-production:');
+    result.temporaryBackups.production = prodBackup.backupId;
+    await takeBackup(state, { instanceId: sbx, backupId: sbxBackup.backupId, kind: 'on_demand', label: label('sandbox'), retentionDays: TEMPORARY_BACKUP_RETENTION_DAYS }, 'backup-sandbox:');
+    result.temporaryBackups.sandbox = sbxBackup.backupId;
+    const source = input.backupId ?? prodBackup.backupId;
+    result.backupId = source;
+
+    // Step 2: prove the restore on the sandbox first; it also becomes the fallback.
+    await restoreSteps(state, { ...restoreOpts, backupId: source, instanceId: sbx }, 'sandbox:');
+    saga.push('put-back-sandbox', async () => {
+      await restoreSteps(state, { ...restoreOpts, advanceSequences: false, backupId: sbxBackup.backupId, instanceId: sbx }, 'undo-sandbox:');
+      if (sandboxWasActive) await untilDone.resumeRestoredInstance({ instanceId: sbx });
+    });
+
+    // Step 3.
+    await state.step('switch-production-to-sandbox', () => catalog.setInstanceType({ instanceId: prod, type: 'sandbox' }));
+    saga.push('switch-back-to-production', () => untilDone.setInstanceType({ instanceId: prod, type: 'production' }));
+
+    // Step 4, with one reset and retry; then the fallback.
+    if (!(await restoreProduction(state, { ...restoreOpts, backupId: source, instanceId: prod }))) {
+      await state.step('fallback-serve-from-sandbox', async () => {
+        await untilDone.resumeRestoredInstance({ instanceId: sbx });
+        await untilDone.setServedBy({ instanceId: prod, servedBy: sbx, state: 'degraded' });
+      });
+      saga.drop('put-back-sandbox'); // the sandbox copy now serves production: it must stay
+      result.outcome = 'degraded';
+      result.next = `production ${prod} could not be restored twice; sandbox ${sbx} serves its endpoint. Repair it: reset and restore it again with the production-restore swap, or restore backup ${source} into it by hand`;
+      state.warn(result.next);
+    }
+
+    // Step 5, in every path (the saga does it on failure).
+    await state.step('switch-back-to-production', () => untilDone.setInstanceType({ instanceId: prod, type: 'production' }));
+    saga.drop('switch-back-to-production');
+    if (result.outcome === 'completed') await state.step('resume-production', () => catalog.resumeRestoredInstance({ instanceId: prod }));
+
+    // Step 6.
+    if (input.deleteTemporaryBackups && result.outcome === 'completed') {
+      await state.step('delete-temporary-backups', () => catalog.deleteBackups({ backupIds: [prodBackup.backupId, sbxBackup.backupId] }));
+      result.temporaryBackups.deleted = true;
+    }
+    state.finish();
+    return done();
+  } catch (err) {
+    state.finish(err);
+    await saga.unwind(state);
+    throw err;
+  } finally {
+    await CancellationScope.nonCancellable(async () => {
+      for (const id of [prod, sbx].sort().reverse()) await catalog.releaseInstanceLock({ instanceId: id });
+    });
+  }
+}
+
+/** Step 4: restores production (now of sandbox type); on failure resets it and tries once more. False when both failed. */
+async function restoreProduction(state: RunState, p: Parameters<typeof restoreSteps>[1]): Promise<boolean> {
+  for (const attempt of ['production:', 'production-retry:']) {
+    try {
+      await restoreSteps(state, p, attempt);
+      return true;
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      state.warn(`restoring production failed (${attempt.replace(/:$/, '')}): ${errorMessage(err)}`);
+      if (attempt === 'production:') await state.step('reset-production', () => ddl.resetDatabase({ instanceId: p.instanceId }));
+    }
+  }
+  return false;
+}

@@ -1,0 +1,154 @@
+import { ActivityCancellationType, ApplicationFailure, CancellationScope, proxyActivities } from '@temporalio/workflow';
+import type * as activities from '../activities/index.js';
+import { FailureTypes, Runbooks, type ResetInput, type ResetResult, type RestoreInput, type RestoreResult } from './contract.js';
+import { RunState, errorMessage, failureTypeOf } from './run-state.js';
+
+type Acts = activities.Activities;
+
+/** Catalog calls and rule checks: short, retried for a minute. */
+const catalog = proxyActivities<Acts>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 6 },
+});
+
+/**
+ * Data moves (verify, pg_restore): long, heartbeating, a few retries; each
+ * attempt starts its staging copy afresh. On cancellation the run waits for
+ * pg_restore to stop before it cleans up.
+ */
+const data = proxyActivities<Acts>({
+  startToCloseTimeout: '12h',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumAttempts: 3 },
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+});
+
+/** Database DDL (swap, drop, create): minutes at most, retried a few times. */
+const ddl = proxyActivities<Acts>({
+  startToCloseTimeout: '10m',
+  retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5 },
+});
+
+/** Clean-up: idempotent, retried until done rather than left half way. */
+const untilDone = proxyActivities<Acts>({
+  startToCloseTimeout: '10m',
+  retry: { initialInterval: '1s', maximumInterval: '1m' },
+});
+
+/**
+ * Restore runbook: a completed backup into an existing sandbox instance, or
+ * into a new instance the API recorded for this run. The target lands
+ * `suspended`. A failure before the swap leaves the target as it was; a
+ * failure after the swap began leaves it `failed`, to be reset; a failed
+ * restore into a new instance leaves nothing behind.
+ */
+export async function restoreWorkflow(input: RestoreInput): Promise<RestoreResult> {
+  const state = new RunState(Runbooks.restore, input.instanceId, input.requestedBy);
+  const { instanceId } = input;
+  try {
+    await state.step('lock-instance', () => catalog.acquireInstanceLock({ instanceId, runbook: Runbooks.restore }));
+    const result = await restoreSteps(state, input);
+    if (input.createsInstance) await state.step('create-backup-schedule', () => ddl.ensureBackupSchedule({ instanceId }));
+    state.finish();
+    return { ...result, warnings: [...state.status.warnings] };
+  } catch (err) {
+    state.finish(err);
+    if (input.createsInstance) await removeNewInstance(instanceId, input.backupId);
+    throw err;
+  } finally {
+    await CancellationScope.nonCancellable(() => catalog.releaseInstanceLock({ instanceId }));
+  }
+}
+
+/**
+ * Reset runbook (sandbox only): drops the database and creates it again empty
+ * with the same owner tag, `active`; then, given a backup, restores it.
+ */
+export async function resetWorkflow(input: ResetInput): Promise<ResetResult> {
+  const state = new RunState(Runbooks.reset, input.instanceId, input.requestedBy);
+  const { instanceId } = input;
+  try {
+    await state.step('lock-instance', () => catalog.acquireInstanceLock({ instanceId, runbook: Runbooks.reset }));
+    try {
+      await CancellationScope.nonCancellable(() => state.step('reset-database', () => ddl.resetDatabase({ instanceId })));
+    } catch (err) {
+      if (failureTypeOf(err) !== FailureTypes.refused) await CancellationScope.nonCancellable(() => untilDone.setInstanceState({ instanceId, state: 'failed' }));
+      throw err;
+    }
+    const restore = input.backupId
+      ? await restoreSteps(state, { ...input, backupId: input.backupId, createsInstance: false })
+      : undefined;
+    state.finish();
+    return { instanceId, state: restore ? 'suspended' : 'active', ...(restore ? { restore: { ...restore, warnings: [...state.status.warnings] } } : {}) };
+  } catch (err) {
+    state.finish(err);
+    throw err;
+  } finally {
+    await CancellationScope.nonCancellable(() => catalog.releaseInstanceLock({ instanceId }));
+  }
+}
+
+/**
+ * The restore steps on an instance this run holds: check the rules, verify the
+ * archive, pg_restore into staging, swap it in. Shared by restore, reset and
+ * the production-restore swap.
+ */
+export async function restoreSteps(
+  state: RunState,
+  p: Pick<RestoreInput, 'backupId' | 'instanceId' | 'createsInstance' | 'jobs' | 'advanceSequences'>,
+  stepPrefix = '',
+): Promise<RestoreResult> {
+  const { backupId, instanceId } = p;
+  const step = (name: string) => `${stepPrefix}${name}`;
+  try {
+    await state.step(step('check-rules'), () => catalog.checkRestore({ backupId, instanceId, createsInstance: p.createsInstance }));
+    await state.step(step('verify-archive'), () => data.verifyArchive({ backupId }));
+    let facts: Awaited<ReturnType<Acts['restoreToStaging']>>;
+    try {
+      facts = await state.step(step('restore-staging'), () => data.restoreToStaging({ backupId, instanceId, jobs: p.jobs, advanceSequences: p.advanceSequences }));
+    } catch (err) {
+      // Before the swap: the target is untouched; only the staging copy goes.
+      await CancellationScope.nonCancellable(() => untilDone.discardStaging({ instanceId, backupId }));
+      throw err;
+    }
+    try {
+      // Once begun, the swap is finished even if the run is cancelled: a half-swapped instance helps nobody.
+      await CancellationScope.nonCancellable(() => state.step(step('swap'), () => ddl.swapInRestored({ backupId, instanceId })));
+    } catch (err) {
+      await CancellationScope.nonCancellable(async () => {
+        await untilDone.setInstanceState({ instanceId, state: 'failed' });
+        await untilDone.discardStaging({ instanceId, backupId });
+      });
+      throw ApplicationFailure.nonRetryable(
+        `the swap failed after it began (${errorMessage(err)}); instance ${instanceId} is now failed: reset it (POST /v1/runbooks/reset) and restore again`,
+        FailureTypes.invalidState,
+      );
+    }
+    if (facts.sequencesBehind.length && !facts.sequencesAdvanced.length) {
+      const list = facts.sequencesBehind.map((s) => `${s.name} (restored ${s.restored ?? 'unused'}, had issued ${s.issued})`).join(', ');
+      state.warn(`sequences run backwards after this restore: ${list}; duplicate numbers are possible: restore with advanceSequences: true, or move them past the old values before resuming`);
+    }
+    return {
+      backupId,
+      instanceId,
+      state: 'suspended',
+      sequencesBehind: facts.sequencesBehind,
+      sequencesAdvanced: facts.sequencesAdvanced,
+      databaseBytes: facts.databaseBytes,
+      warnings: [...state.status.warnings],
+      next: `instance ${instanceId} is suspended (it refuses connections): check it, then resume it with POST /v1/instances/${instanceId}/resume`,
+    };
+  } finally {
+    await CancellationScope.nonCancellable(() => untilDone.releaseArchive({ backupId }));
+  }
+}
+
+/** Undoes a restore into a new instance: staging, database, schedule and catalog row, so nothing is left behind. */
+async function removeNewInstance(instanceId: string, backupId: string): Promise<void> {
+  await CancellationScope.nonCancellable(async () => {
+    await untilDone.discardStaging({ instanceId, backupId });
+    await untilDone.dropInstanceDatabase({ instanceId });
+    await untilDone.removeBackupSchedule({ instanceId });
+    await untilDone.deleteInstanceRecord({ instanceId });
+  });
+}
