@@ -2,7 +2,8 @@
  * The whole local stack on embedded defaults, in one command (`npm start`):
  * a Temporal dev server with its Web UI (SQLite under .data/), three local
  * PostgreSQL clusters (catalog, region primary, region secondary), a blob
- * store folder per region, the worker and the API. Ctrl-C stops all of it;
+ * store folder per region, the worker and the API. A worker or API that
+ * crashes is restarted with a back-off. Ctrl-C stops all of it;
  * starting again keeps the data. `npm start -- --fresh` starts from scratch.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -71,15 +72,73 @@ async function choosePorts(): Promise<Record<PortName, number>> {
 
 /** Starts a TypeScript entry point as a child process, logging to .data/logs/<name>.log. */
 function startNode(name: string, entry: string, env: NodeJS.ProcessEnv): ChildProcess {
-  const log = createWriteStream(path.join(logsDir, `${name}.log`), { flags: 'a' });
+  const log = createWriteStream(logFile(name), { flags: 'a' });
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(projectRoot, entry)], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true, // its own process group: Ctrl-C reaches us, and we stop it in order
   });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
+  // Two streams into one file: neither may end it (a write after its end would crash this script); the child's close does.
+  child.stdout?.pipe(log, { end: false });
+  child.stderr?.pipe(log, { end: false });
+  child.once('close', () => log.end());
   return child;
+}
+
+const logFile = (name: string) => path.join(logsDir, `${name}.log`);
+/** A log file as the user would type it: relative to the current folder when it is inside it. */
+const shown = (file: string) => {
+  const rel = path.relative(process.cwd(), file);
+  return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : file;
+};
+
+/** Restart back-off for a crashed worker or API: 1 s, doubling to 30 s, back to 1 s once a process has stayed up 60 s. */
+const restartPolicy = { firstDelayMs: 1_000, maxDelayMs: 30_000, stableAfterMs: 60_000 };
+
+/**
+ * Runs a TypeScript entry point and keeps it running: once the stack is ready,
+ * a process that exits on its own is restarted after a back-off. Before then, an
+ * exit stops the stack (a process that cannot start is reported, not retried
+ * forever). Registers a stopper that cancels a pending restart and stops the
+ * process, so Ctrl-C never races with a restart.
+ */
+function supervise(name: string, entry: string, env: NodeJS.ProcessEnv, graceMs: number): void {
+  let child: ChildProcess | undefined;
+  let startedAt = 0;
+  let delayMs = restartPolicy.firstDelayMs;
+  let pending: NodeJS.Timeout | undefined;
+
+  const start = (): ChildProcess | undefined => {
+    pending = undefined;
+    if (stopping) return undefined;
+    startedAt = Date.now();
+    const c = startNode(name, entry, env);
+    child = c;
+    c.once('exit', (code, signal) => {
+      if (stopping || child !== c) return;
+      const how = signal ?? `code ${code}`;
+      if (!ready) {
+        say(`${name} exited unexpectedly (${how}) before the stack was ready; see ${shown(logFile(name))}`);
+        void shutdown(1);
+        return;
+      }
+      if (Date.now() - startedAt >= restartPolicy.stableAfterMs) delayMs = restartPolicy.firstDelayMs;
+      say(`${name} exited unexpectedly (${how}); restarting in ${delayMs / 1000} s (see ${shown(logFile(name))})`);
+      pending = setTimeout(() => {
+        const again = start();
+        if (again) say(`${name} restarted (pid ${again.pid})`);
+      }, delayMs);
+      delayMs = Math.min(delayMs * 2, restartPolicy.maxDelayMs);
+    });
+    return c;
+  };
+
+  stoppers.push(async () => {
+    if (pending) clearTimeout(pending);
+    pending = undefined;
+    if (child) await stopChild(child, graceMs, 'SIGINT');
+  });
+  start();
 }
 
 const clusters: PgCluster[] = [];
@@ -87,6 +146,8 @@ const running: { temporal?: TemporalServer } = {};
 /** What to stop, registered the moment each service exists (before it is ready), in start order. */
 const stoppers: (() => Promise<void>)[] = [];
 let stopping = false;
+/** Set once the ready banner is out: from then on a crashed worker or API is restarted. */
+let ready = false;
 
 /** Stops, in reverse start order, everything this script started (API, worker, Temporal, clusters), then exits. */
 async function shutdown(code: number): Promise<void> {
@@ -144,16 +205,9 @@ async function main(): Promise<void> {
   };
   loadConfig(env); // fail here, readably, before starting processes with a bad setting
 
-  for (const [name, entry] of [['worker', 'worker/main.ts'], ['api', 'api/main.ts']] as const) {
-    const child = startNode(name, entry, env);
-    // The worker gets time to let a running dump finish (its own shutdown grace), then is killed.
-    stoppers.push(() => stopChild(child, 60_000, 'SIGINT'));
-    child.once('exit', (code, signal) => {
-      if (stopping) return;
-      say(`${name} exited unexpectedly (${signal ?? `code ${code}`}); see ${path.join(logsDir, `${name}.log`)}`);
-      void shutdown(1);
-    });
-  }
+  // The worker gets time to let a running dump finish (its own shutdown grace), then is killed.
+  supervise('worker', 'worker/main.ts', env, 60_000);
+  supervise('api', 'api/main.ts', env, 60_000);
 
   const apiUrl = `http://${env.API_HOST}:${ports.api}`;
   await waitFor('API', async () => (await fetch(`${apiUrl}/readyz`)).ok, 120_000);
@@ -184,7 +238,9 @@ async function main(): Promise<void> {
 ${tokens.map((t) => `    ${t.roles.join(',').padEnd(10)} ${t.token}`).join('\n')}
 
   Press Ctrl-C to stop. Data is kept; \`npm start -- --fresh\` starts from scratch.
+  A worker or API that crashes is restarted (1 s back-off, doubling to 30 s).
 `);
+  ready = true;
 }
 
 main().catch(async (err: unknown) => {
