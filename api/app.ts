@@ -8,7 +8,9 @@ import { onError, zodIssues } from './errors.js';
 import { auditApp } from './routes/audit.js';
 import { backupsApp } from './routes/backups.js';
 import { instancesApp } from './routes/instances.js';
+import { runbooksApp } from './routes/runbooks.js';
 import { runsApp } from './routes/runs.js';
+import { signoffsApp } from './routes/signoffs.js';
 import { schedulesApp } from './routes/schedules.js';
 
 /**
@@ -51,6 +53,8 @@ export function createApp(deps: ApiDeps) {
   v1.route('/backups', backups.byId);
   v1.route('/runs', runsApp(deps));
   v1.route('/audit', auditApp(deps));
+  v1.route('/runbooks', runbooksApp(deps));
+  v1.route('/signoffs', signoffsApp(deps));
   app.route('/v1', v1);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });

@@ -32,8 +32,12 @@ export const errorResponses = (notFound: string, conflict: string) =>
     403: json(ErrorSchema, 'the token lacks the role'),
     404: json(ErrorSchema, notFound),
     409: json(ErrorSchema, conflict),
+    413: json(ErrorSchema, 'request body over 1 MB; nothing changed'),
     503: json(ErrorSchema, 'Temporal unreachable; nothing changed'),
   }) as const;
+
+/** The 422 a restore-like route declares: the target's edition is lower than the backup's. */
+export const editionError = { 422: json(ErrorSchema, "the target's edition is lower than the backup's") } as const;
 
 /** A domain error the root handler turns into an HTTP answer. */
 export class ApiError extends Error {

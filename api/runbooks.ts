@@ -1,11 +1,11 @@
-import { ApplicationFailure, WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
 import { eq, or } from 'drizzle-orm';
 import { instances, type InstanceRow } from '../db/schema/index.js';
 import { acquireLock, releaseLock } from '../lib/locks.js';
 import { isRunRunning } from '../lib/runs.js';
 import { runSearchAttributes } from '../lib/temporal.js';
 import { FailureTypes, type Runbook } from '../workflows/contract.js';
-import { errorMessage } from '../workflows/run-state.js';
+import { errorMessage, failureTypeOf } from '../workflows/run-state.js';
 import { uiLink, type ApiDeps } from './deps.js';
 import { ApiError } from './errors.js';
 
@@ -44,25 +44,32 @@ export function runRef(deps: ApiDeps, workflowId: string, runbook: string): RunR
 }
 
 /**
- * Starts a runbook on an instance under its exclusion lock: takes the lock for
- * the new run (409 naming the holder if another run has it), then starts the
- * workflow. If the start fails, the lock is given back: nothing half-changed.
+ * Starts a runbook under the exclusion lock of its instance (and of every
+ * instance in `locks`, taken in id order so two runs never deadlock): 409
+ * naming the holder if another run has one, then starts the workflow. If
+ * anything fails, the locks this request took are given back: nothing half-changed.
  */
 export async function startLockedRunbook(
   deps: ApiDeps,
-  input: { instance: InstanceRow; runbook: Runbook; workflowId: string; workflowType: string; args: unknown[] },
+  input: { instance: InstanceRow; locks?: InstanceRow[]; runbook: Runbook; workflowId: string; workflowType: string; args: unknown[] },
 ): Promise<RunRef> {
-  const lock = await acquireLock(
-    deps.db,
-    { instanceId: input.instance.id, workflowId: input.workflowId, runbook: input.runbook },
-    (id) => isRunRunning(deps.temporal, id),
-  );
-  if (!lock.ok && lock.reason === 'not_found') throw new ApiError(404, 'instance_not_found', `instance ${input.instance.name} does not exist`);
-  if (!lock.ok && lock.reason === 'busy') throw busyError(deps, input.instance.name, lock.holder);
-  // Give the lock back on a failed start only if this request took it: a re-entrant take means the run holds it.
-  await startRun(deps, input, async () => {
-    if (lock.newlyAcquired) await releaseLock(deps.db, input.instance.id, input.workflowId);
-  });
+  const toLock = [...(input.locks ?? [input.instance])].sort((a, b) => a.id.localeCompare(b.id));
+  const taken: string[] = [];
+  // Give back only what this request took: a re-entrant take means the run already holds it.
+  const giveBack = async () => {
+    for (const id of taken.reverse()) await releaseLock(deps.db, id, input.workflowId);
+  };
+  for (const inst of toLock) {
+    const lock = await acquireLock(deps.db, { instanceId: inst.id, workflowId: input.workflowId, runbook: input.runbook }, (id) => isRunRunning(deps.temporal, id));
+    if (lock.ok) {
+      if (lock.newlyAcquired) taken.push(inst.id);
+      continue;
+    }
+    await giveBack();
+    if (lock.reason === 'not_found') throw new ApiError(404, 'instance_not_found', `instance ${inst.name} does not exist`);
+    throw busyError(deps, inst.name, lock.holder);
+  }
+  await startRun(deps, input, giveBack);
   return runRef(deps, input.workflowId, input.runbook);
 }
 
@@ -108,7 +115,7 @@ export async function awaitRun(deps: ApiDeps, workflowId: string, runbook: Runbo
   } catch (err) {
     if (!(err instanceof WorkflowFailedError)) return 'running'; // lost sight of the run, not its outcome: answer 202 and let the caller follow it
     const run = { workflowId, runbook, url: uiLink(deps, workflowId) };
-    const type = failureType(err);
+    const type = failureTypeOf(err);
     if (type === FailureTypes.invalidState || type === FailureTypes.instanceBusy) {
       throw new ApiError(409, 'run_refused', `run ${workflowId} refused: ${errorMessage(err)}`, { run });
     }
@@ -119,13 +126,3 @@ export async function awaitRun(deps: ApiDeps, workflowId: string, runbook: Runbo
   }
 }
 
-/** The ApplicationFailure type at the root of a workflow failure, if any. */
-function failureType(err: unknown): string | undefined {
-  let e: unknown = err;
-  let type: string | undefined;
-  while (e && typeof e === 'object') {
-    if (e instanceof ApplicationFailure && e.type) type = e.type;
-    e = (e as { cause?: unknown }).cause;
-  }
-  return type;
-}

@@ -33,7 +33,12 @@ export const FreeText = (opts: { max: number; multiline?: boolean; example?: str
     .openapi(opts.example ? { example: opts.example } : {});
 
 export const IdParam = z.object({
-  id: z.string().min(1).max(100).openapi({ param: { name: 'id', in: 'path' }, example: 'contoso-sandbox' }),
+  id: z
+    .string()
+    .min(1)
+    .max(100)
+    .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'must not contain control characters')
+    .openapi({ param: { name: 'id', in: 'path' }, example: 'contoso-sandbox' }),
 });
 
 export const InstanceSchema = z
@@ -46,6 +51,7 @@ export const InstanceSchema = z
     activeRegion: z.string(),
     state: z.string(),
     endpoint: z.string(),
+    servedBy: z.string().nullable().openapi({ description: 'another instance serving this one\'s endpoint (after a failed production restore)' }),
     lockedBy: z.object({ workflowId: z.string(), runbook: z.string() }).nullable(),
     createdAt: z.string(),
     updatedAt: z.string(),
@@ -63,6 +69,7 @@ export function instanceDto(r: InstanceRow): InstanceDto {
     activeRegion: r.activeRegion,
     state: r.state,
     endpoint: r.endpoint,
+    servedBy: r.servedBy,
     lockedBy: r.lockedByRun ? { workflowId: r.lockedByRun, runbook: r.lockedRunbook ?? 'unknown' } : null,
     createdAt: r.createdAt.toISOString(),
     updatedAt: r.updatedAt.toISOString(),

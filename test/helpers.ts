@@ -1,6 +1,7 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { inject } from 'vitest';
 import type { Client, Connection } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
@@ -124,4 +125,85 @@ export function runActivity<F extends (...args: any[]) => Promise<any>>(workflow
 /** A real activity context outside a worker, as if scheduled by workflow `workflowId`; expected failures are not logged. */
 export function activityEnv(workflowId: string): MockActivityEnvironment {
   return new MockActivityEnvironment({ workflowExecution: { workflowId, runId: 'test-run' } }, { logger: new DefaultLogger('ERROR') });
+}
+
+/**
+ * Per-table content checksums of a database: an md5 over each table's rows in
+ * a fixed order (not just row counts), plus one over every large object.
+ */
+export async function contentChecksums(ctx: TestContext, dbName: string, region = 'primary'): Promise<Record<string, string>> {
+  return withInstanceDb(
+    ctx,
+    dbName,
+    async (sql) => {
+      const tables = await sql<{ t: string }[]>`
+        SELECT format('%I.%I', schemaname, tablename) AS t FROM pg_tables
+        WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`;
+      const out: Record<string, string> = {};
+      for (const { t } of tables) {
+        const [row] = await sql.unsafe<{ n: string; h: string | null }[]>(`SELECT count(*)::text AS n, md5(string_agg(x::text, '|' ORDER BY x::text)) AS h FROM ${t} x`);
+        out[t] = `${row!.n}:${row!.h ?? 'empty'}`;
+      }
+      const [lo] = await sql<{ n: string; h: string | null }[]>`
+        SELECT count(*)::text AS n, md5(string_agg(m.oid::text || ':' || encode(lo_get(m.oid), 'hex'), '|' ORDER BY m.oid)) AS h FROM pg_largeobject_metadata m`;
+      out['(large objects)'] = `${lo!.n}:${lo!.h ?? 'empty'}`;
+      return out;
+    },
+    region,
+  );
+}
+
+/** Fills a database with awkward content: a keyed table, a table without a primary key, bytea, a large object, a sequence in use. */
+export async function seedMixed(ctx: TestContext, dbName: string, rows = 2000, region = 'primary'): Promise<void> {
+  await withInstanceDb(
+    ctx,
+    dbName,
+    async (sql) => {
+      await sql`CREATE TABLE IF NOT EXISTS invoices (id bigserial PRIMARY KEY, number bigint NOT NULL, note text, payload bytea)`;
+      await sql`CREATE SEQUENCE IF NOT EXISTS invoice_numbers START 1000`;
+      await sql`CREATE TABLE IF NOT EXISTS events_log (at timestamptz NOT NULL, kind text, body jsonb)`; // no primary key
+      await sql`CREATE TABLE IF NOT EXISTS documents (name text PRIMARY KEY, content oid)`;
+      await sql`INSERT INTO invoices (number, note, payload)
+        SELECT nextval('invoice_numbers'), 'note ' || g || E'\\twith tab, ''quote'' and ünïcode', decode(md5(g::text), 'hex') || '\\x00ff'::bytea
+        FROM generate_series(1, ${rows}) g`;
+      await sql`INSERT INTO events_log SELECT now() - g * interval '1 minute', 'kind-' || (g % 7), jsonb_build_object('g', g) FROM generate_series(1, ${rows}) g`;
+      await sql`INSERT INTO events_log VALUES ('2026-01-01T00:00:00Z', 'dup', '{}'), ('2026-01-01T00:00:00Z', 'dup', '{}')`;
+      await sql`INSERT INTO documents VALUES ('doc-' || ${rows}, lo_from_bytea(0, decode(repeat('ab01', 5000), 'hex')))`;
+    },
+    region,
+  );
+}
+
+/** True when a client can open a session on the database (false when it refuses connections, as a suspended instance does). */
+export async function canConnect(ctx: TestContext, dbName: string, region = 'primary'): Promise<boolean> {
+  try {
+    await withInstanceDb(ctx, dbName, async (sql) => sql`SELECT 1`, region);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits for a run to end and returns the API's view of it. */
+export async function finishedRun(ctx: TestContext, workflowId: string): Promise<any> {
+  await ctx.temporal.workflow.getHandle(workflowId).result().catch(() => {});
+  return (await ctx.call('GET', `/v1/runs/${workflowId}`)).body;
+}
+
+/** Arms a test-only fault hook in the worker's activity layer (see activities/faults.ts). */
+export function armFault(ctx: TestContext, point: string, instanceId: string, times: number): void {
+  const file = ctx.cfg.BCDR_FAULT_FILE!;
+  const armed = existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8') || '{}') as Record<string, number>) : {};
+  armed[`${point}:${instanceId}`] = times;
+  writeFileSync(file, JSON.stringify(armed));
+}
+
+/** Databases on a region's server whose names start with `prefix` (staging and replaced copies included). */
+export async function databasesLike(ctx: TestContext, prefix: string, region = 'primary'): Promise<string[]> {
+  return withInstanceDb(
+    ctx,
+    'postgres',
+    async (sql) => (await sql<{ datname: string }[]>`SELECT datname FROM pg_database WHERE starts_with(datname, ${prefix}) ORDER BY 1`).map((r) => r.datname),
+    region,
+  );
 }

@@ -1,13 +1,17 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomBytes } from 'node:crypto';
-import { asc, eq } from 'drizzle-orm';
+import { and, asc, eq, isNull, sql } from 'drizzle-orm';
 import { Editions, instances, InstanceTypes, type InstanceRow } from '../../db/schema/index.js';
 import { audit } from '../../lib/audit.js';
+import { resumeInstance } from '../../lib/instances.js';
+import { acquireLock, releaseLock } from '../../lib/locks.js';
+import { editionAtLeast } from '../../lib/restore-rules.js';
+import { isRunRunning } from '../../lib/runs.js';
 import { Runbooks, workflowIds, type InstanceRunInput } from '../../workflows/contract.js';
 import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
-import { ApiError, badRequest, errorResponses, json } from '../errors.js';
-import { awaitRun, findInstance, runRef, startLockedRunbook, startRun } from '../runbooks.js';
+import { ApiError, badRequest, editionError, errorResponses, json } from '../errors.js';
+import { awaitRun, busyError, findInstance, runRef, startLockedRunbook, startRun } from '../runbooks.js';
 import { IdParam, InstanceName, InstanceSchema, instanceDto, RunRefSchema } from '../schemas.js';
 
 const CreateInstanceBody = z
@@ -19,6 +23,12 @@ const CreateInstanceBody = z
   })
   .strict()
   .openapi('CreateInstance');
+
+const PatchInstanceBody = z
+  .object({ type: z.enum(InstanceTypes).optional(), edition: z.enum(Editions).optional() })
+  .strict()
+  .refine((b) => b.type !== undefined || b.edition !== undefined, 'give type, edition, or both')
+  .openapi('UpdateInstance');
 
 const errors = errorResponses('no such instance', 'conflict: the name is taken, or a run holds the instance (named in the body)');
 
@@ -119,16 +129,99 @@ export function instancesApp(deps: ApiDeps) {
       method: 'get',
       path: '/{id}/endpoint',
       tags: ['instances'],
-      summary: 'The endpoint tenants connect to, and the region serving it',
+      summary: 'The connection URI tenants use as is (user, host, port, database; never a password), and the instance serving it',
       request: { params: IdParam },
       responses: {
-        200: json(z.object({ endpoint: z.string(), activeRegion: z.string() }), 'endpoint'),
+        200: json(
+          z.object({
+            endpoint: z.string().openapi({ example: 'postgres://postgres@127.0.0.1:55433/contoso-sandbox' }),
+            activeRegion: z.string(),
+            servedBy: z.object({ id: z.string(), name: z.string() }).nullable().openapi({ description: 'set while another instance serves this endpoint' }),
+            acceptsConnections: z.boolean().openapi({ description: 'false while the instance is suspended' }),
+          }),
+          'endpoint',
+        ),
         ...errors,
       },
     }),
     async (c) => {
       const row = await findInstance(deps, c.req.valid('param').id);
-      return c.json({ endpoint: row.endpoint, activeRegion: row.activeRegion }, 200);
+      const server = row.servedBy ? await findInstance(deps, row.servedBy) : row;
+      const region = deps.regions.get(server.activeRegion);
+      if (!region) throw new ApiError(409, 'region_unknown', `instance ${server.name} lives in region ${server.activeRegion}, which is not configured`);
+      return c.json(
+        {
+          endpoint: region.engine.endpoint(server.databaseName),
+          activeRegion: server.activeRegion,
+          servedBy: row.servedBy ? { id: server.id, name: server.name } : null,
+          acceptsConnections: server.state !== 'suspended',
+        },
+        200,
+      );
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'patch',
+      path: '/{id}',
+      tags: ['instances'],
+      summary: 'Switch the type, or raise the edition (never lower it); refused while a runbook holds the instance',
+      middleware: [requireRole('operator')] as const,
+      request: { params: IdParam, body: { content: { 'application/json': { schema: PatchInstanceBody } }, required: true } },
+      responses: { 200: json(InstanceSchema, 'changed'), ...errors, ...editionError },
+    }),
+    async (c) => {
+      const inst = await findInstance(deps, c.req.valid('param').id);
+      const body = c.req.valid('json');
+      if (body.edition && !editionAtLeast(body.edition, inst.edition)) {
+        throw new ApiError(422, 'edition_lowered', `instance ${inst.name} is ${inst.edition}; an edition can be raised, never lowered (to ${body.edition})`);
+      }
+      const actor = c.get('principal').identity;
+      const changed = await deps.db.transaction(async (tx) => {
+        const rows = await tx
+          .update(instances)
+          .set({ ...(body.type ? { type: body.type } : {}), ...(body.edition ? { edition: body.edition } : {}), updatedAt: sql`now()` })
+          .where(and(eq(instances.id, inst.id), isNull(instances.lockedByRun)))
+          .returning();
+        if (rows.length) {
+          await audit(tx, { actor, action: 'instance.update', instanceId: inst.id, subject: inst.name, details: { from: { type: inst.type, edition: inst.edition }, to: body } });
+        }
+        return rows;
+      });
+      if (!changed[0]) {
+        const now = await findInstance(deps, inst.id);
+        throw busyError(deps, inst.name, { workflowId: now.lockedByRun ?? 'unknown', runbook: now.lockedRunbook ?? 'unknown' });
+      }
+      return c.json(instanceDto(changed[0]), 200);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/{id}/resume',
+      tags: ['instances'],
+      summary: 'Resume a suspended (restored) instance: it accepts connections again and is active',
+      middleware: [requireRole('operator')] as const,
+      request: { params: IdParam },
+      responses: { 200: json(InstanceSchema, 'resumed'), ...errors },
+    }),
+    async (c) => {
+      const inst = await findInstance(deps, c.req.valid('param').id);
+      if (inst.state !== 'suspended') throw new ApiError(409, 'not_suspended', `instance ${inst.name} is ${inst.state}, not suspended: there is nothing to resume`);
+      const region = deps.regions.get(inst.activeRegion);
+      if (!region) throw new ApiError(409, 'region_unknown', `instance ${inst.name} lives in region ${inst.activeRegion}, which is not configured`);
+      // Held for the moment it takes, like a run, so no runbook starts on it half way.
+      const holder = `resume-${inst.id}-${randomBytes(4).toString('hex')}`;
+      const lock = await acquireLock(deps.db, { instanceId: inst.id, workflowId: holder, runbook: 'resume' }, (id) => isRunRunning(deps.temporal, id));
+      if (!lock.ok) throw lock.reason === 'busy' ? busyError(deps, inst.name, lock.holder) : new ApiError(404, 'instance_not_found', `instance ${inst.name} does not exist`);
+      try {
+        await resumeInstance(deps.db, region, inst, c.get('principal').identity);
+      } finally {
+        await releaseLock(deps.db, inst.id, holder);
+      }
+      return c.json(instanceDto(await findInstance(deps, inst.id)), 200);
     },
   );
 

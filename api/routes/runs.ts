@@ -2,12 +2,38 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowExecutionDescription, type WorkflowExecutionInfo } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
 import { instances } from '../../db/schema/index.js';
-import { runStatusQuery, type RunStatus } from '../../workflows/contract.js';
+
+const RunIdParam = z.object({
+  id: z
+    .string()
+    .min(1)
+    .max(300)
+    .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'must not contain control characters')
+    .openapi({ param: { name: 'id', in: 'path' } }),
+});
+
+const SignoffBody = z
+  .object({
+    decision: z.enum(['approve', 'reject']),
+    statement: FreeText({ max: 4000, multiline: true, example: 'Checked the lag and the backup; approved for tonight.' }),
+  })
+  .strict()
+  .openapi('SignOff');
+
+const runErrors = errorResponses('no such run', 'conflict: the run is not running, or waits for no sign-off');
+import { Runbooks, runStatusQuery, signOffSignal, type Runbook, type RunStatus, type SignOffDecision } from '../../workflows/contract.js';
 import { errorMessage } from '../../workflows/run-state.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { uiLink } from '../deps.js';
 import { ApiError, ErrorSchema, json } from '../errors.js';
-import { RunSchema, type RunDto } from '../schemas.js';
+import { FreeText, RunRefSchema, RunSchema, type RunDto } from '../schemas.js';
+import { and } from 'drizzle-orm';
+import { signoffs } from '../../db/schema/index.js';
+import { audit } from '../../lib/audit.js';
+import { requireRole } from '../auth.js';
+import { errorResponses } from '../errors.js';
+import { runRef } from '../runbooks.js';
+import { signoffDto, SignoffSchema } from './signoffs.js';
 import { InstanceIdKey, RunbookKey } from '../../lib/temporal.js';
 
 /** Run statuses as the API reports them (the SDK's names, lower-cased) → the visibility query's spelling. */
@@ -50,8 +76,8 @@ export function runsApp(deps: ApiDeps) {
       summary: 'List runs, newest first, filtered by instance, runbook and status',
       request: {
         query: z.object({
-          instance: z.string().max(100).optional().openapi({ description: 'instance id or name' }),
-          runbook: z.string().max(100).optional(),
+          instance: FreeText({ max: 100 }).optional().openapi({ description: 'instance id or name' }),
+          runbook: z.enum(Object.values(Runbooks) as [Runbook, ...Runbook[]]).optional(),
           status: z.enum(Object.keys(Statuses) as [keyof typeof Statuses]).optional(),
           limit: z.coerce.number().int().min(1, 'must be at least 1').max(200, 'must be at most 200').default(50),
         }),
@@ -87,7 +113,7 @@ export function runsApp(deps: ApiDeps) {
       path: '/{id}',
       tags: ['runs'],
       summary: 'One run: status, current step, progress, warnings, result, and its Temporal UI link',
-      request: { params: z.object({ id: z.string().min(1).max(300).openapi({ param: { name: 'id', in: 'path' } }) }) },
+      request: { params: RunIdParam },
       responses: { 200: json(RunSchema, 'the run'), 401: json(ErrorSchema, 'missing or unknown token'), 404: json(ErrorSchema, 'no such run') },
     }),
     async (c) => {
@@ -132,6 +158,76 @@ export function runsApp(deps: ApiDeps) {
         error,
       };
       return c.json(dto, 200);
+    },
+  );
+
+  /** The run's description, or 404. */
+  async function describeRun(id: string): Promise<WorkflowExecutionDescription> {
+    try {
+      return await deps.temporal.workflow.getHandle(id).describe();
+    } catch (e) {
+      if (e instanceof WorkflowNotFoundError) throw new ApiError(404, 'run_not_found', `run ${id} does not exist`);
+      throw e;
+    }
+  }
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/{id}/signoff',
+      tags: ['runs'],
+      summary: "Approve or reject, with a written statement, a run waiting for sign-off (approver role; never the run's own requester)",
+      middleware: [requireRole('approver')] as const,
+      request: { params: RunIdParam, body: { content: { 'application/json': { schema: SignoffBody } }, required: true } },
+      responses: {
+        200: json(z.object({ signoff: SignoffSchema }), 'the run took the decision'),
+        202: json(z.object({ signoff: SignoffSchema }), 'decision sent; the run has not recorded it yet'),
+        ...runErrors,
+      },
+    }),
+    async (c) => {
+      const id = c.req.valid('param').id;
+      const body = c.req.valid('json');
+      const me = c.get('principal').identity;
+      const d = await describeRun(id);
+      const [pending] = await deps.db.select().from(signoffs).where(and(eq(signoffs.workflowId, id), eq(signoffs.status, 'pending')));
+      if (!pending || d.status.name !== 'RUNNING') throw new ApiError(409, 'no_pending_signoff', `run ${id} is not waiting for sign-off`);
+      if (pending.requestedBy === me) {
+        throw new ApiError(403, 'four_eyes', `${me} started run ${id} and cannot sign it off: another approver must (four eyes)`);
+      }
+      const gate = pending.id.slice(id.length + 1);
+      const decision: SignOffDecision = { gate, decision: body.decision, statement: body.statement, by: me, at: new Date().toISOString() };
+      await deps.temporal.workflow.getHandle(id).signal(signOffSignal, decision);
+      await audit(deps.db, { actor: me, action: 'signoff.sent', instanceId: pending.instanceIds[0] ?? null, subject: pending.id, details: { decision: body.decision, statement: body.statement } });
+      // The run records the decision in a moment; answer with it when it has.
+      const deadline = Date.now() + 5_000;
+      for (;;) {
+        const [row] = await deps.db.select().from(signoffs).where(eq(signoffs.id, pending.id));
+        if (row && row.status !== 'pending') return c.json({ signoff: signoffDto(deps, row) }, 200);
+        if (Date.now() > deadline) return c.json({ signoff: signoffDto(deps, row ?? pending) }, 202);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/{id}/cancel',
+      tags: ['runs'],
+      summary: 'Cancel a running run: it cleans up what it started and gives its instances back',
+      middleware: [requireRole('operator')] as const,
+      request: { params: RunIdParam },
+      responses: { 202: json(z.object({ cancelled: z.string(), run: RunRefSchema }), 'cancellation requested; follow the run'), ...runErrors },
+    }),
+    async (c) => {
+      const id = c.req.valid('param').id;
+      const d = await describeRun(id);
+      if (d.status.name !== 'RUNNING') throw new ApiError(409, 'run_not_running', `run ${id} is ${d.status.name.toLowerCase()}, not running: nothing to cancel`);
+      await deps.temporal.workflow.getHandle(id).cancel();
+      const runbook = d.typedSearchAttributes.get(RunbookKey) ?? 'unknown';
+      await audit(deps.db, { actor: c.get('principal').identity, action: 'run.cancel', instanceId: d.typedSearchAttributes.get(InstanceIdKey) ?? null, subject: id, details: { runbook } });
+      return c.json({ cancelled: id, run: runRef(deps, id, runbook) }, 202);
     },
   );
 

@@ -38,6 +38,8 @@ export default async function setup(project: TestProject) {
     ...(await prepareLocalStack({ temporal, catalog, primary, secondary, pgBin, blobRoot: path.join(root, 'blobs'), taskQueue: 'bcdr-test' })),
     API_TOKENS: JSON.stringify(testTokens),
     WORKER_SHUTDOWN_GRACE_SECONDS: '5',
+    // Test-only fault hooks (activities/faults.ts): tests arm them by writing this file.
+    BCDR_FAULT_FILE: path.join(root, 'faults.json'),
     // Scheduled runs must not fire in the middle of the tests: daily backups start 12 hours from now.
     DEFAULT_BACKUP_START_TIME: new Date(Date.now() + 12 * 3600_000).toISOString().slice(11, 16),
   };

@@ -1,0 +1,221 @@
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
+import { randomBytes } from 'node:crypto';
+import { eq } from 'drizzle-orm';
+import { backups, Editions, instances, type BackupRow } from '../../db/schema/index.js';
+import { audit } from '../../lib/audit.js';
+import { backupRefusal, editionAtLeast, targetRefusal, type Refusal } from '../../lib/restore-rules.js';
+import { Runbooks, workflowIds, type ProductionRestoreInput, type ResetInput, type RestoreInput } from '../../workflows/contract.js';
+import { requireRole } from '../auth.js';
+import type { ApiDeps, ApiEnv } from '../deps.js';
+import { ApiError, badRequest, editionError, errorResponses, json } from '../errors.js';
+import { findInstance, runRef, startLockedRunbook, startRun } from '../runbooks.js';
+import { InstanceName, InstanceSchema, instanceDto, RunRefSchema } from '../schemas.js';
+
+const Ref = z.string().min(1).max(100);
+const Jobs = z.number().int('must be a whole number').min(1, 'must be at least 1').max(16, 'must be at most 16').default(1).openapi({ description: 'pg_restore parallel jobs' });
+const AdvanceSequences = z.boolean().default(false).openapi({ description: 'move sequences past what the target had issued, so no number is issued twice' });
+
+const RestoreBody = z
+  .object({
+    backupId: Ref.openapi({ example: 'bk-…' }),
+    target: z
+      .object({
+        instance: Ref.optional().openapi({ description: 'an existing sandbox instance, by id or name' }),
+        newInstance: z
+          .object({ name: InstanceName, edition: z.enum(Editions), region: z.string().min(1).max(50).openapi({ example: 'primary' }) })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .refine((t) => (t.instance === undefined) !== (t.newInstance === undefined), 'give exactly one of target.instance and target.newInstance'),
+    jobs: Jobs,
+    advanceSequences: AdvanceSequences,
+  })
+  .strict()
+  .openapi('StartRestore');
+
+const ResetBody = z
+  .object({ instance: Ref, backupId: Ref.optional().openapi({ description: 'restore this backup once the database is empty' }), jobs: Jobs, advanceSequences: AdvanceSequences })
+  .strict()
+  .openapi('StartReset');
+
+const MAX_WINDOW_AHEAD_MS = 30 * 24 * 3600_000;
+
+const ProductionRestoreBody = z
+  .object({
+    production: Ref,
+    sandbox: Ref,
+    backupId: Ref.optional().openapi({ description: "a completed backup of production; default: the swap's own fresh backup of production" }),
+    notBefore: z.iso
+      .datetime({ offset: true, message: 'must be an ISO date-time, such as 2026-11-24T02:00:00Z' })
+      .refine((s) => Date.parse(s) < Date.now() + MAX_WINDOW_AHEAD_MS, 'must be within 30 days')
+      .optional(),
+    requireSignoff: z.boolean().default(false),
+    signoffTimeoutMinutes: z.number().int().min(1, 'must be at least 1 minute').max(7 * 24 * 60, 'must be at most 7 days').default(24 * 60),
+    deleteTemporaryBackups: z.boolean().default(false),
+    jobs: Jobs,
+    advanceSequences: AdvanceSequences,
+  })
+  .strict()
+  .openapi('StartProductionRestore');
+
+const Started = z.object({ run: RunRefSchema, target: InstanceSchema.optional() }).openapi('RunbookStarted');
+const errors = {
+  ...errorResponses('no such instance or backup', 'conflict: a production target, a taken name, an unusable backup, or a run holds the instance (named in the body)'),
+  ...editionError,
+};
+
+const refuse = (r: Refusal | null) => {
+  if (r) throw new ApiError(r.status, r.code, r.message);
+};
+const suffix = () => randomBytes(4).toString('hex');
+
+/** /v1/runbooks: start restore, reset and the production-restore swap. Every rule is checked before anything starts. */
+export function runbooksApp(deps: ApiDeps) {
+  const app = new OpenAPIHono<ApiEnv>();
+
+  async function findBackup(id: string): Promise<BackupRow> {
+    const [row] = await deps.db.select().from(backups).where(eq(backups.id, id));
+    refuse(backupRefusal(row, id));
+    return row!;
+  }
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/restore',
+      tags: ['runbooks'],
+      summary: 'Restore a completed backup into an existing sandbox instance or a new instance; it lands suspended',
+      middleware: [requireRole('operator')] as const,
+      request: { body: { content: { 'application/json': { schema: RestoreBody } }, required: true } },
+      responses: { 202: json(Started, 'restore started; follow the run'), ...errors },
+    }),
+    async (c) => {
+      const body = c.req.valid('json');
+      const actor = c.get('principal').identity;
+      const backup = await findBackup(body.backupId);
+      const opts = { backupId: backup.id, jobs: body.jobs, advanceSequences: body.advanceSequences, requestedBy: actor };
+      if (body.target.instance !== undefined) {
+        const inst = await findInstance(deps, body.target.instance);
+        refuse(targetRefusal(backup, inst));
+        const workflowId = workflowIds.restore(inst.name, suffix());
+        const args: [RestoreInput] = [{ ...opts, instanceId: inst.id, createsInstance: false }];
+        const run = await startLockedRunbook(deps, { instance: inst, runbook: Runbooks.restore, workflowId, workflowType: 'restoreWorkflow', args });
+        await audit(deps.db, { actor, action: 'restore.start', instanceId: inst.id, subject: backup.id, details: { workflowId, jobs: body.jobs, advanceSequences: body.advanceSequences } });
+        return c.json({ run, target: instanceDto(inst) }, 202);
+      }
+      const spec = body.target.newInstance!;
+      const region = deps.regions.get(spec.region);
+      if (!region) throw badRequest('target.newInstance.region', `must be one of the configured regions: ${[...deps.regions.keys()].join(', ')}`);
+      if (!editionAtLeast(spec.edition, backup.edition)) {
+        throw new ApiError(422, 'edition_too_low', `backup ${backup.id} is of edition ${backup.edition}; a new ${spec.edition} instance is a lower edition: choose ${backup.edition} or higher`);
+      }
+      const id = `i-${randomBytes(6).toString('hex')}`;
+      const workflowId = workflowIds.restore(spec.name, suffix());
+      const [row] = await deps.db
+        .insert(instances)
+        .values({
+          id,
+          name: spec.name,
+          type: 'sandbox',
+          edition: spec.edition,
+          homeRegion: spec.region,
+          activeRegion: spec.region,
+          state: 'provisioning',
+          databaseName: spec.name,
+          endpoint: region.engine.endpoint(spec.name),
+          lockedByRun: workflowId,
+          lockedRunbook: Runbooks.restore,
+          lockedAt: new Date(),
+        })
+        .onConflictDoNothing()
+        .returning();
+      if (!row) throw new ApiError(409, 'name_taken', `an instance named ${spec.name} already exists; delete it first, or restore into it as target.instance if it is a sandbox`);
+      const args: [RestoreInput] = [{ ...opts, instanceId: id, createsInstance: true }];
+      await startRun(deps, { instance: row, runbook: Runbooks.restore, workflowId, workflowType: 'restoreWorkflow', args }, () => deps.db.delete(instances).where(eq(instances.id, id)));
+      await audit(deps.db, { actor, action: 'restore.start', instanceId: id, subject: backup.id, details: { workflowId, newInstance: spec, jobs: body.jobs, advanceSequences: body.advanceSequences } });
+      return c.json({ run: runRef(deps, workflowId, Runbooks.restore), target: instanceDto(row) }, 202);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/reset',
+      tags: ['runbooks'],
+      summary: 'Reset a sandbox instance: empty database, active; optionally restore a backup into it',
+      middleware: [requireRole('operator')] as const,
+      request: { body: { content: { 'application/json': { schema: ResetBody } }, required: true } },
+      responses: { 202: json(Started, 'reset started; follow the run'), ...errors },
+    }),
+    async (c) => {
+      const body = c.req.valid('json');
+      const actor = c.get('principal').identity;
+      const inst = await findInstance(deps, body.instance);
+      if (inst.type !== 'sandbox') {
+        throw new ApiError(409, 'production_target', `instance ${inst.name} is a production instance; only sandbox instances can be reset. To restore production, use the production-restore swap`);
+      }
+      if (inst.state === 'provisioning' || inst.state === 'failed_over') throw new ApiError(409, 'invalid_state', `instance ${inst.name} is ${inst.state}; it cannot be reset now`);
+      if (body.backupId) refuse(targetRefusal(await findBackup(body.backupId), inst));
+      const workflowId = workflowIds.reset(inst.name, suffix());
+      const args: [ResetInput] = [{ instanceId: inst.id, backupId: body.backupId, jobs: body.jobs, advanceSequences: body.advanceSequences, requestedBy: actor }];
+      const run = await startLockedRunbook(deps, { instance: inst, runbook: Runbooks.reset, workflowId, workflowType: 'resetWorkflow', args });
+      await audit(deps.db, { actor, action: 'reset.start', instanceId: inst.id, subject: inst.name, details: { workflowId, backupId: body.backupId ?? null } });
+      return c.json({ run, target: instanceDto(inst) }, 202);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/production-restore',
+      tags: ['runbooks'],
+      summary: 'Restore production through a sandbox (the five-step swap), optionally after sign-off and in a maintenance window',
+      middleware: [requireRole('operator')] as const,
+      request: { body: { content: { 'application/json': { schema: ProductionRestoreBody } }, required: true } },
+      responses: { 202: json(Started, 'swap started; follow the run'), ...errors },
+    }),
+    async (c) => {
+      const body = c.req.valid('json');
+      const actor = c.get('principal').identity;
+      const [prod, sbx] = [await findInstance(deps, body.production), await findInstance(deps, body.sandbox)];
+      if (prod.id === sbx.id) throw badRequest('sandbox', 'must be another instance than production');
+      if (prod.type !== 'production') throw new ApiError(409, 'not_production', `instance ${prod.name} is a ${prod.type} instance; name a production instance as production`);
+      if (sbx.type !== 'sandbox') throw new ApiError(409, 'not_sandbox', `instance ${sbx.name} is a ${sbx.type} instance; the swap needs a sandbox instance to restore through`);
+      for (const inst of [prod, sbx]) {
+        if (inst.state !== 'active' && inst.state !== 'suspended') {
+          throw new ApiError(409, 'invalid_state', `instance ${inst.name} is ${inst.state}; the swap needs both instances active or suspended${inst.state === 'failed' ? ' (reset it first)' : ''}`);
+        }
+      }
+      let edition: string = prod.edition;
+      if (body.backupId) {
+        const backup = await findBackup(body.backupId);
+        if (backup.instanceId !== prod.id) throw new ApiError(409, 'backup_of_other_instance', `backup ${backup.id} is a backup of ${backup.instanceName}, not of production instance ${prod.name}`);
+        edition = backup.edition;
+      }
+      if (!editionAtLeast(sbx.edition, edition)) {
+        throw new ApiError(422, 'edition_too_low', `sandbox ${sbx.name} is of edition ${sbx.edition}, lower than the production backup's ${edition}: use a ${edition} or higher sandbox`);
+      }
+      const workflowId = workflowIds.productionRestore(prod.name, suffix());
+      const args: [ProductionRestoreInput] = [
+        {
+          productionId: prod.id,
+          sandboxId: sbx.id,
+          backupId: body.backupId,
+          notBefore: body.notBefore ? new Date(body.notBefore).toISOString() : undefined,
+          requireSignoff: body.requireSignoff,
+          signoffTimeoutMinutes: body.signoffTimeoutMinutes,
+          deleteTemporaryBackups: body.deleteTemporaryBackups,
+          jobs: body.jobs,
+          advanceSequences: body.advanceSequences,
+          requestedBy: actor,
+        },
+      ];
+      const run = await startLockedRunbook(deps, { instance: prod, locks: [prod, sbx], runbook: Runbooks.productionRestore, workflowId, workflowType: 'productionRestoreWorkflow', args });
+      await audit(deps.db, { actor, action: 'production-restore.start', instanceId: prod.id, subject: sbx.id, details: { workflowId, ...body } });
+      return c.json({ run, target: instanceDto(prod) }, 202);
+    },
+  );
+
+  return app;
+}
