@@ -1,3 +1,7 @@
+import { spawnSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backups, instances, backupSchedules } from '../db/schema/index.js';
@@ -147,3 +151,152 @@ describe('restore refusals', () => {
     expect(await ctx.db.select().from(instances).where(eq(instances.state, 'provisioning'))).toEqual([]);
   });
 });
+
+describe('restore failures', () => {
+  it('refuses a corrupt archive before the target is touched: its data and state are unchanged and no staging copy is left', async () => {
+    const src = await sourceWithBackup('corrupt');
+    const file = path.join(ctx.cfg.REGIONS.find((r) => r.name === src.backup.region)!.blobDir, src.backup.objectKey);
+    const bytes = readFileSync(file);
+    const at = Math.floor(bytes.length / 2);
+    bytes.writeUInt8(bytes.readUInt8(at) ^ 0x01, at); // one flipped bit, same size
+    writeFileSync(file, bytes);
+    const targetName = uniqueName('ctgt');
+    const target = await createInstance(ctx, targetName);
+    await seedMixed(ctx, targetName, 50);
+    const before = await contentChecksums(ctx, targetName);
+
+    const res = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { instance: target.id } } });
+    expect(res.status).toBe(202);
+    const run = await finishedRun(ctx, res.body.run.workflowId);
+    expect(run.status).toBe('failed');
+    expect(run.error).toMatch(/failed verification: its sha256 is [0-9a-f]{64}, the catalog recorded/);
+    expect(run.stepsDone).not.toContain('restore-staging');
+    expect((await instanceRow(target.id))).toMatchObject({ state: 'active', lockedByRun: null });
+    expect(await canConnect(ctx, targetName)).toBe(true);
+    expect(await contentChecksums(ctx, targetName)).toEqual(before);
+    expect(await databasesLike(ctx, `${targetName}__`)).toEqual([]);
+    await recordHistory(ctx, res.body.run.workflowId, 'restore-corrupt-archive');
+
+    // Into a new instance, the same failure leaves no instance row and no database behind.
+    const name = uniqueName('cnew');
+    const fresh = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { newInstance: { name, edition: 'standard', region: 'primary' } } } });
+    expect(fresh.status).toBe(202);
+    expect((await finishedRun(ctx, fresh.body.run.workflowId)).status).toBe('failed');
+    expect(await instanceRow(fresh.body.target.id)).toBeUndefined();
+    expect(await databasesLike(ctx, name)).toEqual([]);
+    expect(await ctx.db.select().from(backupSchedules).where(eq(backupSchedules.instanceId, fresh.body.target.id))).toEqual([]);
+  });
+
+  it('cancelled during pg_restore, drops the staging copy and leaves the target as it was', async () => {
+    const name = uniqueName('bigsrc');
+    const inst = await createInstance(ctx, name);
+    pgbench(name, 30);
+    const { row: backup } = await backupNow(ctx, inst.id, 'big');
+    const targetName = uniqueName('cantgt');
+    const target = await createInstance(ctx, targetName);
+    await seedMixed(ctx, targetName, 20);
+    const before = await contentChecksums(ctx, targetName);
+
+    const res = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: backup.id, target: { instance: target.id } } });
+    const id = res.body.run.workflowId;
+    let seen: any;
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline; await sleep(100)) {
+      seen = (await ctx.call('GET', `/v1/runs/${id}`)).body;
+      if (seen.status !== 'running' || (seen.step === 'restore-staging' && seen.progress?.phase === 'restoring' && seen.progress.bytesRestored > 0)) break;
+    }
+    expect(seen, JSON.stringify(seen)).toMatchObject({ status: "running" });
+    expect(seen.progress).toMatchObject({ phase: 'restoring', archiveBytes: backup.sizeBytes, jobs: 1 });
+    expect(seen.progress.bytesRestored).toBeGreaterThan(0);
+    expect((await databasesLike(ctx, `${targetName}__`))).toEqual([`${targetName}__bcdr_restore`]);
+    const cancel = await ctx.call('POST', `/v1/runs/${id}/cancel`);
+    expect(cancel.status).toBe(202);
+    const run = await finishedRun(ctx, id);
+    expect(run.status).toBe('cancelled');
+    expect(await databasesLike(ctx, `${targetName}__`)).toEqual([]);
+    expect(await instanceRow(target.id)).toMatchObject({ state: 'active', lockedByRun: null });
+    expect(await contentChecksums(ctx, targetName)).toEqual(before);
+    expect((await ctx.call('POST', `/v1/runs/${id}/cancel`)).status).toBe(409);
+    const audit = await ctx.call('GET', `/v1/audit?instance=${target.id}&action=run.cancel`);
+    expect(audit.body.events.map((e: { subject: string }) => e.subject)).toContain(id);
+  });
+});
+
+describe('control numbers', () => {
+  it('warns when sequences would run backwards, and advanceSequences moves them past the old values', async () => {
+    const src = await sourceWithBackup('seqsrc');
+    const targetName = uniqueName('seqtgt');
+    const target = await createInstance(ctx, targetName);
+    const first = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { instance: target.id } } });
+    expect((await finishedRun(ctx, first.body.run.workflowId)).result.sequencesBehind).toEqual([]);
+    await ctx.call('POST', `/v1/instances/${target.id}/resume`);
+    // The restored target issues more numbers after the backup was taken.
+    const issued = await withInstanceDb(ctx, targetName, async (sql) => {
+      await sql`INSERT INTO invoices (number) SELECT nextval('invoice_numbers') FROM generate_series(1, 100)`;
+      const [r] = await sql<{ n: string }[]>`SELECT last_value::text AS n FROM invoice_numbers`;
+      return r!.n;
+    });
+
+    const again = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { instance: target.id } } });
+    const warned = await finishedRun(ctx, again.body.run.workflowId);
+    expect(warned.status).toBe('completed');
+    expect(warned.warnings.join(' ')).toMatch(/sequences run backwards.*public\.invoice_numbers.*duplicate numbers are possible/);
+    expect(warned.result.warnings).toEqual(warned.warnings);
+    expect(warned.result.sequencesBehind).toEqual(
+      expect.arrayContaining([{ name: 'public.invoice_numbers', restored: String(Number(issued) - 100), issued }, expect.objectContaining({ name: 'public.invoices_id_seq' })]),
+    );
+    await recordHistory(ctx, again.body.run.workflowId, 'restore-sequence-warning');
+
+    // Put the higher values back, then restore with advanceSequences: the next number is past everything issued before.
+    await ctx.call('POST', `/v1/instances/${target.id}/resume`);
+    await withInstanceDb(ctx, targetName, (sql) => sql`SELECT setval('invoice_numbers', ${issued}::bigint)`);
+    const advanced = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { instance: target.id }, advanceSequences: true } });
+    const run = await finishedRun(ctx, advanced.body.run.workflowId);
+    expect(run.status).toBe('completed');
+    expect(run.warnings).toEqual([]);
+    expect(run.result.sequencesAdvanced).toContain('public.invoice_numbers');
+    await ctx.call('POST', `/v1/instances/${target.id}/resume`);
+    const next = await withInstanceDb(ctx, targetName, async (sql) => (await sql<{ n: string }[]>`SELECT nextval('invoice_numbers')::text AS n`)[0]!.n);
+    expect(BigInt(next)).toBeGreaterThan(BigInt(issued));
+    // The data itself is the backup's.
+    const after = await contentChecksums(ctx, targetName);
+    expect(after['public.invoices']).toBe(src.before['public.invoices']);
+  });
+});
+
+describe('reset', () => {
+  it('is refused for production, empties a sandbox and leaves it active, and restores again when given a backup', async () => {
+    const prod = await createInstance(ctx, uniqueName('rprod'), { type: 'production' });
+    const refused = await ctx.call('POST', '/v1/runbooks/reset', { body: { instance: prod.id } });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.code).toBe('production_target');
+
+    const src = await sourceWithBackup('rsrc2');
+    const name = uniqueName('rsbx');
+    const sbx = await createInstance(ctx, name);
+    await seedMixed(ctx, name, 30);
+    // A failed state (a restore whose swap failed) is what reset is for.
+    await ctx.db.update(instances).set({ state: 'failed' }).where(eq(instances.id, sbx.id));
+    const reset = await ctx.call('POST', '/v1/runbooks/reset', { body: { instance: name } });
+    expect(reset.status).toBe(202);
+    const run = await finishedRun(ctx, reset.body.run.workflowId);
+    expect(run).toMatchObject({ status: 'completed', result: { instanceId: sbx.id, state: 'active' } });
+    expect(await instanceRow(sbx.id)).toMatchObject({ state: 'active', lockedByRun: null });
+    const empty = await contentChecksums(ctx, name);
+    expect(empty).toEqual({ '(large objects)': '0:empty' });
+    expect(await ctx.regions.get('primary')!.engine.ownerTag(name)).toBe(`bcdr:instance=${sbx.id}`);
+    await recordHistory(ctx, reset.body.run.workflowId, 'reset');
+
+    const withBackup = await ctx.call('POST', '/v1/runbooks/reset', { body: { instance: name, backupId: src.backup.id } });
+    const restored = await finishedRun(ctx, withBackup.body.run.workflowId);
+    expect(restored).toMatchObject({ status: 'completed', result: { state: 'suspended', restore: { backupId: src.backup.id } } });
+    await ctx.call('POST', `/v1/instances/${sbx.id}/resume`);
+    expect(await contentChecksums(ctx, name)).toEqual(src.before);
+    await recordHistory(ctx, withBackup.body.run.workflowId, 'reset-with-restore');
+  });
+});
+
+function pgbench(db: string, scale: number) {
+  const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
+  const r = spawnSync(`${ctx.cfg.PG_BIN_DIR}/pgbench`, ['-i', '-q', '-s', String(scale), '-h', url.hostname, '-p', url.port, '-U', 'postgres', db], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(r.stderr);
+}

@@ -106,6 +106,8 @@ export async function restoreSteps(
     let facts: Awaited<ReturnType<Acts['restoreToStaging']>>;
     try {
       facts = await state.step(step('restore-staging'), () => data.restoreToStaging({ backupId, instanceId, jobs: p.jobs, advanceSequences: p.advanceSequences }));
+      // A cancel that came as pg_restore finished still stops the run here, before the target is touched.
+      if (CancellationScope.current().consideredCancelled) await CancellationScope.current().cancelRequested;
     } catch (err) {
       // Before the swap: the target is untouched; only the staging copy goes.
       await CancellationScope.nonCancellable(() => untilDone.discardStaging({ instanceId, backupId }));
