@@ -165,6 +165,11 @@ export const RunSchema = z
     stepsDone: z.array(z.string()),
     progress: z.unknown().nullable(),
     warnings: z.array(z.string()),
+    waiting: z
+      .object({ kind: z.enum(['signoff', 'window']), until: z.string(), detail: z.string() })
+      .nullable()
+      .openapi({ description: 'what the run waits for: a sign-off (until its deadline) or a maintenance window (until it opens)' }),
+    requestedBy: z.string().nullable(),
     result: z.unknown().nullable(),
     error: z.string().nullable(),
     url: z.string(),

@@ -154,6 +154,8 @@ export function runsApp(deps: ApiDeps) {
         stepsDone: status?.stepsDone ?? [],
         progress,
         warnings: status?.warnings ?? [],
+        waiting: status?.waiting ?? null,
+        requestedBy: status?.requestedBy ?? null,
         result,
         error,
       };
