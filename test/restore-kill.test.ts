@@ -1,0 +1,91 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { instances } from '../db/schema/index.js';
+import { ensureRetentionSweepSchedule } from '../lib/schedules.js';
+import { runSearchAttributes } from '../lib/temporal.js';
+import type { RestoreInput } from '../workflows/contract.js';
+import { backupNow, contentChecksums, createInstance, databasesLike, openContext, seedMixed, uniqueName, type TestContext } from './helpers.js';
+
+let ctx: TestContext;
+const workers: ChildProcess[] = [];
+const queue = `restore-kill-${process.pid}`;
+beforeAll(async () => {
+  ctx = await openContext();
+});
+afterAll(async () => {
+  for (const w of workers) w.kill('SIGKILL');
+  // The worker processes re-pointed the (paused) fleet sweep at their own queue; point it back.
+  await ensureRetentionSweepSchedule(ctx.temporal, ctx.cfg.TEMPORAL_TASK_QUEUE, ctx.cfg.RETENTION_SWEEP_EVERY_MINUTES);
+  await ctx.close();
+});
+
+/** A real worker process (worker/main.ts) on a task queue of its own, so the test can kill it without touching the suite's worker. */
+async function startWorker(): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '..', 'worker', 'main.ts')], {
+    env: { ...process.env, ...inject('bcdrEnv'), TEMPORAL_TASK_QUEUE: queue },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  workers.push(child);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  for (const deadline = Date.now() + 60_000; !out.includes('worker polling'); await sleep(100)) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker did not start: ${out}`);
+  }
+  return child;
+}
+
+const restoreProcesses = (db: string) =>
+  spawnSync('pgrep', ['-f', `pg_restore .*--dbname=${db}`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+
+describe('worker killed mid-restore', () => {
+  it('finishes on a new worker with no staging copy left, the target restored, and no other instance touched', async () => {
+    const srcName = uniqueName('ksrc');
+    const src = await createInstance(ctx, srcName);
+    const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
+    const init = spawnSync(`${ctx.cfg.PG_BIN_DIR}/pgbench`, ['-i', '-q', '-s', '30', '-h', url.hostname, '-p', url.port, '-U', 'postgres', srcName], { encoding: 'utf8' });
+    expect(init.status).toBe(0);
+    const { row: backup } = await backupNow(ctx, src.id, 'kill test');
+    const atBackup = await contentChecksums(ctx, srcName);
+    const targetName = uniqueName('ktgt');
+    const target = await createInstance(ctx, targetName);
+    await seedMixed(ctx, targetName, 20);
+    const bystanderName = uniqueName('kby');
+    await createInstance(ctx, bystanderName);
+    await seedMixed(ctx, bystanderName, 20);
+    const bystander = await contentChecksums(ctx, bystanderName);
+
+    const first = await startWorker();
+    const workflowId = `restore-kill-${target.id}`;
+    const input: RestoreInput = { backupId: backup.id, instanceId: target.id, createsInstance: false, jobs: 1, advanceSequences: false, requestedBy: 'olivia.operator' };
+    const handle = await ctx.temporal.workflow.start('restoreWorkflow', { workflowId, taskQueue: queue, args: [input], typedSearchAttributes: runSearchAttributes(target.id, 'restore') });
+
+    // Kill the worker while pg_restore is filling the staging copy.
+    const staging = `${targetName}__bcdr_restore`;
+    const engine = ctx.regions.get('primary')!.engine;
+    for (const deadline = Date.now() + 60_000; ; await sleep(100)) {
+      if ((await engine.databaseExists(staging)) && (await engine.sizeBytes(staging)) > 30_000_000) break;
+      if (Date.now() > deadline) throw new Error('pg_restore never got going');
+    }
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+    expect(restoreProcesses(staging).length).toBeGreaterThan(0); // the orphaned pg_restore goes on: the retry must cope with it
+
+    await startWorker();
+    await handle.result();
+    const run = (await ctx.call('GET', `/v1/runs/${workflowId}`)).body;
+    expect(run.status).toBe('completed');
+    expect(run.stepsDone).toEqual(['lock-instance', 'check-rules', 'verify-archive', 'restore-staging', 'swap']);
+    expect(await databasesLike(ctx, `${targetName}__`)).toEqual([]);
+    expect(restoreProcesses(staging)).toEqual([]);
+    const [row] = await ctx.db.select().from(instances).where(eq(instances.id, target.id));
+    expect(row).toMatchObject({ state: 'suspended', lockedByRun: null });
+    await ctx.call('POST', `/v1/instances/${target.id}/resume`);
+    expect(await contentChecksums(ctx, targetName)).toEqual(atBackup);
+    expect(await contentChecksums(ctx, bystanderName)).toEqual(bystander);
+    expect(await contentChecksums(ctx, srcName)).toEqual(atBackup);
+  });
+});
