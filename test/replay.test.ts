@@ -21,7 +21,25 @@ describe('workflow determinism', () => {
   it('has a recorded history for every runbook', () => {
     const names = files.map((f) => f.replace(/\.json$/, ''));
     expect(names).toEqual(
-      expect.arrayContaining(['on-demand-backup', 'daily-backup', 'daily-backup-failed', 'provision-instance', 'provision-instance-failed', 'delete-instance', 'retention-sweep']),
+      expect.arrayContaining([
+        'on-demand-backup',
+        'daily-backup',
+        'daily-backup-failed',
+        'provision-instance',
+        'provision-instance-failed',
+        'delete-instance',
+        'retention-sweep',
+        'restore',
+        'restore-new-instance',
+        'restore-corrupt-archive',
+        'restore-sequence-warning',
+        'reset',
+        'reset-with-restore',
+        'production-restore',
+        'production-restore-degraded',
+        'production-restore-signoff',
+        'production-restore-rejected',
+      ]),
     );
   });
 
