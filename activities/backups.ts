@@ -98,10 +98,12 @@ export function backupActivities(deps: ActivityDeps) {
     },
 
     /**
-     * Streams pg_dump into the region's blob store, hashing on the way, writes
-     * the manifest, then marks the row `completed`. A completed backup is
-     * returned as is; a retried attempt overwrites its own key, so a crash
-     * never leaves two archives or an orphaned partial write.
+     * Has pg_dump write the archive straight into a staged file of the
+     * region's blob store, then hashes and fsyncs it, writes the manifest and
+     * marks the row `completed`, all under the row lock. A completed backup is
+     * returned as is; a retried attempt stages its own file (removing those of
+     * killed attempts, and stopping their pg_dump), so a crash never leaves two
+     * archives or an orphaned partial write.
      */
     async dumpBackup(input: { backupId: string }): Promise<{ sizeBytes: number; sha256: string; objectKey: string }> {
       const ctx = Context.current();
@@ -122,18 +124,20 @@ export function backupActivities(deps: ActivityDeps) {
       }
 
       // Read before the dump: a lower bound of what the archive holds, so a restore warns rather than misses a possible duplicate.
-      const [sequences, serverVersion] = await Promise.all([engine.sequences(inst.databaseName), engine.serverVersion()]);
-      const progress: DumpProgress = { phase: 'dumping', bytesWritten: 0, databaseBytes: await engine.sizeBytes(inst.databaseName) };
+      const [sequences, serverVersion, databaseBytes] = await Promise.all([engine.sequences(inst.databaseName), engine.serverVersion(), engine.sizeBytes(inst.databaseName)]);
+      const progress: DumpProgress = { phase: 'dumping', bytesWritten: 0, databaseBytes };
       ctx.heartbeat(progress);
-      const dump = await engine.dump(inst.databaseName);
       const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
-      const onCancel = () => dump.kill();
-      ctx.cancellationSignal.addEventListener('abort', onCancel);
       let archive: StagedArchive | undefined;
       try {
-        archive = await store.stageArchive(row.objectKey, dump.stream, {
-          onProgress: (bytes) => (progress.bytesWritten = bytes),
-          complete: dump.done,
+        // pg_dump writes the file itself (no copy through the worker); progress is the file's growing size.
+        archive = await store.stageArchiveFile(row.objectKey, (fd) => engine.dump(inst.databaseName, { fd, fence: row.objectKey }), {
+          signal: ctx.cancellationSignal,
+          progressEveryMs: HEARTBEAT_EVERY_MS / 2,
+          onProgress: (p) => {
+            if (p.phase === 'writing') progress.bytesWritten = p.bytes;
+            else progress.phase = 'verifying';
+          },
         });
         progress.phase = 'recording';
         ctx.heartbeat(progress);
@@ -175,13 +179,11 @@ export function backupActivities(deps: ActivityDeps) {
           return { sizeBytes: staged.sizeBytes, sha256: staged.sha256, objectKey: row.objectKey };
         });
       } catch (err) {
-        dump.kill();
         // Only this attempt's own staged copy: never the committed object, which another attempt may own.
         await archive?.staged.discard();
         throw err;
       } finally {
         clearInterval(beat);
-        ctx.cancellationSignal.removeEventListener('abort', onCancel);
       }
     },
 

@@ -2,8 +2,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import postgres from 'postgres';
-import { randomUUID } from 'node:crypto';
-import { DatabaseConflictError, type DumpHandle, type InstanceEngine, type RestoreHandle, type SequenceMarks, type SwapNames } from './types.js';
+import { createHash, randomUUID } from 'node:crypto';
+import { DatabaseConflictError, type DumpHandle, type DumpOptions, type InstanceEngine, type RestoreHandle, type SequenceMarks, type SwapNames } from './types.js';
 
 const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
 const quoteLiteral = (s: string) => `'${s.replace(/'/g, "''")}'`;
@@ -102,7 +102,7 @@ export class PostgresEngine implements InstanceEngine {
   }
 
   /** Runs a PostgreSQL client tool against database `name`, credentials in its environment, never on argv. */
-  private runTool(tool: string, args: string[], name: string, appName: string, stdout: 'pipe' | 'ignore') {
+  private runTool(tool: string, args: string[], name: string, appName: string, stdout: 'pipe' | 'ignore' | number) {
     const child = spawn(this.bin(tool), args, {
       env: { ...process.env, ...libpqEnv(this.adminUrl, name), PGAPPNAME: appName },
       stdio: ['ignore', stdout, 'pipe'],
@@ -125,14 +125,22 @@ export class PostgresEngine implements InstanceEngine {
     return { child, done, exited: () => exited, kill: () => void child.kill('SIGTERM') };
   }
 
-  async dump(name: string): Promise<DumpHandle> {
-    const appName = `bcdr-dump-${randomUUID()}`;
+  async dump(name: string, opts: DumpOptions = {}): Promise<DumpHandle> {
+    // application_name holds at most 63 bytes: a digest of the fence, then this dump's own part.
+    const fenceTag = opts.fence === undefined ? null : `bcdr-dump-${createHash('sha256').update(opts.fence).digest('hex').slice(0, 16)}-`;
+    const appName = `${fenceTag ?? 'bcdr-dump-'}${randomUUID()}`.slice(0, 63);
+    if (fenceTag) {
+      // A killed attempt's pg_dump may outlive its worker: end its session, and so the orphan, first.
+      await this.admin`
+        SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+        WHERE starts_with(application_name, ${fenceTag}) AND pid <> pg_backend_pid()`;
+    }
     let tool!: ReturnType<PostgresEngine['runTool']>;
     await this.admitOnly(name, appName, async () => {
-      tool = this.runTool('pg_dump', ['--format=custom', '--no-password'], name, appName, 'pipe');
+      tool = this.runTool('pg_dump', ['--format=custom', '--no-password'], name, appName, opts.fd ?? 'pipe');
       await this.sessionOf(appName, tool.exited);
     });
-    return { stream: tool.child.stdout!, done: tool.done, kill: tool.kill };
+    return { stream: opts.fd === undefined ? tool.child.stdout! : null, done: tool.done, kill: tool.kill };
   }
 
   restore(name: string, archiveFile: string, opts: { jobs?: number } = {}): RestoreHandle {

@@ -3,13 +3,34 @@ import type { Readable } from 'node:stream';
 /** Sequence high-water marks, `schema.sequence` → last value issued (null when never used). */
 export type SequenceMarks = Record<string, string | null>;
 
-/** A running dump: its archive bytes, and a promise that settles when the dump tool exits. */
+/**
+ * A running dump: its archive bytes (streamed, or written straight into the
+ * file given as DumpOptions.fd), and a promise that settles when the dump tool exits.
+ */
 export interface DumpHandle {
-  stream: Readable;
+  /** The archive bytes as they are produced; null when the tool writes them into DumpOptions.fd itself. */
+  stream: Readable | null;
   /** Resolves on a clean exit; rejects with the tool's own error text otherwise. */
   done: Promise<void>;
   /** Stops the dump tool (used on cancellation). */
   kill(): void;
+}
+
+/** How a dump is produced. */
+export interface DumpOptions {
+  /**
+   * An open, writable descriptor of an empty regular file: the tool writes the
+   * archive into it itself, with no copy through this process (a seekable
+   * custom-format archive also records where each table's data starts, which
+   * parallel restores use). Without it the archive is streamed (DumpHandle.stream).
+   */
+  fd?: number;
+  /**
+   * Names the thing being dumped (say, a backup's object key). An earlier dump
+   * with the same fence still running (the orphan of a killed attempt) is
+   * stopped before this one starts, so at most one dump of it runs.
+   */
+  fence?: string;
 }
 
 /** A running restore: settles when the restore tool exits. */
@@ -49,8 +70,12 @@ export interface InstanceEngine {
   /** The owner tag a database carries, or null (absent database or no tag). */
   ownerTag(name: string): Promise<string | null>;
   databaseExists(name: string): Promise<boolean>;
-  /** Streams a custom-format archive of the database (also when it refuses connections). */
-  dump(name: string): Promise<DumpHandle>;
+  /**
+   * Dumps the database as a custom-format archive (also when it refuses
+   * connections): streamed, or written into `opts.fd`. Resolves once the dump
+   * tool is connected.
+   */
+  dump(name: string, opts?: DumpOptions): Promise<DumpHandle>;
   /**
    * Restores a custom-format archive file into an existing (empty) database
    * with `pg_restore`, stopping at the first error; `jobs` > 1 restores in parallel.

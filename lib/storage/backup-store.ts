@@ -54,6 +54,26 @@ export interface WriteArchiveOptions {
   complete?: Promise<void>;
 }
 
+/** A running producer that writes an archive into the file descriptor it was given (a dump tool). */
+export interface ArchiveProducer {
+  /** Resolves when the producer exited cleanly; rejects otherwise. */
+  done: Promise<void>;
+  /** Stops the producer. */
+  kill(): void;
+}
+
+/** Options of BackupStore.stageArchiveFile. */
+export interface ProduceArchiveOptions {
+  /** Called with the bytes written so far (read from the growing file), then with the bytes hashed. */
+  onProgress?: (p: { phase: 'writing' | 'hashing'; bytes: number }) => void;
+  /** How often the growing file's size is read (default 1 s). */
+  progressEveryMs?: number;
+  /** Aborting it stops the producer; the staged file is then discarded. */
+  signal?: AbortSignal;
+}
+
+const HASH_READ_BYTES = 4 << 20;
+
 /**
  * The backup layout above a raw ObjectStore: it alone knows that an archive is
  * named `<instance>-<yyyymmdd>-<hhmmss>` (UTC) and that its manifest sits
@@ -93,6 +113,53 @@ export class BackupStore {
       throw err;
     }
     return { staged, sizeBytes: digest.bytes, sha256: digest.hash.digest('hex') };
+  }
+
+  /**
+   * Stages an archive that a producer writes into a local file itself (`start`
+   * gets the file's descriptor and starts, say, pg_dump with it as its output),
+   * so the bytes never pass through this process. Once the producer exits
+   * cleanly the file is hashed (sha256) and fsynced, both at once, and staged.
+   * Unfinished writes of the key left by a killed attempt are removed first.
+   * If the producer fails or is aborted, the file is discarded and nothing
+   * changes under the key. The caller commits it.
+   */
+  async stageArchiveFile(objectKey: string, start: (fd: number) => Promise<ArchiveProducer>, opts: ProduceArchiveOptions = {}): Promise<StagedArchive> {
+    await this.objects.removeIncomplete(objectKey);
+    const local = await this.objects.stageLocal(objectKey);
+    let producer: ArchiveProducer | undefined;
+    const stop = () => producer?.kill();
+    opts.signal?.addEventListener('abort', stop);
+    const poll = setInterval(() => {
+      local.size().then((bytes) => opts.onProgress?.({ phase: 'writing', bytes }), () => {});
+    }, opts.progressEveryMs ?? 1000);
+    try {
+      producer = await start(local.fd);
+      if (opts.signal?.aborted) stop();
+      await producer.done;
+      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
+    } catch (err) {
+      producer?.kill();
+      await local.discard();
+      throw err;
+    } finally {
+      clearInterval(poll);
+      opts.signal?.removeEventListener('abort', stop);
+    }
+    // Hashing reads the file back from the page cache while fsync writes it out: neither waits for the other.
+    const [hashed, sealed] = await Promise.allSettled([
+      hashFile(local.path, (bytes) => opts.onProgress?.({ phase: 'hashing', bytes })),
+      local.seal(),
+    ]);
+    if (hashed.status === 'rejected' || sealed.status === 'rejected') {
+      await local.discard();
+      throw hashed.status === 'rejected' ? hashed.reason : (sealed as PromiseRejectedResult).reason;
+    }
+    if (hashed.value.sizeBytes !== sealed.value.size) {
+      await local.discard();
+      throw new Error(`archive ${objectKey} changed while it was hashed (${hashed.value.sizeBytes} bytes hashed, ${sealed.value.size} on disk)`);
+    }
+    return { staged: sealed.value, sizeBytes: hashed.value.sizeBytes, sha256: hashed.value.sha256 };
   }
 
   async writeManifest(manifest: BackupManifest): Promise<void> {
@@ -164,6 +231,18 @@ export class BackupStore {
     const incomplete = await this.objects.listIncomplete(objectKey);
     return [...complete, ...incomplete];
   }
+}
+
+/** Size and sha256 of a local file, read in large blocks. */
+async function hashFile(file: string, onProgress?: (bytes: number) => void): Promise<{ sizeBytes: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let sizeBytes = 0;
+  for await (const chunk of createReadStream(file, { highWaterMark: HASH_READ_BYTES })) {
+    hash.update(chunk as Buffer);
+    sizeBytes += (chunk as Buffer).length;
+    onProgress?.(sizeBytes);
+  }
+  return { sizeBytes, sha256: hash.digest('hex') };
 }
 
 /** An archive whose bytes do not match its catalog record or manifest: it must not be restored. */

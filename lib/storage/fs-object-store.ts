@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { ObjectNotFoundError, type ObjectInfo, type ObjectStore, type StagedObject } from './object-store.js';
+import { ObjectNotFoundError, type LocalStaging, type ObjectInfo, type ObjectStore, type StagedObject } from './object-store.js';
 
 const TMP_SUFFIX = '.partial';
 const KEY_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -48,6 +48,47 @@ export class FsObjectStore implements ObjectStore {
       await fs.rm(tmp, { force: true });
       throw err;
     }
+    return this.stagedAt(key, target, tmp, size);
+  }
+
+  async stageLocal(key: string): Promise<LocalStaging> {
+    const target = this.path(key);
+    await fs.mkdir(this.root, { recursive: true });
+    const tmp = path.join(this.root, `${this.tmpPrefix(key)}${randomUUID()}${TMP_SUFFIX}`);
+    const fh = await fs.open(tmp, 'wx');
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      await fh.close();
+    };
+    return {
+      key,
+      path: tmp,
+      fd: fh.fd,
+      size: async () => (closed ? (await fs.stat(tmp)).size : (await fh.stat()).size),
+      seal: async () => {
+        let size: number;
+        try {
+          await fh.sync();
+          size = (await fh.stat()).size;
+          await close();
+        } catch (err) {
+          await close().catch(() => {});
+          await fs.rm(tmp, { force: true });
+          throw err;
+        }
+        return this.stagedAt(key, target, tmp, size);
+      },
+      discard: async () => {
+        await close().catch(() => {});
+        await fs.rm(tmp, { force: true });
+      },
+    };
+  }
+
+  /** The staged object for a finished temp file `tmp` of `key`. */
+  private stagedAt(key: string, target: string, tmp: string, size: number): StagedObject {
     return {
       key,
       size,

@@ -18,6 +18,13 @@ export interface ObjectStore {
    * or discards it. Until then readers see the old object or nothing.
    */
   stage(key: string, body: Readable): Promise<StagedObject>;
+  /**
+   * Like `stage`, for a producer that writes a local file itself (a tool given
+   * the file as its output, so the bytes never pass through this process).
+   * The file is created empty, hidden beside `key` like any unfinished write;
+   * seal it once the producer is done, or discard it.
+   */
+  stageLocal(key: string): Promise<LocalStaging>;
   /** Stages and commits in one step. */
   put(key: string, body: Readable): Promise<ObjectInfo>;
   /** Opens an object for reading; rejects with ObjectNotFoundError when absent. */
@@ -50,6 +57,21 @@ export interface StagedObject {
   /** Makes the object visible under its key, atomically replacing any object there. */
   commit(): Promise<ObjectInfo>;
   /** Removes the staged data; the key is left as it was. Idempotent. */
+  discard(): Promise<void>;
+}
+
+/** A local file a producer is writing, to become a StagedObject. */
+export interface LocalStaging {
+  key: string;
+  /** The file, for tools that want a path. */
+  path: string;
+  /** An open descriptor of the file, for tools that take one (a child process's stdout). */
+  fd: number;
+  /** Bytes written so far. */
+  size(): Promise<number>;
+  /** Once the producer has exited: makes the file durable (fsync) and returns it staged, to commit or discard. */
+  seal(): Promise<StagedObject>;
+  /** Closes and removes the file; the key is left as it was. Idempotent. */
   discard(): Promise<void>;
 }
 
