@@ -10,7 +10,7 @@ import { FailureTypes, type Runbook } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 
 /** The catalog facts a workflow needs about an instance (no secrets). */
-export type InstanceSnapshot = Pick<InstanceRow, 'id' | 'name' | 'type' | 'edition' | 'homeRegion' | 'activeRegion' | 'state' | 'databaseName'>;
+export type InstanceSnapshot = Pick<InstanceRow, 'id' | 'name' | 'type' | 'edition' | 'homeRegion' | 'activeRegion' | 'state' | 'databaseName' | 'servedBy'>;
 
 /** The tag marking a database as owned by instance `id`, so no runbook adopts or drops a database it did not create. */
 export const ownerTag = (instanceId: string) => `bcdr:instance=${instanceId}`;
@@ -32,8 +32,8 @@ export function instanceActivities(deps: ActivityDeps) {
           res.holder,
         );
       }
-      const { id, name, type, edition, homeRegion, activeRegion, state, databaseName } = await loadInstance(deps, input.instanceId);
-      return { id, name, type, edition, homeRegion, activeRegion, state, databaseName };
+      const { id, name, type, edition, homeRegion, activeRegion, state, databaseName, servedBy } = await loadInstance(deps, input.instanceId);
+      return { id, name, type, edition, homeRegion, activeRegion, state, databaseName, servedBy };
     },
 
     /** Releases the calling run's lock on the instance, if it still holds it. */

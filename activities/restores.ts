@@ -2,7 +2,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { eq, sql } from 'drizzle-orm';
 import { backups, instances, type BackupRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
-import { resumeInstance } from '../lib/instances.js';
+import { resumeInstance, suspendInstance } from '../lib/instances.js';
 import { backupRefusal, targetRefusal } from '../lib/restore-rules.js';
 import { ArchiveIntegrityError } from '../lib/storage/backup-store.js';
 import { FailureTypes, type RestoreResult } from '../workflows/contract.js';
@@ -222,6 +222,12 @@ export function restoreActivities(deps: ActivityDeps) {
         await tx.update(instances).set({ state: 'active', servedBy: null, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
         await audit(tx, { actor: 'system:runbook', action: 'instance.reset', instanceId: inst.id, subject: inst.name, details: { workflowId: callerWorkflowId() } });
       });
+    },
+
+    /** Suspends an instance the calling run holds: no new connections, open sessions ended, state `suspended`. */
+    async suspendHeldInstance(input: { instanceId: string }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      await suspendInstance(deps.db, region(deps, inst.activeRegion), inst, 'system:runbook');
     },
 
     /** Resumes an instance the calling run holds: connections allowed again, state `active`. */

@@ -39,6 +39,7 @@ describe('workflow determinism', () => {
         'production-restore-degraded',
         'production-restore-signoff',
         'production-restore-rejected',
+        'production-restore-repair',
       ]),
     );
   });

@@ -127,10 +127,38 @@ describe('production-restore swap', () => {
     expect(await contentChecksums(ctx, p.sbxName)).toEqual(p.atBackup);
     await recordHistory(ctx, res.body.run.workflowId, 'production-restore-degraded');
 
-    // Repaired by the next swap: production serves itself again.
-    const again = await swap({ production: p.prod.id, sandbox: p.sbx.id, backupId: p.backup.id });
-    expect(again.status).toBe(409); // degraded is not a state the swap starts from
-    expect(again.body.error.code).toBe('invalid_state');
+  });
+
+  it('repairs a degraded production from the sandbox serving it, keeping the writes made there, then serves production again', async () => {
+    const p = await pair('rp');
+    armFault(ctx, FaultPoints.restoreStaging, p.prod.id, 2);
+    const degraded = await swap({ production: p.prod.id, sandbox: p.sbx.id, backupId: p.backup.id });
+    expect((await finishedRun(ctx, degraded.body.run.workflowId)).result.outcome).toBe('degraded');
+    // Clients wrote to the sandbox copy while it served production.
+    await withInstanceDb(ctx, p.sbxName, (sql) => sql`INSERT INTO invoices (number, note) SELECT nextval('invoice_numbers'), 'written while degraded' FROM generate_series(1, 25)`);
+    const live = await contentChecksums(ctx, p.sbxName);
+
+    const withBackup = await swap({ production: p.prod.id, sandbox: p.sbx.id, backupId: p.backup.id });
+    expect(withBackup.status).toBe(400);
+    expect(withBackup.body.error.issues[0].field).toBe('backupId');
+    const other = await createInstance(ctx, uniqueName('rpo'));
+    const wrongSandbox = await swap({ production: p.prod.id, sandbox: other.id });
+    expect(wrongSandbox.status).toBe(409);
+
+    const res = await swap({ production: p.prod.id, sandbox: p.sbx.id });
+    expect(res.status).toBe(202);
+    const run = await finishedRun(ctx, res.body.run.workflowId);
+    expect(run).toMatchObject({ status: 'completed', result: { outcome: 'completed', backupId: run.result.temporaryBackups.sandbox } });
+    expect(run.stepsDone).toEqual(expect.arrayContaining(['stop-writes-on-sandbox', 'production:swap', 'serve-from-production', 'resume-production']));
+    expect(run.stepsDone).not.toContain('sandbox:swap');
+    expect(await row(p.prod.id)).toMatchObject({ type: 'production', state: 'active', servedBy: null });
+    expect(await row(p.sbx.id)).toMatchObject({ state: 'suspended' });
+    expect(await canConnect(ctx, p.sbxName)).toBe(false); // nobody writes where nobody reads
+    expect(await contentChecksums(ctx, p.prodName)).toEqual(live);
+    const endpoint = await ctx.call('GET', `/v1/instances/${p.prod.id}/endpoint`);
+    expect(endpoint.body).toMatchObject({ servedBy: null, acceptsConnections: true });
+    expect(endpoint.body.endpoint).toMatch(new RegExp(`/${p.prodName}$`));
+    await recordHistory(ctx, res.body.run.workflowId, 'production-restore-repair');
   });
 });
 

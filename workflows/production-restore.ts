@@ -57,6 +57,8 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
       return snaps;
     });
     const sandboxWasActive = held.find((s) => s.id === sbx)?.state === 'active';
+    // A degraded production served by this sandbox is repaired from the sandbox's live data.
+    const repair = held.find((s) => s.id === prod)?.servedBy === sbx;
 
     if (input.requireSignoff) {
       const gate = await state.step('signoff', () =>
@@ -65,7 +67,9 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
           runbook: Runbooks.productionRestore,
           instanceIds: [prod, sbx],
           requestedBy,
-          summary: `replace the data of production instance ${prod} with ${input.backupId ? `backup ${input.backupId}` : 'a fresh backup of itself'}, through sandbox ${sbx}`,
+          summary: repair
+            ? `repair degraded production instance ${prod} from sandbox ${sbx}, which serves it now (writes pause while its data is copied back)`
+            : `replace the data of production instance ${prod} with ${input.backupId ? `backup ${input.backupId}` : 'a fresh backup of itself'}, through sandbox ${sbx}`,
           timeoutMs: input.signoffTimeoutMinutes * 60_000,
           remindEveryMs: REMIND_EVERY_MS,
         }),
@@ -81,6 +85,11 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
       const until = input.notBefore;
       await state.step('wait-for-window', () => state.waitFor({ kind: 'window', until, detail: 'maintenance window: nothing is touched before it' }, () => sleep(Date.parse(until) - Date.now())));
     }
+    if (repair) {
+      // The sandbox holds production's live data: stop writes there so none is lost in the copy back.
+      await state.step('stop-writes-on-sandbox', () => catalog.suspendHeldInstance({ instanceId: sbx }));
+      saga.push('reopen-sandbox', () => untilDone.resumeRestoredInstance({ instanceId: sbx }));
+    }
 
     // Step 1: the safety net, labelled so an operator finds it.
     const label = (who: string) => `production-restore ${workflowInfo().workflowId}: ${who} before the swap`;
@@ -90,15 +99,17 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
     result.temporaryBackups.production = prodBackup.backupId;
     await takeBackup(state, { instanceId: sbx, backupId: sbxBackup.backupId, kind: 'on_demand', label: label('sandbox'), retentionDays: TEMPORARY_BACKUP_RETENTION_DAYS }, 'backup-sandbox:');
     result.temporaryBackups.sandbox = sbxBackup.backupId;
-    const source = input.backupId ?? prodBackup.backupId;
+    const source = repair ? sbxBackup.backupId : (input.backupId ?? prodBackup.backupId);
     result.backupId = source;
 
-    // Step 2: prove the restore on the sandbox first; it also becomes the fallback.
-    await restoreSteps(state, { ...restoreOpts, backupId: source, instanceId: sbx }, 'sandbox:');
-    saga.push('put-back-sandbox', async () => {
-      await restoreSteps(state, { ...restoreOpts, advanceSequences: false, backupId: sbxBackup.backupId, instanceId: sbx }, 'undo-sandbox:');
-      if (sandboxWasActive) await untilDone.resumeRestoredInstance({ instanceId: sbx });
-    });
+    // Step 2: prove the restore on the sandbox first; it also becomes the fallback. (A repair has it already.)
+    if (!repair) {
+      await restoreSteps(state, { ...restoreOpts, backupId: source, instanceId: sbx }, 'sandbox:');
+      saga.push('put-back-sandbox', async () => {
+        await restoreSteps(state, { ...restoreOpts, advanceSequences: false, backupId: sbxBackup.backupId, instanceId: sbx }, 'undo-sandbox:');
+        if (sandboxWasActive) await untilDone.resumeRestoredInstance({ instanceId: sbx });
+      });
+    }
 
     // Step 3.
     await state.step('switch-production-to-sandbox', () => catalog.setInstanceType({ instanceId: prod, type: 'sandbox' }));
@@ -111,6 +122,7 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
         await untilDone.setServedBy({ instanceId: prod, servedBy: sbx, state: 'degraded' });
       });
       saga.drop('put-back-sandbox'); // the sandbox copy now serves production: it must stay
+      saga.drop('reopen-sandbox');
       result.outcome = 'degraded';
       result.next = `production ${prod} could not be restored twice; sandbox ${sbx} serves its endpoint. Repair it: reset and restore it again with the production-restore swap, or restore backup ${source} into it by hand`;
       state.warn(result.next);
@@ -119,7 +131,14 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
     // Step 5, in every path (the saga does it on failure).
     await state.step('switch-back-to-production', () => untilDone.setInstanceType({ instanceId: prod, type: 'production' }));
     saga.drop('switch-back-to-production');
-    if (result.outcome === 'completed') await state.step('resume-production', () => catalog.resumeRestoredInstance({ instanceId: prod }));
+    if (result.outcome === 'completed') {
+      if (repair) {
+        // Production serves itself again; the sandbox stays suspended, so nobody writes where nobody reads.
+        await state.step('serve-from-production', () => catalog.setServedBy({ instanceId: prod, servedBy: null, state: 'suspended' }));
+        saga.drop('reopen-sandbox');
+      }
+      await state.step('resume-production', () => catalog.resumeRestoredInstance({ instanceId: prod }));
+    }
 
     // Step 6.
     if (input.deleteTemporaryBackups && result.outcome === 'completed') {

@@ -182,7 +182,13 @@ export function runbooksApp(deps: ApiDeps) {
       if (prod.id === sbx.id) throw badRequest('sandbox', 'must be another instance than production');
       if (prod.type !== 'production') throw new ApiError(409, 'not_production', `instance ${prod.name} is a ${prod.type} instance; name a production instance as production`);
       if (sbx.type !== 'sandbox') throw new ApiError(409, 'not_sandbox', `instance ${sbx.name} is a ${sbx.type} instance; the swap needs a sandbox instance to restore through`);
-      for (const inst of [prod, sbx]) {
+      // A degraded production is repaired from the sandbox that serves it, with that sandbox's live data.
+      const repair = prod.state === 'degraded' && prod.servedBy === sbx.id;
+      if (prod.state === 'degraded' && !repair) {
+        throw new ApiError(409, 'invalid_state', `production ${prod.name} is degraded and served by instance ${prod.servedBy}; repair it with that sandbox`);
+      }
+      if (repair && body.backupId) throw badRequest('backupId', `must be omitted: degraded production ${prod.name} is repaired from the live data of sandbox ${sbx.name}, which serves it`);
+      for (const inst of repair ? [sbx] : [prod, sbx]) {
         if (inst.state !== 'active' && inst.state !== 'suspended') {
           throw new ApiError(409, 'invalid_state', `instance ${inst.name} is ${inst.state}; the swap needs both instances active or suspended${inst.state === 'failed' ? ' (reset it first)' : ''}`);
         }
@@ -192,6 +198,9 @@ export function runbooksApp(deps: ApiDeps) {
         const backup = await findBackup(body.backupId);
         if (backup.instanceId !== prod.id) throw new ApiError(409, 'backup_of_other_instance', `backup ${backup.id} is a backup of ${backup.instanceName}, not of production instance ${prod.name}`);
         edition = backup.edition;
+      }
+      if (repair && !editionAtLeast(prod.edition, sbx.edition)) {
+        throw new ApiError(422, 'edition_too_low', `production ${prod.name} is of edition ${prod.edition}, lower than sandbox ${sbx.name}'s ${sbx.edition}, whose data it would take back: raise production's edition first`);
       }
       if (!editionAtLeast(sbx.edition, edition)) {
         throw new ApiError(422, 'edition_too_low', `sandbox ${sbx.name} is of edition ${sbx.edition}, lower than the production backup's ${edition}: use a ${edition} or higher sandbox`);
