@@ -18,6 +18,8 @@ export interface FaultHooks {
 export const FaultPoints = {
   /** Inside restoreToStaging, after the staging database exists and before pg_restore. */
   restoreStaging: 'restore-staging',
+  /** Inside swapInRestored, after the swap began (connections refused, sessions ended) and before the renames. */
+  swap: 'swap',
 } as const;
 export type FaultPoint = (typeof FaultPoints)[keyof typeof FaultPoints];
 

@@ -177,6 +177,10 @@ export function restoreActivities(deps: ActivityDeps) {
         // A replaced copy a killed run never dropped: the staging copy still exists, so this run has not swapped yet.
         await dropOwned(engine, names.retired, inst.id);
       }
+      if (await engine.databaseExists(names.incoming)) {
+        await engine.setConnectionsAllowed(names.incoming, false);
+        faults.check(FaultPoints.swap, inst.id);
+      }
       const outcome = await engine.swapDatabases(names);
       await dropOwned(engine, names.retired, inst.id);
       await deps.db.transaction(async (tx) => {

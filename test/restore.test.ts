@@ -5,7 +5,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backups, instances, backupSchedules } from '../db/schema/index.js';
+import { FaultPoints } from '../activities/faults.js';
 import {
+  armFault,
   backupNow,
   canConnect,
   contentChecksums,
@@ -300,3 +302,39 @@ function pgbench(db: string, scale: number) {
   const r = spawnSync(`${ctx.cfg.PG_BIN_DIR}/pgbench`, ['-i', '-q', '-s', String(scale), '-h', url.hostname, '-p', url.port, '-U', 'postgres', db], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(r.stderr);
 }
+
+describe('a swap that fails after it began', () => {
+  it('leaves the target failed with no staging copy, says to reset it, and a reset with the backup repairs it', async () => {
+    const src = await sourceWithBackup('swf');
+    const targetName = uniqueName('swft');
+    const target = await createInstance(ctx, targetName);
+    armFault(ctx, FaultPoints.swap, target.id, 1);
+    const res = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { instance: target.id } } });
+    const run = await finishedRun(ctx, res.body.run.workflowId);
+    expect(run.status).toBe('failed');
+    expect(run.error).toMatch(/the swap failed after it began .*is now failed: reset it \(POST \/v1\/runbooks\/reset\)/);
+    expect(await instanceRow(target.id)).toMatchObject({ state: 'failed', lockedByRun: null });
+    expect(await databasesLike(ctx, `${targetName}__`)).toEqual([]);
+    // The API refuses nothing but production; a failed sandbox is reset and restored in one run.
+    const reset = await ctx.call('POST', '/v1/runbooks/reset', { body: { instance: target.id, backupId: src.backup.id } });
+    expect((await finishedRun(ctx, reset.body.run.workflowId)).status).toBe('completed');
+    await ctx.call('POST', `/v1/instances/${target.id}/resume`);
+    expect(await contentChecksums(ctx, targetName)).toEqual(src.before);
+  });
+});
+
+describe('OpenAPI document', () => {
+  it('lists every new route with its errors', async () => {
+    const doc = (await ctx.call('GET', '/openapi.json', { token: null })).body;
+    const codes = (p: string, m: string) => Object.keys(doc.paths[p]?.[m]?.responses ?? {});
+    expect(codes('/v1/runbooks/restore', 'post')).toEqual(expect.arrayContaining(['202', '400', '401', '403', '404', '409', '422', '503']));
+    expect(codes('/v1/runbooks/reset', 'post')).toEqual(expect.arrayContaining(['202', '409', '422']));
+    expect(codes('/v1/runbooks/production-restore', 'post')).toEqual(expect.arrayContaining(['202', '409', '422']));
+    expect(codes('/v1/runs/{id}/signoff', 'post')).toEqual(expect.arrayContaining(['200', '202', '403', '404', '409']));
+    expect(codes('/v1/runs/{id}/cancel', 'post')).toEqual(expect.arrayContaining(['202', '404', '409']));
+    expect(codes('/v1/instances/{id}', 'patch')).toEqual(expect.arrayContaining(['200', '409', '422']));
+    expect(codes('/v1/instances/{id}/resume', 'post')).toEqual(expect.arrayContaining(['200', '409']));
+    expect(codes('/v1/signoffs', 'get')).toContain('200');
+    expect(codes('/v1/audit', 'get')).toContain('200');
+  });
+});

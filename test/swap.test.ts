@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { eq } from 'drizzle-orm';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import {
   canConnect,
   contentChecksums,
   createInstance,
+  databasesLike,
   finishedRun,
   openContext,
   seedMixed,
@@ -159,6 +161,39 @@ describe('production-restore swap', () => {
     expect(endpoint.body).toMatchObject({ servedBy: null, acceptsConnections: true });
     expect(endpoint.body.endpoint).toMatch(new RegExp(`/${p.prodName}$`));
     await recordHistory(ctx, res.body.run.workflowId, 'production-restore-repair');
+  });
+});
+
+describe('swap cancelled half way', () => {
+  it('undoes what it did: production keeps its type and data, the sandbox gets its own data back', async () => {
+    const prodName = uniqueName('cxp');
+    const sbxName = uniqueName('cxs');
+    const prod = await createInstance(ctx, prodName, { type: 'production' });
+    const sbx = await createInstance(ctx, sbxName);
+    const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
+    const init = spawnSync(`${ctx.cfg.PG_BIN_DIR}/pgbench`, ['-i', '-q', '-s', '25', '-h', url.hostname, '-p', url.port, '-U', 'postgres', prodName], { encoding: 'utf8' });
+    expect(init.status).toBe(0);
+    const prodBefore = await contentChecksums(ctx, prodName);
+    await seedMixed(ctx, sbxName, 20);
+    const sandboxBefore = await contentChecksums(ctx, sbxName);
+
+    const res = await swap({ production: prod.id, sandbox: sbx.id });
+    const id = res.body.run.workflowId;
+    for (const deadline = Date.now() + 180_000; ; await sleep(200)) {
+      const run = (await ctx.call('GET', `/v1/runs/${id}`)).body;
+      if (run.step === 'production:restore-staging') break;
+      if (run.status !== 'running' || Date.now() > deadline) throw new Error(`never reached the production restore: ${JSON.stringify(run)}`);
+    }
+    expect(await row(prod.id)).toMatchObject({ type: 'sandbox' }); // step 3 done
+    expect((await ctx.call('POST', `/v1/runs/${id}/cancel`)).status).toBe(202);
+    const run = await finishedRun(ctx, id);
+    expect(run.status).toBe('cancelled');
+    expect(await row(prod.id)).toMatchObject({ type: 'production', state: 'active', lockedByRun: null });
+    expect(await row(sbx.id)).toMatchObject({ type: 'sandbox', state: 'active', lockedByRun: null });
+    expect(await contentChecksums(ctx, prodName)).toEqual(prodBefore);
+    expect(await contentChecksums(ctx, sbxName)).toEqual(sandboxBefore);
+    expect(await databasesLike(ctx, `${prodName}__`)).toEqual([]);
+    expect(await databasesLike(ctx, `${sbxName}__`)).toEqual([]);
   });
 });
 
