@@ -3,10 +3,11 @@
  * bench databases (pgbench, incompressible, equal tables), waiting for a run
  * and reading its activity timings from Temporal. Needs the local stack (`npm start`).
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
+import postgres from 'postgres';
 import { resolvePgBinDir } from '../lib/engine/postgres.js';
 import { projectRoot } from '../lib/paths.js';
 
@@ -44,6 +45,17 @@ export const tool = (t: string) => (pgBin ? path.join(pgBin, t) : t);
 export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): void {
   const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8', env: { ...process.env, ...env } });
   if (r.status !== 0) throw new Error(`${path.basename(cmd)} ${args.join(' ')} failed: ${r.stderr}`);
+}
+
+/** Like run, without blocking the event loop (so a sessionProbe keeps sampling meanwhile). */
+export function runAsync(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.once('error', reject);
+    child.once('close', (code) => (code === 0 ? resolve() : reject(new Error(`${path.basename(cmd)} ${args.join(' ')} failed: ${stderr}`))));
+  });
 }
 
 /** One psql query, its output unaligned and trimmed. */
@@ -231,4 +243,41 @@ export function ensureData(env: NodeJS.ProcessEnv, d: DataSpec): number {
     console.log(`  loaded in ${((Date.now() - t) / 1000).toFixed(1)} s`);
   }
   return Number(psql(env, 'select pg_database_size(current_database())'));
+}
+
+/**
+ * Watches a server's sessions (every `everyMs`) and tells when sessions whose
+ * application_name starts with a prefix were first started and last seen: how
+ * long a tool (pg_restore, pg_dump) really ran inside a run.
+ */
+export function sessionProbe(env: NodeJS.ProcessEnv, everyMs = 50) {
+  const sql = postgres({ host: env.PGHOST, port: Number(env.PGPORT), user: env.PGUSER, database: 'postgres', max: 1, onnotice: () => {} });
+  const seen = new Map<string, { first: number; last: number }>();
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const rows = await sql<{ app: string; started: Date }[]>`
+        SELECT application_name AS app, backend_start AS started FROM pg_stat_activity WHERE application_name <> '' AND pid <> pg_backend_pid()`;
+      const now = Date.now();
+      for (const r of rows) {
+        const s = seen.get(r.app);
+        if (s) s.last = now;
+        else seen.set(r.app, { first: r.started.getTime(), last: now });
+      }
+      await new Promise((res) => setTimeout(res, everyMs));
+    }
+  })();
+  return {
+    /** Epoch ms of the first session start and the last sighting of sessions named `prefix…` since `since`. */
+    span(prefix: string, since: number): { start: number; end: number } | null {
+      const hits = [...seen.entries()].filter(([app, s]) => app.startsWith(prefix) && s.last >= since).map(([, s]) => s);
+      if (!hits.length) return null;
+      return { start: Math.min(...hits.map((h) => h.first)), end: Math.max(...hits.map((h) => h.last)) };
+    },
+    async stop() {
+      stopped = true;
+      await loop.catch(() => {});
+      await sql.end({ timeout: 5 });
+    },
+  };
 }
