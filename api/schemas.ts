@@ -32,13 +32,20 @@ export const FreeText = (opts: { max: number; multiline?: boolean; example?: str
     .refine((s) => !/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/.test(s), 'must be valid Unicode (no lone surrogates)')
     .openapi(opts.example ? { example: opts.example } : {});
 
-export const IdParam = z.object({
-  id: z
+/**
+ * An id or name a caller passes to look something up (an instance, a backup,
+ * a run): bounded and free of control characters, which PostgreSQL and
+ * Temporal's list queries cannot take.
+ */
+export const Ref = (max = 100) =>
+  z
     .string()
-    .min(1)
-    .max(100)
-    .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'must not contain control characters')
-    .openapi({ param: { name: 'id', in: 'path' }, example: 'contoso-sandbox' }),
+    .min(1, 'must not be empty')
+    .max(max, `must be at most ${max} characters`)
+    .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'must not contain control characters');
+
+export const IdParam = z.object({
+  id: Ref().openapi({ param: { name: 'id', in: 'path' }, example: 'contoso-sandbox' }),
 });
 
 export const InstanceSchema = z

@@ -1,7 +1,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomBytes } from 'node:crypto';
 import { and, asc, eq, isNull, sql } from 'drizzle-orm';
-import { Editions, instances, InstanceTypes, type InstanceRow } from '../../db/schema/index.js';
+import { Editions, instances, InstanceStates, InstanceTypes, type InstanceRow } from '../../db/schema/index.js';
 import { audit } from '../../lib/audit.js';
 import { resumeInstance } from '../../lib/instances.js';
 import { acquireLock, releaseLock } from '../../lib/locks.js';
@@ -12,7 +12,7 @@ import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { ApiError, badRequest, editionError, errorResponses, json } from '../errors.js';
 import { awaitRun, busyError, findInstance, runRef, startLockedRunbook, startRun } from '../runbooks.js';
-import { IdParam, InstanceName, InstanceSchema, instanceDto, RunRefSchema } from '../schemas.js';
+import { IdParam, InstanceName, InstanceSchema, instanceDto, Ref, RunRefSchema } from '../schemas.js';
 
 const CreateInstanceBody = z
   .object({
@@ -100,7 +100,7 @@ export function instancesApp(deps: ApiDeps) {
       tags: ['instances'],
       summary: 'List instances',
       request: {
-        query: z.object({ type: z.enum(InstanceTypes).optional(), state: z.string().optional(), region: z.string().optional() }),
+        query: z.object({ type: z.enum(InstanceTypes).optional(), state: z.enum(InstanceStates).optional(), region: Ref(50).optional() }),
       },
       responses: { 200: json(z.object({ instances: z.array(InstanceSchema) }), 'instances'), ...errors },
     }),

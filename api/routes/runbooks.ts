@@ -9,20 +9,20 @@ import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { ApiError, badRequest, editionError, errorResponses, json } from '../errors.js';
 import { findInstance, runRef, startLockedRunbook, startRun } from '../runbooks.js';
-import { InstanceName, InstanceSchema, instanceDto, RunRefSchema } from '../schemas.js';
+import { InstanceName, InstanceSchema, instanceDto, Ref, RunRefSchema } from '../schemas.js';
 
-const Ref = z.string().min(1).max(100);
+const Id = Ref();
 const Jobs = z.number().int('must be a whole number').min(1, 'must be at least 1').max(16, 'must be at most 16').default(1).openapi({ description: 'pg_restore parallel jobs' });
 const AdvanceSequences = z.boolean().default(false).openapi({ description: 'move sequences past what the target had issued, so no number is issued twice' });
 
 const RestoreBody = z
   .object({
-    backupId: Ref.openapi({ example: 'bk-…' }),
+    backupId: Id.openapi({ example: 'bk-…' }),
     target: z
       .object({
-        instance: Ref.optional().openapi({ description: 'an existing sandbox instance, by id or name' }),
+        instance: Id.optional().openapi({ description: 'an existing sandbox instance, by id or name' }),
         newInstance: z
-          .object({ name: InstanceName, edition: z.enum(Editions), region: z.string().min(1).max(50).openapi({ example: 'primary' }) })
+          .object({ name: InstanceName, edition: z.enum(Editions), region: Ref(50).openapi({ example: 'primary' }) })
           .strict()
           .optional(),
       })
@@ -35,7 +35,7 @@ const RestoreBody = z
   .openapi('StartRestore');
 
 const ResetBody = z
-  .object({ instance: Ref, backupId: Ref.optional().openapi({ description: 'restore this backup once the database is empty' }), jobs: Jobs, advanceSequences: AdvanceSequences })
+  .object({ instance: Id, backupId: Id.optional().openapi({ description: 'restore this backup once the database is empty' }), jobs: Jobs, advanceSequences: AdvanceSequences })
   .strict()
   .openapi('StartReset');
 
@@ -43,9 +43,9 @@ const MAX_WINDOW_AHEAD_MS = 30 * 24 * 3600_000;
 
 const ProductionRestoreBody = z
   .object({
-    production: Ref,
-    sandbox: Ref,
-    backupId: Ref.optional().openapi({ description: "a completed backup of production; default: the swap's own fresh backup of production" }),
+    production: Id,
+    sandbox: Id,
+    backupId: Id.optional().openapi({ description: "a completed backup of production; default: the swap's own fresh backup of production" }),
     notBefore: z.iso
       .datetime({ offset: true, message: 'must be an ISO date-time, such as 2026-11-24T02:00:00Z' })
       .refine((s) => Date.parse(s) < Date.now() + MAX_WINDOW_AHEAD_MS, 'must be within 30 days')

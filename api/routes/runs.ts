@@ -3,14 +3,7 @@ import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowExecutionDescr
 import { eq } from 'drizzle-orm';
 import { instances } from '../../db/schema/index.js';
 
-const RunIdParam = z.object({
-  id: z
-    .string()
-    .min(1)
-    .max(300)
-    .refine((s) => !/[\u0000-\u001f\u007f-\u009f]/.test(s), 'must not contain control characters')
-    .openapi({ param: { name: 'id', in: 'path' } }),
-});
+const RunIdParam = z.object({ id: Ref(300).openapi({ param: { name: 'id', in: 'path' } }) });
 
 const SignoffBody = z
   .object({
@@ -26,7 +19,7 @@ import { errorMessage } from '../../workflows/run-state.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { uiLink } from '../deps.js';
 import { ApiError, ErrorSchema, json } from '../errors.js';
-import { FreeText, RunRefSchema, RunSchema, type RunDto } from '../schemas.js';
+import { FreeText, Ref, RunRefSchema, RunSchema, type RunDto } from '../schemas.js';
 import { and } from 'drizzle-orm';
 import { signoffs } from '../../db/schema/index.js';
 import { audit } from '../../lib/audit.js';

@@ -4,6 +4,7 @@ import { signoffs, SignoffStatuses, type SignoffRow } from '../../db/schema/inde
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { uiLink } from '../deps.js';
 import { ErrorSchema, json } from '../errors.js';
+import { Ref } from '../schemas.js';
 
 export const SignoffSchema = z
   .object({
@@ -48,7 +49,7 @@ export function signoffsApp(deps: ApiDeps) {
       request: {
         query: z.object({
           status: z.enum(SignoffStatuses).optional(),
-          run: z.string().max(300).optional(),
+          run: Ref(300).optional(),
           limit: z.coerce.number().int().min(1, 'must be at least 1').max(500, 'must be at most 500').default(100),
         }),
       },
