@@ -234,7 +234,7 @@ export function ensureData(env: NodeJS.ProcessEnv, d: DataSpec): number {
       const rows = Math.round((d.mb! * 1e6) / 110);
       for (let t = 1; t <= d.tables!; t++) {
         psql(env, `drop table if exists t${t}; create table t${t}(id int primary key, k int not null, v text not null)`);
-        psql(env, `insert into t${t} select g, (g * 7919) % ${rows}, md5(g::text) || md5((g + ${t})::text) from generate_series(1, ${rows}) g`);
+        psql(env, `insert into t${t} select g, (g::bigint * 7919) % ${rows}, md5(g::text) || md5((g + ${t})::text) from generate_series(1, ${rows}) g`);
         psql(env, `create index on t${t}(k)`);
       }
     }
@@ -256,13 +256,15 @@ export function sessionProbe(env: NodeJS.ProcessEnv, everyMs = 50) {
   let stopped = false;
   const loop = (async () => {
     while (!stopped) {
-      const rows = await sql<{ app: string; started: Date }[]>`
-        SELECT application_name AS app, backend_start AS started FROM pg_stat_activity WHERE application_name <> '' AND pid <> pg_backend_pid()`;
+      const rows = await sql<{ app: string; pid: number; started: Date }[]>`
+        SELECT application_name AS app, pid, backend_start AS started FROM pg_stat_activity WHERE application_name <> '' AND pid <> pg_backend_pid()`;
       const now = Date.now();
       for (const r of rows) {
-        const s = seen.get(r.app);
+        // One entry per session: a name can come back in a later run.
+        const key = `${r.app}\u0000${r.pid}\u0000${r.started.getTime()}`;
+        const s = seen.get(key);
         if (s) s.last = now;
-        else seen.set(r.app, { first: r.started.getTime(), last: now });
+        else seen.set(key, { first: r.started.getTime(), last: now });
       }
       await new Promise((res) => setTimeout(res, everyMs));
     }
@@ -270,7 +272,7 @@ export function sessionProbe(env: NodeJS.ProcessEnv, everyMs = 50) {
   return {
     /** Epoch ms of the first session start and the last sighting of sessions named `prefix…` since `since`. */
     span(prefix: string, since: number): { start: number; end: number } | null {
-      const hits = [...seen.entries()].filter(([app, s]) => app.startsWith(prefix) && s.last >= since).map(([, s]) => s);
+      const hits = [...seen.entries()].filter(([key, s]) => key.startsWith(prefix) && s.first >= since).map(([, s]) => s);
       if (!hits.length) return null;
       return { start: Math.min(...hits.map((h) => h.first)), end: Math.max(...hits.map((h) => h.last)) };
     },
