@@ -1,6 +1,7 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { WorkflowFailedError, WorkflowNotFoundError, type WorkflowExecutionDescription, type WorkflowExecutionInfo } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
+import { LRUCache } from 'lru-cache';
 import { instances } from '../../db/schema/index.js';
 
 const RunIdParam = z.object({ id: Ref(300).openapi({ param: { name: 'id', in: 'path' } }) });
@@ -60,6 +61,9 @@ function summary(deps: ApiDeps, d: Omit<WorkflowExecutionInfo, 'raw'>) {
 /** /v1/runs: runbook runs, read from Temporal (the source of truth for runs). */
 export function runsApp(deps: ApiDeps) {
   const app = new OpenAPIHono<ApiEnv>();
+  /** Closed runs as last read, by workflow and run id: they never change. */
+  const closedRuns = new LRUCache<string, RunDto>({ max: 5_000 });
+  const reading = new Map<string, Promise<RunDto>>();
 
   app.openapi(
     createRoute({
@@ -110,51 +114,61 @@ export function runsApp(deps: ApiDeps) {
       responses: { 200: json(RunSchema, 'the run'), 401: json(ErrorSchema, 'missing or unknown token'), 404: json(ErrorSchema, 'no such run') },
     }),
     async (c) => {
-      const id = c.req.valid('param').id;
-      const handle = deps.temporal.workflow.getHandle(id);
-      let d: WorkflowExecutionDescription;
-      try {
-        d = await handle.describe();
-      } catch (e) {
-        if (e instanceof WorkflowNotFoundError) throw new ApiError(404, 'run_not_found', `run ${id} does not exist`);
-        throw e;
+      const d = await describeRun(c.req.valid('param').id);
+      if (d.status.name === 'RUNNING') return c.json(await readRun(d), 200);
+      // A closed run never changes: read it once (the status query replays its whole history on a
+      // worker), then answer from memory. Concurrent first reads share one read.
+      const key = `${d.workflowId}/${d.runId}`;
+      const hit = closedRuns.get(key);
+      if (hit) return c.json(hit, 200);
+      let read = reading.get(key);
+      if (!read) {
+        read = readRun(d).finally(() => reading.delete(key));
+        reading.set(key, read);
       }
-      let status: RunStatus | null = null;
-      try {
-        status = await handle.query(runStatusQuery);
-      } catch {
-        status = null; // no worker to answer right now; the rest still comes from Temporal
-      }
-      const base = summary(deps, d);
-      let result: unknown = null;
-      let error: string | null = status?.error ?? null;
-      if (base.status === 'completed') result = await handle.result();
-      if (base.status === 'failed' && !error) {
-        try {
-          await handle.result();
-        } catch (e) {
-          error = e instanceof WorkflowFailedError ? errorMessage(e) : String(e);
-        }
-      }
-      const pending = d.raw.pendingActivities?.find((a) => a.heartbeatDetails?.payloads?.length);
-      let progress: unknown = null;
-      if (pending?.heartbeatDetails?.payloads?.[0]) {
-        progress = deps.temporal.options.loadedDataConverter.payloadConverter.fromPayload(pending.heartbeatDetails.payloads[0]);
-      }
-      const dto: RunDto = {
-        ...base,
-        step: status?.step ?? null,
-        stepsDone: status?.stepsDone ?? [],
-        progress,
-        warnings: status?.warnings ?? [],
-        waiting: status?.waiting ?? null,
-        requestedBy: status?.requestedBy ?? null,
-        result,
-        error,
-      };
+      const dto = await read;
+      if (dto.step !== null) closedRuns.set(key, dto); // not when no worker answered the query: try again next time
       return c.json(dto, 200);
     },
   );
+
+  /** The API's view of a run: Temporal's description, the run's own status query, its result or error, and activity progress. */
+  async function readRun(d: WorkflowExecutionDescription): Promise<RunDto> {
+    const handle = deps.temporal.workflow.getHandle(d.workflowId, d.runId);
+    let status: RunStatus | null = null;
+    try {
+      status = await handle.query(runStatusQuery);
+    } catch {
+      status = null; // no worker to answer right now; the rest still comes from Temporal
+    }
+    const base = summary(deps, d);
+    let result: unknown = null;
+    let error: string | null = status?.error ?? null;
+    if (base.status === 'completed') result = await handle.result();
+    if (base.status === 'failed' && !error) {
+      try {
+        await handle.result();
+      } catch (e) {
+        error = e instanceof WorkflowFailedError ? errorMessage(e) : String(e);
+      }
+    }
+    const pending = d.raw.pendingActivities?.find((a) => a.heartbeatDetails?.payloads?.length);
+    let progress: unknown = null;
+    if (pending?.heartbeatDetails?.payloads?.[0]) {
+      progress = deps.temporal.options.loadedDataConverter.payloadConverter.fromPayload(pending.heartbeatDetails.payloads[0]);
+    }
+    return {
+      ...base,
+      step: status?.step ?? null,
+      stepsDone: status?.stepsDone ?? [],
+      progress,
+      warnings: status?.warnings ?? [],
+      waiting: status?.waiting ?? null,
+      requestedBy: status?.requestedBy ?? null,
+      result,
+      error,
+    };
+  }
 
   /** The run's description, or 404. */
   async function describeRun(id: string): Promise<WorkflowExecutionDescription> {
