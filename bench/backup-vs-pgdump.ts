@@ -11,7 +11,8 @@
  * --runs, --api (default http://127.0.0.1:8080), --token (default
  * dev-operator-token), --data-dir (the stack's, for its Temporal port; default
  * $BCDR_DATA_DIR or .data), --temporal (address), --timings (print each run's
- * activity timings), --keep (keep the backups).
+ * activity timings), --probe (watch the server's sessions to tell how long
+ * pg_dump itself ran inside each run; light load), --keep (keep the backups).
  *
  * The runbook is timed from the API request to the run's completion, which is
  * awaited through Temporal (no polling load, no polling delay).
@@ -20,7 +21,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { awaitRun, commonOptions, describeData, ensureData, ensureInstance, fmt, gb, instanceNameOf, mb, median, openBench, pgEnvOf, printTimeline, run, runTimeline, tool, type DataSpec } from './lib.js';
+import { awaitRun, commonOptions, describeData, ensureData, ensureInstance, fmt, gb, instanceNameOf, mb, median, openBench, pgEnvOf, printTimeline, runAsync, runTimeline, sessionProbe, spanNote, tool, type DataSpec } from './lib.js';
 
 const { values } = parseArgs({
   options: {
@@ -28,6 +29,7 @@ const { values } = parseArgs({
     data: { type: 'string', default: 'pgbench' },
     scale: { type: 'string', default: '70' },
     mb: { type: 'string', default: '1000' },
+    probe: { type: 'boolean', default: false },
   },
 });
 if (values.data !== 'pgbench' && values.data !== 'incompressible') throw new Error('--data must be pgbench or incompressible');
@@ -46,25 +48,31 @@ async function main() {
   const runbook: number[] = [];
   let archiveBytes = 0;
   let rawBytes = 0;
+  const probe = values.probe ? sessionProbe(pgEnv) : null;
   try {
     for (let i = 0; i < b.runs; i++) {
       const file = path.join(dir, `raw-${i}.dump`);
       let t = performance.now();
-      run(tool('pg_dump'), ['-Fc', '-f', file], pgEnv);
+      let since = Date.now();
+      await runAsync(tool('pg_dump'), ['-Fc', '-f', file], { ...pgEnv, PGAPPNAME: 'bench-raw-dump' });
       raw.push((performance.now() - t) / 1000);
+      const rawNote = spanNote(probe, 'bench-raw-dump', 'pg_dump', since, Date.now());
       rawBytes = statSync(file).size;
       rmSync(file);
 
       t = performance.now();
+      since = Date.now();
       const started = await b.api('POST', `/v1/instances/${inst.id}/backups`, { label: `bench ${i}`, retentionDays: 1 });
       const result = await awaitRun(b, started.run.workflowId);
       runbook.push((performance.now() - t) / 1000);
+      const runbookNote = spanNote(probe, 'bcdr-dump-', 'pg_dump', since, Date.now());
       archiveBytes = result.sizeBytes;
-      console.log(`run ${i + 1}/${b.runs}: pg_dump -Fc ${fmt(raw[i]!)} s, backup runbook ${fmt(runbook[i]!)} s`);
+      console.log(`run ${i + 1}/${b.runs}: pg_dump -Fc ${fmt(raw[i]!)} s${rawNote}; backup runbook ${fmt(runbook[i]!)} s${runbookNote}`);
       if (values.timings) printTimeline(await runTimeline(b, started.run.workflowId));
       if (!values.keep) await b.api('DELETE', `/v1/backups/${started.backupId}`);
     }
   } finally {
+    await probe?.stop();
     rmSync(dir, { recursive: true, force: true });
     await b.close();
   }

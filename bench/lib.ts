@@ -283,3 +283,9 @@ export function sessionProbe(env: NodeJS.ProcessEnv, everyMs = 50) {
     },
   };
 }
+
+/** ", of which <label> ran X s (+a s after the start, ~b s before the end)", from a probe's sightings; empty without one. */
+export function spanNote(probe: ReturnType<typeof sessionProbe> | null, prefix: string, label: string, since: number, end: number): string {
+  const s = probe?.span(prefix, since);
+  return s ? `, of which ${label} ran ${fmt((s.end - s.start) / 1000)} s (+${fmt((s.start - since) / 1000)} s after the start, ~${fmt((end - s.end) / 1000)} s before the end)` : '';
+}

@@ -45,6 +45,7 @@ import {
   runAsync,
   runTimeline,
   sessionProbe,
+  spanNote,
   tool,
   type DataSpec,
 } from './lib.js';
@@ -86,10 +87,7 @@ async function main() {
   const adminEnv = { ...pgEnv, PGDATABASE: 'postgres' };
   const dropRaw = () => run(tool('dropdb'), ['--if-exists', '--force', rawDb], adminEnv);
   const probe = values.probe ? sessionProbe(adminEnv) : null;
-  const toolSpan = (prefix: string, since: number, end: number) => {
-    const s = probe?.span(prefix, since);
-    return s ? `, of which pg_restore ran ${fmt((s.end - s.start) / 1000)} s (+${fmt((s.start - since) / 1000)} s after the start, ~${fmt((end - s.end) / 1000)} s before the end)` : '';
-  };
+  const toolSpan = (prefix: string, since: number, end: number) => spanNote(probe, prefix, 'pg_restore', since, end);
   const raw: number[] = [];
   const runbook: number[] = [];
   let rawRestoredBytes = 0;
