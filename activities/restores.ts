@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { eq, sql } from 'drizzle-orm';
 import { backups, instances, type BackupRow } from '../db/schema/index.js';
@@ -20,9 +21,22 @@ const HEARTBEAT_EVERY_MS = 2_000;
  */
 export const restoreNames = (databaseName: string) => ({
   current: databaseName,
-  incoming: `${databaseName}__bcdr_restore`,
-  retired: `${databaseName}__bcdr_retired`,
+  incoming: derivedName(databaseName, '__bcdr_restore'),
+  retired: derivedName(databaseName, '__bcdr_retired'),
 });
+
+/**
+ * PostgreSQL cuts names at 63 bytes, and the engine creates a database under
+ * its name plus `__bcdr_new` (10) first: a derived name keeps to 53 bytes,
+ * shortening a long instance name and adding a digest of it so two long names
+ * never share one.
+ */
+function derivedName(databaseName: string, suffix: string): string {
+  const MAX = 53;
+  if (databaseName.length + suffix.length <= MAX) return `${databaseName}${suffix}`;
+  const digest = createHash('sha256').update(databaseName).digest('hex').slice(0, 8);
+  return `${databaseName.slice(0, MAX - suffix.length - digest.length - 1)}_${digest}${suffix}`;
+}
 
 /** Progress a restore reports in its heartbeats, shown by the API as the run's progress. */
 export interface RestoreProgress {

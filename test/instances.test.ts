@@ -18,7 +18,8 @@ describe('instances', () => {
     const name = uniqueName('prov');
     const inst = await createInstance(ctx, name, { type: 'production', edition: 'premium' });
     expect(inst).toMatchObject({ name, type: 'production', edition: 'premium', homeRegion: 'primary', activeRegion: 'primary', state: 'active', lockedBy: null });
-    expect(inst.endpoint).toMatch(new RegExp(`^postgres://127\\.0\\.0\\.1:\\d+/${name}$`));
+    // A URI a client uses as is: the user name, never a password.
+    expect(inst.endpoint).toMatch(new RegExp(`^postgres://postgres@127\\.0\\.0\\.1:\\d+/${name}$`));
     const engine = ctx.regions.get('primary')!.engine;
     expect(await engine.databaseExists(name)).toBe(true);
     expect(await engine.ownerTag(name)).toBe(`bcdr:instance=${inst.id}`);
@@ -88,6 +89,6 @@ describe('instances', () => {
     const list = await ctx.call('GET', '/v1/instances?type=sandbox');
     expect(list.body.instances.map((i: { id: string }) => i.id)).toContain(inst.id);
     const endpoint = await ctx.call('GET', `/v1/instances/${inst.id}/endpoint`);
-    expect(endpoint.body).toEqual({ endpoint: inst.endpoint, activeRegion: 'primary' });
+    expect(endpoint.body).toEqual({ endpoint: inst.endpoint, activeRegion: 'primary', servedBy: null, acceptsConnections: true });
   });
 });

@@ -79,6 +79,20 @@ describe('restore into an existing sandbox', () => {
   });
 });
 
+describe('long instance names', () => {
+  it('restores into a 50-character instance name, whose staging names PostgreSQL would otherwise cut at 63 bytes', async () => {
+    const src = await sourceWithBackup('lsrc');
+    const name = `l${'o'.repeat(42)}-${Math.random().toString(16).slice(2, 8)}`.slice(0, 50);
+    expect(name).toHaveLength(50);
+    const target = await createInstance(ctx, name);
+    const res = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { instance: target.id } } });
+    expect((await finishedRun(ctx, res.body.run.workflowId)).status).toBe('completed');
+    await ctx.call('POST', `/v1/instances/${target.id}/resume`);
+    expect(await contentChecksums(ctx, name)).toEqual(src.before);
+    expect(await databasesLike(ctx, name.slice(0, 20))).toEqual([name]);
+  });
+});
+
 describe('restore into a new instance', () => {
   it('creates the instance, suspended, with the backup content and its own daily schedule', async () => {
     const src = await sourceWithBackup('nsrc');

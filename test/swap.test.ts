@@ -164,6 +164,30 @@ describe('production-restore swap', () => {
   });
 });
 
+describe('control numbers in the swap', () => {
+  it('leaves production suspended when its sequences would run backwards, and resumes it when they are advanced', async () => {
+    const p = await pair('sq');
+    await withInstanceDb(ctx, p.prodName, (sql) => sql`INSERT INTO invoices (number) SELECT nextval('invoice_numbers') FROM generate_series(1, 50)`);
+    const held = await swap({ production: p.prod.id, sandbox: p.sbx.id, backupId: p.backup.id });
+    const run = await finishedRun(ctx, held.body.run.workflowId);
+    expect(run).toMatchObject({ status: 'completed', result: { outcome: 'completed' } });
+    expect(run.result.next).toMatch(/left suspended because its sequences run backwards/);
+    expect(run.warnings.join(' ')).toMatch(/public\.invoice_numbers/);
+    expect(run.stepsDone).not.toContain('resume-production');
+    expect(await row(p.prod.id)).toMatchObject({ type: 'production', state: 'suspended' });
+
+    await ctx.call('POST', `/v1/instances/${p.prod.id}/resume`);
+    await withInstanceDb(ctx, p.prodName, (sql) => sql`INSERT INTO invoices (number) SELECT nextval('invoice_numbers') FROM generate_series(1, 50)`);
+    const issued = await withInstanceDb(ctx, p.prodName, async (sql) => (await sql<{ n: string }[]>`SELECT last_value::text AS n FROM invoice_numbers`)[0]!.n);
+    const advanced = await swap({ production: p.prod.id, sandbox: p.sbx.id, backupId: p.backup.id, advanceSequences: true });
+    const run2 = await finishedRun(ctx, advanced.body.run.workflowId);
+    expect(run2.stepsDone).toContain('resume-production');
+    expect(await row(p.prod.id)).toMatchObject({ state: 'active' });
+    const next = await withInstanceDb(ctx, p.prodName, async (sql) => (await sql<{ n: string }[]>`SELECT nextval('invoice_numbers')::text AS n`)[0]!.n);
+    expect(BigInt(next)).toBeGreaterThan(BigInt(issued));
+  });
+});
+
 describe('swap cancelled half way', () => {
   it('undoes what it did: production keeps its type and data, the sandbox gets its own data back', async () => {
     const prodName = uniqueName('cxp');

@@ -1,7 +1,7 @@
 import { CancellationScope, isCancellation, proxyActivities, sleep, uuid4, workflowInfo } from '@temporalio/workflow';
 import type * as activities from '../activities/index.js';
 import { takeBackup } from './backup.js';
-import { Runbooks, type ProductionRestoreInput, type ProductionRestoreResult } from './contract.js';
+import { Runbooks, type ProductionRestoreInput, type ProductionRestoreResult, type RestoreResult } from './contract.js';
 import { restoreSteps } from './restore.js';
 import { RunState, errorMessage } from './run-state.js';
 import { Compensations } from './saga.js';
@@ -116,7 +116,8 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
     saga.push('switch-back-to-production', () => untilDone.setInstanceType({ instanceId: prod, type: 'production' }));
 
     // Step 4, with one reset and retry; then the fallback.
-    if (!(await restoreProduction(state, { ...restoreOpts, backupId: source, instanceId: prod }))) {
+    const restored = await restoreProduction(state, { ...restoreOpts, backupId: source, instanceId: prod });
+    if (!restored) {
       await state.step('fallback-serve-from-sandbox', async () => {
         await untilDone.resumeRestoredInstance({ instanceId: sbx });
         await untilDone.setServedBy({ instanceId: prod, servedBy: sbx, state: 'degraded' });
@@ -137,7 +138,12 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
         await state.step('serve-from-production', () => catalog.setServedBy({ instanceId: prod, servedBy: null, state: 'suspended' }));
         saga.drop('reopen-sandbox');
       }
-      await state.step('resume-production', () => catalog.resumeRestoredInstance({ instanceId: prod }));
+      if (restored?.sequencesBehind.length && !restored.sequencesAdvanced.length) {
+        // Duplicate control numbers are possible: an operator decides before production takes writes.
+        result.next = `production ${prod} is left suspended because its sequences run backwards (see the warnings): advance them or accept the risk, then resume it with POST /v1/instances/${prod}/resume`;
+      } else {
+        await state.step('resume-production', () => catalog.resumeRestoredInstance({ instanceId: prod }));
+      }
     }
 
     // Step 6.
@@ -158,17 +164,16 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
   }
 }
 
-/** Step 4: restores production (now of sandbox type); on failure resets it and tries once more. False when both failed. */
-async function restoreProduction(state: RunState, p: Parameters<typeof restoreSteps>[1]): Promise<boolean> {
+/** Step 4: restores production (now of sandbox type); on failure resets it and tries once more. Null when both failed. */
+async function restoreProduction(state: RunState, p: Parameters<typeof restoreSteps>[1]): Promise<RestoreResult | null> {
   for (const attempt of ['production:', 'production-retry:']) {
     try {
-      await restoreSteps(state, p, attempt);
-      return true;
+      return await restoreSteps(state, p, attempt);
     } catch (err) {
       if (isCancellation(err)) throw err;
       state.warn(`restoring production failed (${attempt.replace(/:$/, '')}): ${errorMessage(err)}`);
       if (attempt === 'production:') await state.step('reset-production', () => ddl.resetDatabase({ instanceId: p.instanceId }));
     }
   }
-  return false;
+  return null;
 }

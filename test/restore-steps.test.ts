@@ -1,0 +1,91 @@
+import { eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { restoreNames } from '../activities/restores.js';
+import { instances } from '../db/schema/index.js';
+import { backupNow, canConnect, contentChecksums, createInstance, databasesLike, openContext, runActivity, seedMixed, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
+
+/**
+ * Each restore step run again after a crash at its worst moment (the real
+ * activities on the real servers, as a retry would run them): each converges
+ * on the same end state and never touches what its instance does not own.
+ */
+let ctx: TestContext;
+beforeAll(async () => {
+  ctx = await openContext();
+});
+afterAll(async () => {
+  await ctx.close();
+});
+
+async function setup(prefix: string) {
+  const srcName = uniqueName(`${prefix}s`);
+  const src = await createInstance(ctx, srcName);
+  await seedMixed(ctx, srcName, 300);
+  const atBackup = await contentChecksums(ctx, srcName);
+  const { row: backup } = await backupNow(ctx, src.id, 'steps');
+  const name = uniqueName(`${prefix}t`);
+  const target = await createInstance(ctx, name);
+  await seedMixed(ctx, name, 10);
+  const targetBefore = await contentChecksums(ctx, name);
+  const workflowId = `steps-${target.id}`;
+  const a = ctx.activities;
+  const run = <F extends (...args: any[]) => Promise<any>>(fn: F, ...args: Parameters<F>) => runActivity(workflowId, fn, ...args);
+  return { backup, atBackup, target, name, targetBefore, run, a, names: restoreNames(name), engine: ctx.regions.get('primary')!.engine };
+}
+
+describe('restore steps retried after a crash', () => {
+  it('a second pg_restore attempt starts its staging copy afresh, whatever the first left', async () => {
+    const t = await setup('st');
+    await t.run(t.a.verifyArchive, { backupId: t.backup.id });
+    // A killed first attempt: a staging copy with half the data and junk in it.
+    await t.engine.createDatabase(t.names.incoming, `bcdr:instance=${t.target.id}`);
+    await withInstanceDb(ctx, t.names.incoming, (sql) => sql`CREATE TABLE junk (x int)`);
+    const facts = await t.run(t.a.restoreToStaging, { backupId: t.backup.id, instanceId: t.target.id, jobs: 2, advanceSequences: false });
+    expect(facts.databaseBytes).toBeGreaterThan(0);
+    expect(await contentChecksums(ctx, t.names.incoming)).toEqual(t.atBackup);
+    expect(await contentChecksums(ctx, t.name)).toEqual(t.targetBefore); // the target is untouched until the swap
+    await t.run(t.a.discardStaging, { instanceId: t.target.id, backupId: t.backup.id });
+    await t.run(t.a.discardStaging, { instanceId: t.target.id, backupId: t.backup.id });
+    expect(await databasesLike(ctx, `${t.name}__`)).toEqual([]);
+  });
+
+  it('a swap killed after its renames, and run again, only finishes the clean-up; a third run changes nothing', async () => {
+    const t = await setup('sw');
+    await t.run(t.a.verifyArchive, { backupId: t.backup.id });
+    await t.run(t.a.restoreToStaging, { backupId: t.backup.id, instanceId: t.target.id, jobs: 1, advanceSequences: false });
+    // The crash: the rename transaction committed, the replaced copy was never dropped, the catalog never updated.
+    expect(await t.engine.swapDatabases(t.names)).toBe('swapped');
+    expect(await databasesLike(ctx, `${t.name}__`)).toEqual([t.names.retired]);
+    await t.run(t.a.swapInRestored, { backupId: t.backup.id, instanceId: t.target.id });
+    await t.run(t.a.swapInRestored, { backupId: t.backup.id, instanceId: t.target.id });
+    expect(await databasesLike(ctx, `${t.name}__`)).toEqual([]);
+    const [row] = await ctx.db.select().from(instances).where(eq(instances.id, t.target.id));
+    expect(row!.state).toBe('suspended');
+    expect(await canConnect(ctx, t.name)).toBe(false);
+    await t.run(t.a.resumeRestoredInstance, { instanceId: t.target.id });
+    await t.run(t.a.resumeRestoredInstance, { instanceId: t.target.id });
+    expect(await contentChecksums(ctx, t.name)).toEqual(t.atBackup);
+  });
+
+  it('never drops or swaps in a database its instance does not own', async () => {
+    const t = await setup('own');
+    await t.run(t.a.verifyArchive, { backupId: t.backup.id });
+    // A stray database under the staging name, owned by nobody: the restore refuses to touch it.
+    await withInstanceDb(ctx, 'postgres', (sql) => sql.unsafe(`CREATE DATABASE "${t.names.incoming}"`));
+    await expect(t.run(t.a.restoreToStaging, { backupId: t.backup.id, instanceId: t.target.id, jobs: 1, advanceSequences: false })).rejects.toThrow(/does not belong to instance/);
+    await expect(t.run(t.a.swapInRestored, { backupId: t.backup.id, instanceId: t.target.id })).rejects.toThrow(/does not belong to instance/);
+    await t.run(t.a.discardStaging, { instanceId: t.target.id });
+    expect(await databasesLike(ctx, `${t.name}__`)).toEqual([t.names.incoming]); // still there, untouched
+    expect(await contentChecksums(ctx, t.name)).toEqual(t.targetBefore);
+    await withInstanceDb(ctx, 'postgres', (sql) => sql.unsafe(`DROP DATABASE "${t.names.incoming}"`));
+  });
+
+  it('a reset killed after its drop, and run again, creates the database empty with the same owner tag', async () => {
+    const t = await setup('rs');
+    await t.engine.dropDatabase(t.name, `bcdr:instance=${t.target.id}`); // the crash: dropped, not yet created
+    await t.run(t.a.resetDatabase, { instanceId: t.target.id });
+    await t.run(t.a.resetDatabase, { instanceId: t.target.id });
+    expect(await t.engine.ownerTag(t.name)).toBe(`bcdr:instance=${t.target.id}`);
+    expect(await contentChecksums(ctx, t.name)).toEqual({ '(large objects)': '0:empty' });
+  });
+});
