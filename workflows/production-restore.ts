@@ -1,31 +1,11 @@
-import { CancellationScope, isCancellation, proxyActivities, sleep, uuid4, workflowInfo } from '@temporalio/workflow';
-import type * as activities from '../activities/index.js';
+import { CancellationScope, isCancellation, sleep, uuid4, workflowInfo } from '@temporalio/workflow';
 import { takeBackup } from './backup.js';
 import { Runbooks, type ProductionRestoreInput, type ProductionRestoreResult, type RestoreResult } from './contract.js';
+import { catalog, ddl, untilDone } from './proxies.js';
 import { restoreSteps } from './restore.js';
 import { RunState, errorMessage } from './run-state.js';
 import { Compensations } from './saga.js';
 import { signOffGate } from './signoff-gate.js';
-
-type Acts = activities.Activities;
-
-/** Catalog calls: short, retried for a minute. */
-const catalog = proxyActivities<Acts>({
-  startToCloseTimeout: '30s',
-  retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 6 },
-});
-
-/** Database DDL (reset): minutes at most, retried a few times. */
-const ddl = proxyActivities<Acts>({
-  startToCloseTimeout: '10m',
-  retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5 },
-});
-
-/** Undo steps and the type switch back: retried until done, never left half way. */
-const untilDone = proxyActivities<Acts>({
-  startToCloseTimeout: '10m',
-  retry: { initialInterval: '1s', maximumInterval: '1m' },
-});
 
 /** How long the temporary (step 1) backups are kept when not deleted at the end. */
 const TEMPORARY_BACKUP_RETENTION_DAYS = 7;

@@ -1,39 +1,10 @@
-import { ActivityCancellationType, ApplicationFailure, CancellationScope, proxyActivities } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope } from '@temporalio/workflow';
 import type * as activities from '../activities/index.js';
 import { FailureTypes, Runbooks, type ResetInput, type ResetResult, type RestoreInput, type RestoreResult } from './contract.js';
+import { catalog, data, ddl, untilDone } from './proxies.js';
 import { RunState, errorMessage, failureTypeOf } from './run-state.js';
 
 type Acts = activities.Activities;
-
-/** Catalog calls and rule checks: short, retried for a minute. */
-const catalog = proxyActivities<Acts>({
-  startToCloseTimeout: '30s',
-  retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 6 },
-});
-
-/**
- * Data moves (verify, pg_restore): long, heartbeating, a few retries; each
- * attempt starts its staging copy afresh. On cancellation the run waits for
- * pg_restore to stop before it cleans up.
- */
-const data = proxyActivities<Acts>({
-  startToCloseTimeout: '12h',
-  heartbeatTimeout: '30s',
-  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumAttempts: 3 },
-  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-});
-
-/** Database DDL (swap, drop, create): minutes at most, retried a few times. */
-const ddl = proxyActivities<Acts>({
-  startToCloseTimeout: '10m',
-  retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5 },
-});
-
-/** Clean-up: idempotent, retried until done rather than left half way. */
-const untilDone = proxyActivities<Acts>({
-  startToCloseTimeout: '10m',
-  retry: { initialInterval: '1s', maximumInterval: '1m' },
-});
 
 /**
  * Restore runbook: a completed backup into an existing sandbox instance, or

@@ -1,13 +1,7 @@
-import { CancellationScope, condition, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
-import type * as activities from '../activities/index.js';
+import { CancellationScope, condition, isCancellation, setHandler } from '@temporalio/workflow';
 import { signOffSignal, type Runbook, type SignOffDecision } from './contract.js';
+import { catalog } from './proxies.js';
 import type { RunState } from './run-state.js';
-
-/** Catalog writes of the gate: short, retried for a minute. */
-const acts = proxyActivities<activities.Activities>({
-  startToCloseTimeout: '30s',
-  retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 6 },
-});
 
 /** What the gate asks for, from whom, and how long it waits. */
 export interface GateOptions {
@@ -54,24 +48,24 @@ export async function signOffGate(state: RunState, o: GateOptions): Promise<Gate
   const deadline = new Date(Date.now() + o.timeoutMs).toISOString();
   const { gate } = o;
   try {
-    await acts.openSignoff({ gate, runbook: o.runbook, instanceIds: o.instanceIds, requestedBy: o.requestedBy, summary: o.summary, risk: o.risk, deadline });
+    await catalog.openSignoff({ gate, runbook: o.runbook, instanceIds: o.instanceIds, requestedBy: o.requestedBy, summary: o.summary, risk: o.risk, deadline });
     const decided = await state.waitFor({ kind: 'signoff', until: deadline, detail: o.summary }, async () => {
       for (;;) {
         const left = Date.parse(deadline) - Date.now();
         if (left <= 0) return undefined;
         if (await condition(() => decision !== undefined, Math.min(left, o.remindEveryMs))) return decision;
-        if (Date.parse(deadline) > Date.now()) await acts.remindSignoff({ gate, deadline });
+        if (Date.parse(deadline) > Date.now()) await catalog.remindSignoff({ gate, deadline });
       }
     });
     if (!decided) {
-      await acts.closeSignoff({ gate, status: 'expired' });
+      await catalog.closeSignoff({ gate, status: 'expired' });
       return { decision: 'expired' };
     }
     const outcome = decided.decision === 'approve' ? 'approved' : 'rejected';
-    await acts.closeSignoff({ gate, status: outcome, by: decided.by, statement: decided.statement, at: decided.at });
+    await catalog.closeSignoff({ gate, status: outcome, by: decided.by, statement: decided.statement, at: decided.at });
     return { decision: outcome, by: decided.by, statement: decided.statement };
   } catch (err) {
-    if (isCancellation(err)) await CancellationScope.nonCancellable(() => acts.closeSignoff({ gate, status: 'cancelled' }));
+    if (isCancellation(err)) await CancellationScope.nonCancellable(() => catalog.closeSignoff({ gate, status: 'cancelled' }));
     throw err;
   }
 }
