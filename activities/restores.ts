@@ -5,13 +5,15 @@ import { backups, instances, type BackupRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
 import { resumeInstance, suspendInstance } from '../lib/instances.js';
 import { backupRefusal, targetRefusal } from '../lib/restore-rules.js';
+import type { SequenceMarks } from '../lib/engine/types.js';
 import { ArchiveIntegrityError } from '../lib/storage/backup-store.js';
 import { FailureTypes, type RestoreResult } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { FaultPoints, noFaults } from './faults.js';
 import { ownerTag } from './instances.js';
 
-const HEARTBEAT_EVERY_MS = 2_000;
+/** How often a restore reads the staging copy's size and heartbeats (the SDK sends at most one heartbeat every 3 s). */
+const HEARTBEAT_EVERY_MS = 1_000;
 
 /**
  * The databases a restore touches, all on the target's server: the one
@@ -133,10 +135,11 @@ export function restoreActivities(deps: ActivityDeps) {
       const inst = await loadInstance(deps, input.instanceId);
       const { engine } = region(deps, inst.activeRegion);
       const names = restoreNames(inst.databaseName);
-      const issued = (await engine.databaseExists(names.current)) ? await engine.sequences(names.current) : {};
-
-      await dropOwned(engine, names.incoming, inst.id);
-      await engine.createDatabase(names.incoming, ownerTag(inst.id));
+      // What the target had issued, read while the staging copy is prepared.
+      const [issued] = await Promise.all([
+        engine.databaseExists(names.current).then((exists): Promise<SequenceMarks> => (exists ? engine.sequences(names.current) : Promise.resolve({}))),
+        dropOwned(engine, names.incoming, inst.id).then(() => engine.createDatabase(names.incoming, ownerTag(inst.id))),
+      ]);
       faults.check(FaultPoints.restoreStaging, inst.id);
       const file = await region(deps, backup.region).backups.objects.pinLocal(backup.objectKey, callerWorkflowId());
 
@@ -153,6 +156,8 @@ export function restoreActivities(deps: ActivityDeps) {
         await restore.done;
       } catch (err) {
         restore.kill();
+        // pg_restore ended because the run was cancelled: report the cancellation, not the tool's exit.
+        if (ctx.cancellationSignal.aborted) await ctx.cancelled;
         throw err;
       } finally {
         clearInterval(beat);
@@ -196,13 +201,24 @@ export function restoreActivities(deps: ActivityDeps) {
         faults.check(FaultPoints.swap, inst.id);
       }
       const outcome = await engine.swapDatabases(names);
-      await dropOwned(engine, names.retired, inst.id);
       await deps.db.transaction(async (tx) => {
         await tx.update(instances).set({ state: 'suspended', updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
         if (outcome === 'swapped') {
           await audit(tx, { actor: 'system:runbook', action: 'instance.restored', instanceId: inst.id, subject: input.backupId, details: { workflowId: callerWorkflowId() } });
         }
       });
+    },
+
+    /**
+     * Drops the copy a swap replaced (`<name>__bcdr_retired`), only if the
+     * instance owns it. Idempotent. Dropping a database makes PostgreSQL wait
+     * for a checkpoint, so the restore leaves this to a run of its own.
+     */
+    async dropRetired(input: { instanceId: string }): Promise<void> {
+      const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
+      if (!inst) return;
+      const { engine } = region(deps, inst.activeRegion);
+      await dropOwned(engine, restoreNames(inst.databaseName).retired, inst.id);
     },
 
     /** Drops the instance's staging copy, if any (only one the instance owns), and releases the run's archive pin. Idempotent. */

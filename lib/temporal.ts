@@ -1,19 +1,7 @@
 import { Connection, Client } from '@temporalio/client';
-import { defineSearchAttributeKey, SearchAttributeType, type SearchAttributePair } from '@temporalio/common';
 import type { Config } from './config.js';
 
-/** Search attribute: the instance a run acts on. */
-export const InstanceIdKey = defineSearchAttributeKey('InstanceId', SearchAttributeType.KEYWORD);
-/** Search attribute: the runbook a run executes. */
-export const RunbookKey = defineSearchAttributeKey('Runbook', SearchAttributeType.KEYWORD);
-
-/** The search attributes every run carries, so engineers find it by instance and runbook in the Web UI. */
-export function runSearchAttributes(instanceId: string, runbook: string): SearchAttributePair[] {
-  return [
-    { key: InstanceIdKey, value: instanceId },
-    { key: RunbookKey, value: runbook },
-  ];
-}
+export { InstanceIdKey, RunbookKey, runSearchAttributes } from '../workflows/search-attributes.js';
 
 /** Opens a Temporal client for the configured server and namespace. */
 export async function connectTemporal(cfg: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<{ client: Client; connection: Connection }> {

@@ -207,3 +207,17 @@ export async function databasesLike(ctx: TestContext, prefix: string, region = '
     region,
   );
 }
+
+/**
+ * The databases left on a region's server whose names start with `prefix`,
+ * once the restore's housekeeping run (drop-retired, started as the restore
+ * ends) has had up to a minute to drop the replaced copy.
+ */
+export async function leftovers(ctx: TestContext, prefix: string, region = 'primary'): Promise<string[]> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const found = await databasesLike(ctx, prefix, region);
+    if (!found.length || Date.now() > deadline) return found;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils.js';
@@ -16,4 +16,14 @@ export async function recordHistory(ctx: TestContext, workflowId: string, name: 
   if (process.env.RECORD_HISTORIES !== '1') return;
   const history = await ctx.temporal.workflow.getHandle(workflowId).fetchHistory();
   writeFileSync(path.join(historiesDir, `${name}.json`), `${JSON.stringify(JSON.parse(historyToJSON(history)), null, 1)}\n`);
+  const ids = recordedWorkflowIds();
+  ids[name] = workflowId;
+  writeFileSync(workflowIdsFile, `${JSON.stringify(Object.fromEntries(Object.entries(ids).sort()), null, 1)}\n`);
+}
+
+/** The workflow id each recorded history ran under: a run that derives ids from its own (child runs) must replay under it. */
+export const workflowIdsFile = path.join(historiesDir, 'workflow-ids.json');
+
+export function recordedWorkflowIds(): Record<string, string> {
+  return existsSync(workflowIdsFile) ? (JSON.parse(readFileSync(workflowIdsFile, 'utf8')) as Record<string, string>) : {};
 }

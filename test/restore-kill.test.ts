@@ -7,7 +7,7 @@ import { instances } from '../db/schema/index.js';
 import { ensureRetentionSweepSchedule } from '../lib/schedules.js';
 import { runSearchAttributes } from '../lib/temporal.js';
 import type { RestoreInput } from '../workflows/contract.js';
-import { backupNow, contentChecksums, createInstance, databasesLike, openContext, seedMixed, uniqueName, type TestContext } from './helpers.js';
+import { backupNow, contentChecksums, createInstance, leftovers, openContext, seedMixed, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
 const workers: ChildProcess[] = [];
@@ -79,7 +79,7 @@ describe('worker killed mid-restore', () => {
     const run = (await ctx.call('GET', `/v1/runs/${workflowId}`)).body;
     expect(run.status).toBe('completed');
     expect(run.stepsDone).toEqual(['lock-instance', 'check-rules', 'verify-archive', 'restore-staging', 'swap']);
-    expect(await databasesLike(ctx, `${targetName}__`)).toEqual([]);
+    expect(await leftovers(ctx, `${targetName}__`)).toEqual([]);
     expect(restoreProcesses(staging)).toEqual([]);
     const [row] = await ctx.db.select().from(instances).where(eq(instances.id, target.id));
     expect(row).toMatchObject({ state: 'suspended', lockedByRun: null });

@@ -13,6 +13,7 @@ import {
   contentChecksums,
   createInstance,
   databasesLike,
+  leftovers,
   finishedRun,
   openContext,
   seedMixed,
@@ -63,7 +64,7 @@ describe('restore into an existing sandbox', () => {
 
     expect((await instanceRow(target.id))!.state).toBe('suspended');
     expect(await canConnect(ctx, targetName)).toBe(false);
-    expect(await databasesLike(ctx, `${targetName}__`)).toEqual([]); // no staging or replaced copy left
+    expect(await leftovers(ctx, `${targetName}__`)).toEqual([]); // no staging or replaced copy left
     const resumed = await ctx.call('POST', `/v1/instances/${target.id}/resume`);
     expect(resumed.status).toBe(200);
     expect(resumed.body.state).toBe('active');
@@ -72,6 +73,10 @@ describe('restore into an existing sandbox', () => {
     expect(src.before['public.events_log']).toMatch(/^2002:/);
     expect(src.before['(large objects)']).toMatch(/^1:/);
     await recordHistory(ctx, res.body.run.workflowId, 'restore');
+    // The replaced copy was dropped by a housekeeping run of its own, findable by instance and runbook.
+    const housekeeping = await ctx.call('GET', `/v1/runs?instance=${target.id}&runbook=drop-retired`);
+    expect(housekeeping.body.runs).toEqual([expect.objectContaining({ workflowId: `${res.body.run.workflowId}-drop-retired`, status: 'completed' })]);
+    await recordHistory(ctx, `${res.body.run.workflowId}-drop-retired`, 'drop-retired');
 
     const again = await ctx.call('POST', `/v1/instances/${target.id}/resume`);
     expect(again.status).toBe(409);
@@ -89,7 +94,9 @@ describe('long instance names', () => {
     expect((await finishedRun(ctx, res.body.run.workflowId)).status).toBe('completed');
     await ctx.call('POST', `/v1/instances/${target.id}/resume`);
     expect(await contentChecksums(ctx, name)).toEqual(src.before);
-    expect(await databasesLike(ctx, name.slice(0, 20))).toEqual([name]);
+    // The staging and replaced copies had shortened names (30 characters, a digest, the suffix); none is left.
+    expect(await leftovers(ctx, `${name.slice(0, 30)}_`)).toEqual([]);
+    expect(await databasesLike(ctx, name.slice(0, 30))).toEqual([name]);
   });
 });
 
@@ -190,7 +197,7 @@ describe('restore failures', () => {
     expect((await instanceRow(target.id))).toMatchObject({ state: 'active', lockedByRun: null });
     expect(await canConnect(ctx, targetName)).toBe(true);
     expect(await contentChecksums(ctx, targetName)).toEqual(before);
-    expect(await databasesLike(ctx, `${targetName}__`)).toEqual([]);
+    expect(await leftovers(ctx, `${targetName}__`)).toEqual([]);
     await recordHistory(ctx, res.body.run.workflowId, 'restore-corrupt-archive');
 
     // Into a new instance, the same failure leaves no instance row and no database behind.
@@ -206,7 +213,7 @@ describe('restore failures', () => {
   it('cancelled during pg_restore, drops the staging copy and leaves the target as it was', async () => {
     const name = uniqueName('bigsrc');
     const inst = await createInstance(ctx, name);
-    pgbench(name, 30);
+    pgbench(name, 50);
     const { row: backup } = await backupNow(ctx, inst.id, 'big');
     const targetName = uniqueName('cantgt');
     const target = await createInstance(ctx, targetName);
@@ -220,15 +227,15 @@ describe('restore failures', () => {
       seen = (await ctx.call('GET', `/v1/runs/${id}`)).body;
       if (seen.status !== 'running' || (seen.step === 'restore-staging' && seen.progress?.phase === 'restoring' && seen.progress.bytesRestored > 0)) break;
     }
-    expect(seen, JSON.stringify(seen)).toMatchObject({ status: "running" });
+    expect(seen, `the restore should still be running: ${JSON.stringify(seen)}`).toMatchObject({ status: 'running' });
     expect(seen.progress).toMatchObject({ phase: 'restoring', archiveBytes: backup.sizeBytes, jobs: 1 });
     expect(seen.progress.bytesRestored).toBeGreaterThan(0);
     expect((await databasesLike(ctx, `${targetName}__`))).toEqual([`${targetName}__bcdr_restore`]);
     const cancel = await ctx.call('POST', `/v1/runs/${id}/cancel`);
     expect(cancel.status).toBe(202);
     const run = await finishedRun(ctx, id);
-    expect(run.status).toBe('cancelled');
-    expect(await databasesLike(ctx, `${targetName}__`)).toEqual([]);
+    expect(run.status, JSON.stringify(run)).toBe('cancelled');
+    expect(await leftovers(ctx, `${targetName}__`)).toEqual([]);
     expect(await instanceRow(target.id)).toMatchObject({ state: 'active', lockedByRun: null });
     expect(await contentChecksums(ctx, targetName)).toEqual(before);
     expect((await ctx.call('POST', `/v1/runs/${id}/cancel`)).status).toBe(409);
@@ -328,7 +335,7 @@ describe('a swap that fails after it began', () => {
     expect(run.status).toBe('failed');
     expect(run.error).toMatch(/the swap failed after it began .*is now failed: reset it \(POST \/v1\/runbooks\/reset\)/);
     expect(await instanceRow(target.id)).toMatchObject({ state: 'failed', lockedByRun: null });
-    expect(await databasesLike(ctx, `${targetName}__`)).toEqual([]);
+    expect(await leftovers(ctx, `${targetName}__`)).toEqual([]);
     // The API refuses nothing but production; a failed sandbox is reset and restored in one run.
     const reset = await ctx.call('POST', '/v1/runbooks/reset', { body: { instance: target.id, backupId: src.backup.id } });
     expect((await finishedRun(ctx, reset.body.run.workflowId)).status).toBe('completed');

@@ -12,7 +12,7 @@ import {
   canConnect,
   contentChecksums,
   createInstance,
-  databasesLike,
+  leftovers,
   finishedRun,
   openContext,
   seedMixed,
@@ -216,8 +216,8 @@ describe('swap cancelled half way', () => {
     expect(await row(sbx.id)).toMatchObject({ type: 'sandbox', state: 'active', lockedByRun: null });
     expect(await contentChecksums(ctx, prodName)).toEqual(prodBefore);
     expect(await contentChecksums(ctx, sbxName)).toEqual(sandboxBefore);
-    expect(await databasesLike(ctx, `${prodName}__`)).toEqual([]);
-    expect(await databasesLike(ctx, `${sbxName}__`)).toEqual([]);
+    expect(await leftovers(ctx, `${prodName}__`)).toEqual([]);
+    expect(await leftovers(ctx, `${sbxName}__`)).toEqual([]);
   });
 });
 

@@ -10,6 +10,8 @@ export const Runbooks = {
   restore: 'restore',
   reset: 'reset',
   productionRestore: 'production-restore',
+  /** Housekeeping after a restore's swap: drops the replaced copy, off the restore's critical path. */
+  dropRetired: 'drop-retired',
 } as const;
 export type Runbook = (typeof Runbooks)[keyof typeof Runbooks];
 

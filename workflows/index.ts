@@ -2,5 +2,5 @@
 export { onDemandBackupWorkflow, dailyBackupWorkflow } from './backup.js';
 export { provisionInstanceWorkflow, deleteInstanceWorkflow } from './instances.js';
 export { retentionSweepWorkflow } from './retention.js';
-export { restoreWorkflow, resetWorkflow } from './restore.js';
+export { restoreWorkflow, resetWorkflow, dropRetiredWorkflow } from './restore.js';
 export { productionRestoreWorkflow } from './production-restore.js';

@@ -1,7 +1,8 @@
-import { ApplicationFailure, CancellationScope } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, ParentClosePolicy, startChild, workflowInfo } from '@temporalio/workflow';
 import type * as activities from '../activities/index.js';
 import { FailureTypes, Runbooks, type ResetInput, type ResetResult, type RestoreInput, type RestoreResult } from './contract.js';
 import { catalog, data, ddl, untilDone } from './proxies.js';
+import { runSearchAttributes } from './search-attributes.js';
 import { RunState, errorMessage, failureTypeOf } from './run-state.js';
 
 type Acts = activities.Activities;
@@ -97,6 +98,17 @@ export async function restoreSteps(
         FailureTypes.invalidState,
       );
     }
+    // The replaced copy is dropped by a run of its own: a DROP waits for a checkpoint, which the restored
+    // instance need not wait for. Abandoned, so it finishes even as this run ends; a copy it never drops
+    // is dropped by the instance's next restore or reset.
+    await CancellationScope.nonCancellable(() =>
+      startChild(dropRetiredWorkflow, {
+        workflowId: `${workflowInfo().workflowId}-drop-retired${stepPrefix ? `-${stepPrefix.replace(/:$/, '')}` : ''}`,
+        args: [{ instanceId }],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        typedSearchAttributes: runSearchAttributes(instanceId, Runbooks.dropRetired),
+      }),
+    );
     if (facts.sequencesBehind.length && !facts.sequencesAdvanced.length) {
       const list = facts.sequencesBehind.map((s) => `${s.name} (restored ${s.restored ?? 'unused'}, had issued ${s.issued})`).join(', ');
       state.warn(`sequences run backwards after this restore: ${list}; duplicate numbers are possible: restore with advanceSequences: true, or move them past the old values before resuming`);
@@ -114,6 +126,13 @@ export async function restoreSteps(
   } finally {
     await CancellationScope.nonCancellable(() => untilDone.releaseArchive({ backupId }));
   }
+}
+
+/** Drops the database copy a restore's swap replaced (housekeeping, started by the restore as a child run). */
+export async function dropRetiredWorkflow(input: { instanceId: string }): Promise<void> {
+  const state = new RunState(Runbooks.dropRetired, input.instanceId);
+  await state.step('drop-retired', () => untilDone.dropRetired(input));
+  state.finish();
 }
 
 /** Undoes a restore into a new instance: staging, database, schedule and catalog row, so nothing is left behind. */
