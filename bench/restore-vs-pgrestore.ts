@@ -2,8 +2,10 @@
  * Restore runbook wall time against raw `pg_restore` of the same archive file
  * into a fresh empty database (`createdb`, then `pg_restore -d`), on the same
  * server, measured in the same run, alternating the two (runbook, raw,
- * runbook, raw …) so machine noise hits both alike. Needs the local stack
- * running (`npm start`).
+ * runbook, raw …) so machine noise hits both alike, each from a quiet server
+ * (the previous run's replaced copy dropped, then CHECKPOINT; not counted).
+ * Needs the local stack running (`npm start`); start it with
+ * `DROP_RETIRED_AFTER_SECONDS=5` so the bench does not wait a minute a run.
  *
  *   npm run bench:restore -- --scale 70 --runs 3
  *   npm run bench:restore -- --data tables --tables 8 --mb 60 --jobs 2 --runs 3
@@ -94,7 +96,18 @@ async function main() {
   let runbookRestoredBytes = 0;
   try {
     dropRaw();
+    // Each timed run starts from a quiet server: the previous runbook's replaced copy dropped (its
+    // drop-retired run, DROP_RETIRED_AFTER_SECONDS after the swap) and the dirty pages written out.
+    // Neither wait is counted, for either side, as the raw side's dropdb is not.
+    const settle = async () => {
+      for (const deadline = Date.now() + 600_000; Number(psql(adminEnv, `select count(*) from pg_database where datname like '%\\_\\_bcdr\\_retired'`)) > 0; ) {
+        if (Date.now() > deadline) throw new Error('a replaced copy was never dropped');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      psql(adminEnv, 'CHECKPOINT');
+    };
     for (let i = 0; i < b.runs; i++) {
+      await settle();
       let t = performance.now();
       const t0 = Date.now();
       const restore = await b.api('POST', '/v1/runbooks/restore', { backupId: backup.id, target: { instance: target.id }, jobs });
@@ -103,6 +116,7 @@ async function main() {
       runbookRestoredBytes = result.databaseBytes;
       const runbookNote = toolSpan('bcdr-restore-', t0, Date.now());
 
+      await settle();
       t = performance.now();
       const t1 = Date.now();
       await runAsync(tool('createdb'), [rawDb], adminEnv);

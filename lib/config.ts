@@ -52,6 +52,8 @@ export const configSchema = z
     PG_BIN_DIR: z.string().optional(),
     WORKER_SHUTDOWN_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(50),
     DEFAULT_BACKUP_START_TIME: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'must be HH:MM (UTC, 24-hour)').default('02:00'),
+    /** How long after a restore's swap the replaced database copy is dropped (a DROP forces a checkpoint). */
+    DROP_RETIRED_AFTER_SECONDS: z.coerce.number().int().min(0).max(24 * 3600).default(60),
     /** Test-only: arms fault hooks in the activity layer (see activities/faults.ts). Never set it in production. */
     BCDR_FAULT_FILE: z.string().optional(),
     RETENTION_SWEEP_EVERY_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(60),

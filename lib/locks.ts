@@ -48,10 +48,18 @@ export async function acquireLock(
   return acquireLock(db, input, isRunRunning);
 }
 
-/** Releases the lock if `workflowId` holds it; otherwise does nothing. */
+/**
+ * Releases the lock if `workflowId` holds it; otherwise does nothing. The
+ * commit does not wait for its WAL flush: a release lost in a crash leaves a
+ * lock whose run has ended, which the next taker takes over (acquireLock), so
+ * a run's end never queues behind a checkpoint (a restore's or a drop's).
+ */
 export async function releaseLock(db: Database, instanceId: string, workflowId: string): Promise<void> {
-  await db
-    .update(instances)
-    .set({ lockedByRun: null, lockedRunbook: null, lockedAt: null, updatedAt: sql`now()` })
-    .where(and(eq(instances.id, instanceId), eq(instances.lockedByRun, workflowId)));
+  await db.transaction(async (tx) => {
+    await tx.execute(sql`SET LOCAL synchronous_commit TO OFF`);
+    await tx
+      .update(instances)
+      .set({ lockedByRun: null, lockedRunbook: null, lockedAt: null, updatedAt: sql`now()` })
+      .where(and(eq(instances.id, instanceId), eq(instances.lockedByRun, workflowId)));
+  });
 }

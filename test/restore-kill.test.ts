@@ -60,7 +60,7 @@ describe('worker killed mid-restore', () => {
 
     const first = await startWorker();
     const workflowId = `restore-kill-${target.id}`;
-    const input: RestoreInput = { backupId: backup.id, instanceId: target.id, createsInstance: false, jobs: 1, advanceSequences: false, requestedBy: 'olivia.operator' };
+    const input: RestoreInput = { backupId: backup.id, instanceId: target.id, createsInstance: false, jobs: 1, advanceSequences: false, dropRetiredAfterSeconds: 0, requestedBy: 'olivia.operator' };
     const handle = await ctx.temporal.workflow.start('restoreWorkflow', { workflowId, taskQueue: queue, args: [input], typedSearchAttributes: runSearchAttributes(target.id, 'restore') });
 
     // Kill the worker while pg_restore is filling the staging copy.

@@ -107,6 +107,8 @@ export interface RestoreInput {
   jobs: number;
   /** Move sequences past what the target had issued, so no number is issued twice. */
   advanceSequences: boolean;
+  /** How long after the swap the replaced copy is dropped (default 60 s; see dropRetiredWorkflow). */
+  dropRetiredAfterSeconds?: number;
   requestedBy: string;
 }
 
@@ -130,6 +132,7 @@ export interface ResetInput {
   backupId?: string;
   jobs: number;
   advanceSequences: boolean;
+  dropRetiredAfterSeconds?: number;
   requestedBy: string;
 }
 
@@ -155,6 +158,7 @@ export interface ProductionRestoreInput {
   deleteTemporaryBackups: boolean;
   jobs: number;
   advanceSequences: boolean;
+  dropRetiredAfterSeconds?: number;
   requestedBy: string;
 }
 

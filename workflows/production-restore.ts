@@ -28,7 +28,7 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
   const state = new RunState(Runbooks.productionRestore, prod, requestedBy);
   const saga = new Compensations();
   const result: ProductionRestoreResult = { outcome: 'completed', productionId: prod, sandboxId: sbx, temporaryBackups: { deleted: false }, warnings: [] };
-  const restoreOpts = { createsInstance: false, jobs: input.jobs, advanceSequences: input.advanceSequences };
+  const restoreOpts = { createsInstance: false, jobs: input.jobs, advanceSequences: input.advanceSequences, dropRetiredAfterSeconds: input.dropRetiredAfterSeconds };
   const done = (): ProductionRestoreResult => ({ ...result, warnings: [...state.status.warnings] });
   try {
     const held = await state.step('lock-instances', async () => {

@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancellationScope, ParentClosePolicy, startChild, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, ParentClosePolicy, sleep, startChild, workflowInfo } from '@temporalio/workflow';
 import type * as activities from '../activities/index.js';
 import { FailureTypes, Runbooks, type ResetInput, type ResetResult, type RestoreInput, type RestoreResult } from './contract.js';
 import { catalog, data, ddl, untilDone } from './proxies.js';
@@ -6,6 +6,9 @@ import { runSearchAttributes } from './search-attributes.js';
 import { RunState, errorMessage, failureTypeOf } from './run-state.js';
 
 type Acts = activities.Activities;
+
+/** Default wait between a swap and the drop of the copy it replaced. */
+const DROP_RETIRED_AFTER_SECONDS = 60;
 
 /**
  * Restore runbook: a completed backup into an existing sandbox instance, or
@@ -67,7 +70,7 @@ export async function resetWorkflow(input: ResetInput): Promise<ResetResult> {
  */
 export async function restoreSteps(
   state: RunState,
-  p: Pick<RestoreInput, 'backupId' | 'instanceId' | 'createsInstance' | 'jobs' | 'advanceSequences'>,
+  p: Pick<RestoreInput, 'backupId' | 'instanceId' | 'createsInstance' | 'jobs' | 'advanceSequences' | 'dropRetiredAfterSeconds'>,
   stepPrefix = '',
 ): Promise<RestoreResult> {
   const { backupId, instanceId } = p;
@@ -98,13 +101,14 @@ export async function restoreSteps(
         FailureTypes.invalidState,
       );
     }
-    // The replaced copy is dropped by a run of its own: a DROP waits for a checkpoint, which the restored
-    // instance need not wait for. Abandoned, so it finishes even as this run ends; a copy it never drops
-    // is dropped by the instance's next restore or reset.
+    // The replaced copy is dropped by a run of its own, a little later: a DROP forces an immediate
+    // checkpoint, and flushing the whole restore at once would stall every write on the server (the
+    // catalog's and Temporal's too) just as the restored instance comes back. Abandoned, so it finishes
+    // even as this run ends; a copy it never drops is dropped by the instance's next restore or reset.
     await CancellationScope.nonCancellable(() =>
       startChild(dropRetiredWorkflow, {
         workflowId: `${workflowInfo().workflowId}-drop-retired${stepPrefix ? `-${stepPrefix.replace(/:$/, '')}` : ''}`,
-        args: [{ instanceId }],
+        args: [{ instanceId, afterSeconds: p.dropRetiredAfterSeconds ?? DROP_RETIRED_AFTER_SECONDS }],
         parentClosePolicy: ParentClosePolicy.ABANDON,
         typedSearchAttributes: runSearchAttributes(instanceId, Runbooks.dropRetired),
       }),
@@ -129,9 +133,10 @@ export async function restoreSteps(
 }
 
 /** Drops the database copy a restore's swap replaced (housekeeping, started by the restore as a child run). */
-export async function dropRetiredWorkflow(input: { instanceId: string }): Promise<void> {
+export async function dropRetiredWorkflow(input: { instanceId: string; afterSeconds?: number }): Promise<void> {
   const state = new RunState(Runbooks.dropRetired, input.instanceId);
-  await state.step('drop-retired', () => untilDone.dropRetired(input));
+  if (input.afterSeconds) await state.step('wait', () => sleep(input.afterSeconds! * 1000));
+  await state.step('drop-retired', () => untilDone.dropRetired({ instanceId: input.instanceId }));
   state.finish();
 }
 

@@ -94,7 +94,7 @@ export function runbooksApp(deps: ApiDeps) {
       const body = c.req.valid('json');
       const actor = c.get('principal').identity;
       const backup = await findBackup(body.backupId);
-      const opts = { backupId: backup.id, jobs: body.jobs, advanceSequences: body.advanceSequences, requestedBy: actor };
+      const opts = { backupId: backup.id, jobs: body.jobs, advanceSequences: body.advanceSequences, dropRetiredAfterSeconds: deps.cfg.DROP_RETIRED_AFTER_SECONDS, requestedBy: actor };
       if (body.target.instance !== undefined) {
         const inst = await findInstance(deps, body.target.instance);
         refuse(targetRefusal(backup, inst));
@@ -158,7 +158,7 @@ export function runbooksApp(deps: ApiDeps) {
       if (inst.state === 'provisioning' || inst.state === 'failed_over') throw new ApiError(409, 'invalid_state', `instance ${inst.name} is ${inst.state}; it cannot be reset now`);
       if (body.backupId) refuse(targetRefusal(await findBackup(body.backupId), inst));
       const workflowId = workflowIds.reset(inst.name, suffix());
-      const args: [ResetInput] = [{ instanceId: inst.id, backupId: body.backupId, jobs: body.jobs, advanceSequences: body.advanceSequences, requestedBy: actor }];
+      const args: [ResetInput] = [{ instanceId: inst.id, backupId: body.backupId, jobs: body.jobs, advanceSequences: body.advanceSequences, dropRetiredAfterSeconds: deps.cfg.DROP_RETIRED_AFTER_SECONDS, requestedBy: actor }];
       const run = await startLockedRunbook(deps, { instance: inst, runbook: Runbooks.reset, workflowId, workflowType: 'resetWorkflow', args });
       await audit(deps.db, { actor, action: 'reset.start', instanceId: inst.id, subject: inst.name, details: { workflowId, backupId: body.backupId ?? null } });
       return c.json({ run, target: instanceDto(inst) }, 202);
@@ -217,6 +217,7 @@ export function runbooksApp(deps: ApiDeps) {
           deleteTemporaryBackups: body.deleteTemporaryBackups,
           jobs: body.jobs,
           advanceSequences: body.advanceSequences,
+          dropRetiredAfterSeconds: deps.cfg.DROP_RETIRED_AFTER_SECONDS,
           requestedBy: actor,
         },
       ];
