@@ -218,7 +218,10 @@ export function restoreActivities(deps: ActivityDeps) {
       const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
       if (!inst) return;
       const { engine } = region(deps, inst.activeRegion);
-      await dropOwned(engine, restoreNames(inst.databaseName).retired, inst.id);
+      const retired = restoreNames(inst.databaseName).retired;
+      const existed = await engine.databaseExists(retired);
+      await dropOwned(engine, retired, inst.id);
+      if (existed) await audit(deps.db, { actor: 'system:runbook', action: 'instance.retired-copy-dropped', instanceId: inst.id, subject: retired, details: { workflowId: callerWorkflowId() } });
     },
 
     /** Drops the instance's staging copy, if any (only one the instance owns), and releases the run's archive pin. Idempotent. */

@@ -77,6 +77,8 @@ describe('restore into an existing sandbox', () => {
     const housekeeping = await ctx.call('GET', `/v1/runs?instance=${target.id}&runbook=drop-retired`);
     expect(housekeeping.body.runs).toEqual([expect.objectContaining({ workflowId: `${res.body.run.workflowId}-drop-retired`, status: 'completed' })]);
     await recordHistory(ctx, `${res.body.run.workflowId}-drop-retired`, 'drop-retired');
+    const trail = (await ctx.call('GET', `/v1/audit?instance=${target.id}`)).body.events.map((e: { action: string }) => e.action);
+    expect(trail).toEqual(expect.arrayContaining(['restore.start', 'instance.restored', 'instance.retired-copy-dropped', 'instance.resume']));
 
     const again = await ctx.call('POST', `/v1/instances/${target.id}/resume`);
     expect(again.status).toBe(409);
