@@ -285,12 +285,15 @@ describe('sign-off', () => {
   it('ends expired, changing nothing, when nobody signs off before the deadline', async () => {
     const p = await pair('ex');
     const workflowId = `production-restore-expiry-${p.prod.id}`;
-    // Started directly with a 3-second deadline (the API's minimum is a minute); the run takes the locks itself.
-    const input: ProductionRestoreInput = { productionId: p.prod.id, sandboxId: p.sbx.id, requireSignoff: true, signoffTimeoutMinutes: 0.05, deleteTemporaryBackups: false, jobs: 1, advanceSequences: false, requestedBy: 'olivia.operator' };
+    // Started directly with a 5-second deadline and a reminder every second (the API's minimum is a minute); the run takes the locks itself.
+    const input: ProductionRestoreInput = { productionId: p.prod.id, sandboxId: p.sbx.id, requireSignoff: true, signoffTimeoutMinutes: 5 / 60, signoffRemindEveryMinutes: 1 / 60, deleteTemporaryBackups: false, jobs: 1, advanceSequences: false, requestedBy: 'olivia.operator' };
     const handle = await ctx.temporal.workflow.start('productionRestoreWorkflow', { workflowId, taskQueue: ctx.cfg.TEMPORAL_TASK_QUEUE, args: [input], typedSearchAttributes: runSearchAttributes(p.prod.id, 'production-restore') });
     expect(await handle.result()).toMatchObject({ outcome: 'expired' });
     const [gate] = await ctx.db.select().from(signoffs).where(eq(signoffs.workflowId, workflowId));
     expect(gate).toMatchObject({ status: 'expired', decidedBy: null });
+    const trail = (await ctx.call('GET', `/v1/audit?instance=${p.prod.id}`)).body.events.filter((e: { subject: string }) => e.subject === gate!.id).map((e: { action: string }) => e.action);
+    expect(trail.filter((a: string) => a === 'signoff.reminder').length).toBeGreaterThanOrEqual(3);
+    expect(trail).toEqual(expect.arrayContaining(['signoff.requested', 'signoff.expired']));
     expect(await row(p.prod.id)).toMatchObject({ type: 'production', state: 'active', lockedByRun: null });
     expect(await contentChecksums(ctx, p.sbxName)).toEqual(p.sandboxBefore);
   });

@@ -154,6 +154,8 @@ export interface ProductionRestoreInput {
   /** Wait for an approver's written sign-off before production is touched. */
   requireSignoff: boolean;
   signoffTimeoutMinutes: number;
+  /** How often a reminder is audited while the sign-off waits (default 15 minutes). */
+  signoffRemindEveryMinutes?: number;
   /** Delete the step-1 backups once production is back. */
   deleteTemporaryBackups: boolean;
   jobs: number;

@@ -51,7 +51,7 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
             ? `repair degraded production instance ${prod} from sandbox ${sbx}, which serves it now (writes pause while its data is copied back)`
             : `replace the data of production instance ${prod} with ${input.backupId ? `backup ${input.backupId}` : 'a fresh backup of itself'}, through sandbox ${sbx}`,
           timeoutMs: input.signoffTimeoutMinutes * 60_000,
-          remindEveryMs: REMIND_EVERY_MS,
+          remindEveryMs: input.signoffRemindEveryMinutes ? input.signoffRemindEveryMinutes * 60_000 : REMIND_EVERY_MS,
         }),
       );
       if (gate.decision !== 'approved') {
