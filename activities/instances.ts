@@ -8,12 +8,12 @@ import { isRunRunning } from '../lib/runs.js';
 import { backupScheduleId, deleteBackupSchedule, upsertBackupSchedule } from '../lib/schedules.js';
 import { FailureTypes, type Runbook } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
+import { ownerTag, restoreNames } from './names.js';
+
+export { ownerTag };
 
 /** The catalog facts a workflow needs about an instance (no secrets). */
 export type InstanceSnapshot = Pick<InstanceRow, 'id' | 'name' | 'type' | 'edition' | 'homeRegion' | 'activeRegion' | 'state' | 'databaseName' | 'servedBy'>;
-
-/** The tag marking a database as owned by instance `id`, so no runbook adopts or drops a database it did not create. */
-export const ownerTag = (instanceId: string) => `bcdr:instance=${instanceId}`;
 
 /** Instance lifecycle and exclusion activities. */
 export function instanceActivities(deps: ActivityDeps) {
@@ -56,7 +56,10 @@ export function instanceActivities(deps: ActivityDeps) {
     async dropInstanceDatabase(input: { instanceId: string }): Promise<void> {
       const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
       if (!inst) return;
-      await region(deps, inst.activeRegion).engine.dropDatabase(inst.databaseName, ownerTag(inst.id));
+      const { engine } = region(deps, inst.activeRegion);
+      // Its restore's staging and replaced copies go too (they carry its tag), so none outlives it and blocks a reused name.
+      const { current, incoming, retired } = restoreNames(inst.databaseName);
+      for (const name of [incoming, retired, current]) await engine.dropDatabase(name, ownerTag(inst.id));
     },
 
     /** Creates or updates the instance's daily backup Temporal Schedule from its catalog policy (default: daily, 3 days). */

@@ -1,44 +1,18 @@
-import { createHash } from 'node:crypto';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { eq, sql } from 'drizzle-orm';
 import { backups, instances, type BackupRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
-import { resumeInstance, suspendInstance } from '../lib/instances.js';
+import { resumeInstance, servedBy, servingRefusal, suspendInstance } from '../lib/instances.js';
 import { backupRefusal, targetRefusal } from '../lib/restore-rules.js';
 import type { SequenceMarks } from '../lib/engine/types.js';
 import { ArchiveIntegrityError } from '../lib/storage/backup-store.js';
 import { FailureTypes, type RestoreResult } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { FaultPoints, noFaults } from './faults.js';
-import { ownerTag } from './instances.js';
+import { ownerTag, restoreNames } from './names.js';
 
 /** How often a restore reads the staging copy's size and heartbeats (the SDK sends at most one heartbeat every 3 s). */
 const HEARTBEAT_EVERY_MS = 1_000;
-
-/**
- * The databases a restore touches, all on the target's server: the one
- * clients use, the staging copy pg_restore fills, and the replaced copy
- * dropped after the swap. Underscores never occur in instance names, so these
- * never collide with another instance's database.
- */
-export const restoreNames = (databaseName: string) => ({
-  current: databaseName,
-  incoming: derivedName(databaseName, '__bcdr_restore'),
-  retired: derivedName(databaseName, '__bcdr_retired'),
-});
-
-/**
- * PostgreSQL cuts names at 63 bytes, and the engine creates a database under
- * its name plus `__bcdr_new` (10) first: a derived name keeps to 53 bytes,
- * shortening a long instance name and adding a digest of it so two long names
- * never share one.
- */
-function derivedName(databaseName: string, suffix: string): string {
-  const MAX = 53;
-  if (databaseName.length + suffix.length <= MAX) return `${databaseName}${suffix}`;
-  const digest = createHash('sha256').update(databaseName).digest('hex').slice(0, 8);
-  return `${databaseName.slice(0, MAX - suffix.length - digest.length - 1)}_${digest}${suffix}`;
-}
 
 /** Progress a restore reports in its heartbeats, shown by the API as the run's progress. */
 export interface RestoreProgress {
@@ -85,6 +59,19 @@ export function restoreActivities(deps: ActivityDeps) {
     }
   }
 
+  /** Refuses (non-retryable, before any change) when `current` exists on the server without the instance's tag. */
+  async function ownCurrent(engine: ReturnType<typeof region>['engine'], name: string, instanceId: string): Promise<boolean> {
+    if (!(await engine.databaseExists(name))) return false;
+    const tag = await engine.ownerTag(name);
+    if (tag !== ownerTag(instanceId)) {
+      throw ApplicationFailure.nonRetryable(
+        `database ${name} exists on this server but does not belong to instance ${instanceId} (owner: ${tag ?? 'none'}); nothing was touched: an operator must remove or rename it`,
+        FailureTypes.refused,
+      );
+    }
+    return true;
+  }
+
   return {
     /**
      * Checks the restore's rules again inside the run (the API checked them
@@ -97,6 +84,8 @@ export function restoreActivities(deps: ActivityDeps) {
       if (input.createsInstance) return;
       const refused = targetRefusal(backup, inst);
       if (refused) throw ApplicationFailure.nonRetryable(refused.message, FailureTypes.refused);
+      const serving = await servedBy(deps.db, inst.id);
+      if (serving) throw ApplicationFailure.nonRetryable(servingRefusal(inst.name, serving.name), FailureTypes.refused);
     },
 
     /**
@@ -135,47 +124,58 @@ export function restoreActivities(deps: ActivityDeps) {
       const inst = await loadInstance(deps, input.instanceId);
       const { engine } = region(deps, inst.activeRegion);
       const names = restoreNames(inst.databaseName);
-      // What the target had issued, read while the staging copy is prepared.
-      const [issued] = await Promise.all([
-        engine.databaseExists(names.current).then((exists): Promise<SequenceMarks> => (exists ? engine.sequences(names.current) : Promise.resolve({}))),
-        dropOwned(engine, names.incoming, inst.id).then(() => engine.createDatabase(names.incoming, ownerTag(inst.id))),
-      ]);
-      faults.check(FaultPoints.restoreStaging, inst.id);
-      const file = await region(deps, backup.region).backups.objects.pinLocal(backup.objectKey, callerWorkflowId());
-
       const progress: RestoreProgress = { phase: 'restoring', archiveBytes: backup.sizeBytes ?? 0, bytesVerified: backup.sizeBytes ?? 0, bytesRestored: 0, jobs: input.jobs };
+      // Heartbeat from the start: dropping a stale multi-GB staging copy can outlast the heartbeat timeout.
       ctx.heartbeat(progress);
-      const restore = engine.restore(names.incoming, file, { jobs: input.jobs });
-      const onCancel = () => restore.kill();
-      ctx.cancellationSignal.addEventListener('abort', onCancel);
+      let restoring = false;
       const beat = setInterval(() => {
-        engine.sizeBytes(names.incoming).then((b) => (progress.bytesRestored = b), () => {});
+        if (restoring) engine.sizeBytes(names.incoming).then((b) => (progress.bytesRestored = b), () => {});
         ctx.heartbeat(progress);
       }, HEARTBEAT_EVERY_MS);
+      let restore: ReturnType<typeof engine.restore> | undefined;
+      const onCancel = () => restore?.kill();
+      ctx.cancellationSignal.addEventListener('abort', onCancel);
       try {
-        await restore.done;
-      } catch (err) {
-        restore.kill();
-        // pg_restore ended because the run was cancelled: report the cancellation, not the tool's exit.
-        if (ctx.cancellationSignal.aborted) await ctx.cancelled;
-        throw err;
+        // What the target had issued, read while the staging copy is prepared; both settle before either failure is reported.
+        const exists = await ownCurrent(engine, names.current, inst.id);
+        const [read, prepared] = await Promise.allSettled([
+          exists ? engine.sequences(names.current) : Promise.resolve<SequenceMarks>({}),
+          dropOwned(engine, names.incoming, inst.id).then(() => engine.createDatabase(names.incoming, ownerTag(inst.id))),
+        ]);
+        if (prepared.status === 'rejected') throw prepared.reason;
+        if (read.status === 'rejected') throw read.reason;
+        const issued = read.value;
+        faults.check(FaultPoints.restoreStaging, inst.id);
+        const file = await region(deps, backup.region).backups.objects.pinLocal(backup.objectKey, callerWorkflowId());
+        restoring = true;
+        restore = engine.restore(names.incoming, file, { jobs: input.jobs });
+        try {
+          await restore.done;
+        } catch (err) {
+          restore.kill();
+          // pg_restore ended because the run was cancelled: report the cancellation, not the tool's exit.
+          if (ctx.cancellationSignal.aborted) await ctx.cancelled;
+          throw err;
+        }
+        restoring = false;
+        progress.phase = 'sequences';
+        progress.bytesRestored = await engine.sizeBytes(names.incoming);
+        ctx.heartbeat(progress);
+        const restored = await engine.sequences(names.incoming);
+        const sequencesBehind = Object.entries(issued)
+          .filter(([name, was]) => was !== null && name in restored && (restored[name] === null || BigInt(restored[name]!) < BigInt(was)))
+          .map(([name, was]) => ({ name, restored: restored[name] ?? null, issued: was! }));
+        let sequencesAdvanced: string[] = [];
+        if (input.advanceSequences && sequencesBehind.length) {
+          sequencesAdvanced = await engine.advanceSequences(names.incoming, Object.fromEntries(sequencesBehind.map((s) => [s.name, s.issued])));
+        }
+        // Only a copy this run filled to the end is ever swapped in (an older attempt may have left another).
+        await engine.labelRestored(names.incoming, callerWorkflowId());
+        return { sequencesBehind, sequencesAdvanced, databaseBytes: progress.bytesRestored };
       } finally {
         clearInterval(beat);
         ctx.cancellationSignal.removeEventListener('abort', onCancel);
       }
-
-      progress.phase = 'sequences';
-      progress.bytesRestored = await engine.sizeBytes(names.incoming);
-      ctx.heartbeat(progress);
-      const restored = await engine.sequences(names.incoming);
-      const sequencesBehind = Object.entries(issued)
-        .filter(([name, was]) => was !== null && name in restored && (restored[name] === null || BigInt(restored[name]!) < BigInt(was)))
-        .map(([name, was]) => ({ name, restored: restored[name] ?? null, issued: was! }));
-      let sequencesAdvanced: string[] = [];
-      if (input.advanceSequences && sequencesBehind.length) {
-        sequencesAdvanced = await engine.advanceSequences(names.incoming, Object.fromEntries(sequencesBehind.map((s) => [s.name, s.issued])));
-      }
-      return { sequencesBehind, sequencesAdvanced, databaseBytes: progress.bytesRestored };
     },
 
     /**
@@ -189,9 +189,14 @@ export function restoreActivities(deps: ActivityDeps) {
       const { engine } = region(deps, inst.activeRegion);
       const names = restoreNames(inst.databaseName);
       const tag = ownerTag(inst.id);
+      const me = callerWorkflowId();
+      await ownCurrent(engine, names.current, inst.id);
       if (await engine.databaseExists(names.incoming)) {
         if ((await engine.ownerTag(names.incoming)) !== tag) {
-          throw ApplicationFailure.nonRetryable(`staging database ${names.incoming} does not belong to instance ${inst.name}; nothing was swapped`, FailureTypes.invalidState);
+          throw ApplicationFailure.nonRetryable(`staging database ${names.incoming} does not belong to instance ${inst.name}; nothing was swapped`, FailureTypes.stagingIncomplete);
+        }
+        if ((await engine.restoredBy(names.incoming)) !== me) {
+          throw ApplicationFailure.nonRetryable(`staging database ${names.incoming} was not filled to the end by this run; nothing was swapped`, FailureTypes.stagingIncomplete);
         }
         // A replaced copy a killed run never dropped: the staging copy still exists, so this run has not swapped yet.
         await dropOwned(engine, names.retired, inst.id);
@@ -199,6 +204,9 @@ export function restoreActivities(deps: ActivityDeps) {
       if (await engine.databaseExists(names.incoming)) {
         await engine.setConnectionsAllowed(names.incoming, false);
         faults.check(FaultPoints.swap, inst.id);
+      }
+      else if ((await engine.restoredBy(names.current)) !== me) {
+        throw ApplicationFailure.nonRetryable(`the staging copy of ${inst.name} is gone and ${names.current} is not this run's restore; nothing was swapped`, FailureTypes.stagingIncomplete);
       }
       const outcome = await engine.swapDatabases(names);
       await deps.db.transaction(async (tx) => {
@@ -245,18 +253,21 @@ export function restoreActivities(deps: ActivityDeps) {
      * it owns) and creates it again empty with the same owner tag, open for
      * connections, and marks it `active`. Sandbox only.
      */
-    async resetDatabase(input: { instanceId: string }): Promise<void> {
+    async resetDatabase(input: { instanceId: string; leaveSuspended?: boolean }): Promise<void> {
       const inst = await loadInstance(deps, input.instanceId);
       if (inst.type !== 'sandbox') {
         throw ApplicationFailure.nonRetryable(`instance ${inst.name} is ${inst.type}; only sandbox instances can be reset`, FailureTypes.refused);
       }
+      const serving = await servedBy(deps.db, inst.id);
+      if (serving) throw ApplicationFailure.nonRetryable(servingRefusal(inst.name, serving.name), FailureTypes.refused);
       const { engine } = region(deps, inst.activeRegion);
       const names = restoreNames(inst.databaseName);
       for (const name of [names.incoming, names.retired, names.current]) await dropOwned(engine, name, inst.id);
       await engine.createDatabase(names.current, ownerTag(inst.id));
-      await engine.setConnectionsAllowed(names.current, true);
+      // Inside the swap production is reset while clients still know its endpoint: it stays closed, so nobody writes into an empty production.
+      await engine.setConnectionsAllowed(names.current, !input.leaveSuspended);
       await deps.db.transaction(async (tx) => {
-        await tx.update(instances).set({ state: 'active', servedBy: null, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+        await tx.update(instances).set({ state: input.leaveSuspended ? 'suspended' : 'active', servedBy: null, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
         await audit(tx, { actor: 'system:runbook', action: 'instance.reset', instanceId: inst.id, subject: inst.name, details: { workflowId: callerWorkflowId() } });
       });
     },

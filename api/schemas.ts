@@ -10,6 +10,7 @@ export const InstanceName = z
   .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'must be a DNS label: lowercase letters, digits and inner hyphens')
   .refine((s) => !s.includes('--'), 'must not contain "--" (reserved for alternate endpoints)')
   .refine((s) => !/^i-[0-9a-f]{12}$/.test(s), 'must not look like an instance id (i-<12 hex digits>)')
+  .refine((s) => !['postgres', 'template0', 'template1'].includes(s), "must not be one of the server's own databases (postgres, template0, template1)")
   .openapi({ example: 'contoso-sandbox' });
 
 /**

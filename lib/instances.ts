@@ -26,8 +26,11 @@ export async function resumeInstance(db: Database, region: RegionHandles, inst: 
  * sessions and marks it `suspended`, audited as `actor`. Idempotent.
  */
 export async function suspendInstance(db: Database, region: RegionHandles, inst: Pick<InstanceRow, 'id' | 'name' | 'databaseName'>, actor: string): Promise<void> {
-  await region.engine.setConnectionsAllowed(inst.databaseName, false);
-  await region.engine.terminateSessions(inst.databaseName);
+  // A database a failed reset left missing takes no writes anyway.
+  if (await region.engine.databaseExists(inst.databaseName)) {
+    await region.engine.setConnectionsAllowed(inst.databaseName, false);
+    await region.engine.terminateSessions(inst.databaseName);
+  }
   await db.transaction(async (tx) => {
     const rows = await tx
       .update(instances)
@@ -37,3 +40,17 @@ export async function suspendInstance(db: Database, region: RegionHandles, inst:
     if (rows.length) await audit(tx, { actor, action: 'instance.suspend', instanceId: inst.id, subject: inst.name });
   });
 }
+
+/**
+ * The instance whose endpoint `instanceId` serves (after a failed production
+ * restore), or null. Such a sandbox holds production's live data: nothing may
+ * restore into it, reset, delete or retype it until production is repaired.
+ */
+export async function servedBy(db: Database, instanceId: string): Promise<Pick<InstanceRow, 'id' | 'name'> | null> {
+  const [row] = await db.select({ id: instances.id, name: instances.name }).from(instances).where(eq(instances.servedBy, instanceId)).limit(1);
+  return row ?? null;
+}
+
+/** The message refusing a change to a sandbox that serves production. */
+export const servingRefusal = (name: string, production: string) =>
+  `instance ${name} serves the endpoint of degraded production instance ${production} and holds its live data; repair ${production} first (POST /v1/runbooks/production-restore naming both)`;

@@ -1,6 +1,6 @@
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { restoreNames } from '../activities/restores.js';
+import { restoreNames } from '../activities/names.js';
 import { instances } from '../db/schema/index.js';
 import { backupNow, canConnect, contentChecksums, createInstance, databasesLike, openContext, runActivity, seedMixed, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
 
@@ -91,5 +91,43 @@ describe('restore steps retried after a crash', () => {
     await t.run(t.a.resetDatabase, { instanceId: t.target.id });
     expect(await t.engine.ownerTag(t.name)).toBe(`bcdr:instance=${t.target.id}`);
     expect(await contentChecksums(ctx, t.name)).toEqual({ '(large objects)': '0:empty' });
+  });
+
+  it('a suspended database the engine opened for itself and could not close (a crash) is closed by the next engine call', async () => {
+    const t = await setup('door');
+    await t.engine.setConnectionsAllowed(t.name, false);
+    expect(await canConnect(ctx, t.name)).toBe(false);
+    // The crash: the door was opened for the engine's own session and never shut.
+    await withInstanceDb(ctx, 'postgres', (sql) => sql.unsafe(`ALTER DATABASE "${t.name}" WITH ALLOW_CONNECTIONS true`));
+    expect(await canConnect(ctx, t.name)).toBe(true);
+    const seqs = await t.engine.sequences(t.name);
+    expect(Object.keys(seqs)).toContain('public.invoice_numbers');
+    expect(await canConnect(ctx, t.name)).toBe(false);
+    await t.engine.setConnectionsAllowed(t.name, true);
+    expect(await canConnect(ctx, t.name)).toBe(true);
+  });
+
+  it("never swaps over a database that is not the instance's own, nor a staging copy its run did not finish", async () => {
+    const t = await setup('adopt');
+    await t.run(t.a.verifyArchive, { backupId: t.backup.id });
+    // Someone re-tagged the target's database: the restore refuses before it reads or renames anything.
+    await withInstanceDb(ctx, 'postgres', (sql) => sql.unsafe(`COMMENT ON DATABASE "${t.name}" IS 'someone-else'`));
+    await expect(t.run(t.a.restoreToStaging, { backupId: t.backup.id, instanceId: t.target.id, jobs: 1, advanceSequences: false })).rejects.toThrow(/does not belong to instance/);
+    await expect(t.run(t.a.swapInRestored, { backupId: t.backup.id, instanceId: t.target.id })).rejects.toThrow(/does not belong to instance/);
+    await withInstanceDb(ctx, 'postgres', (sql) => sql.unsafe(`COMMENT ON DATABASE "${t.name}" IS 'bcdr:instance=${t.target.id}'`));
+    // A staging copy with the right tag but not filled to the end by this run is never swapped in.
+    await t.run(t.a.discardStaging, { instanceId: t.target.id });
+    await t.engine.createDatabase(t.names.incoming, `bcdr:instance=${t.target.id}`);
+    await expect(t.run(t.a.swapInRestored, { backupId: t.backup.id, instanceId: t.target.id })).rejects.toThrow(/not filled to the end by this run/);
+    expect(await contentChecksums(ctx, t.name)).toEqual(t.targetBefore);
+    await t.run(t.a.discardStaging, { instanceId: t.target.id });
+  });
+
+  it("deleting an instance drops its staging and replaced copies too, so a reused name restores cleanly", async () => {
+    const t = await setup('del');
+    for (const n of [t.names.incoming, t.names.retired]) await t.engine.createDatabase(n, `bcdr:instance=${t.target.id}`);
+    const del = await ctx.call('DELETE', `/v1/instances/${t.target.id}`);
+    expect(del.status).toBe(200);
+    expect(await databasesLike(ctx, t.name)).toEqual([]);
   });
 });

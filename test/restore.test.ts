@@ -119,6 +119,14 @@ describe('restore into a new instance', () => {
     expect(await contentChecksums(ctx, name)).toEqual(src.before);
     await recordHistory(ctx, res.body.run.workflowId, 'restore-new-instance');
 
+    // The server's own databases and stray ones are never taken over.
+    const reserved = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { newInstance: { name: 'template1', edition: 'standard', region: 'primary' } } } });
+    expect(reserved.status).toBe(400);
+    const strayName = uniqueName('stray');
+    await withInstanceDb(ctx, 'postgres', (sql) => sql.unsafe(`CREATE DATABASE "${strayName}"`));
+    const stray = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { newInstance: { name: strayName, edition: 'standard', region: 'primary' } } } });
+    expect(stray.status).toBe(409);
+    expect(stray.body.error.code).toBe('database_exists');
     const taken = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: src.backup.id, target: { newInstance: { name, edition: 'standard', region: 'primary' } } } });
     expect(taken.status).toBe(409);
     expect(taken.body.error.code).toBe('name_taken');

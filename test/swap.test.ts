@@ -70,6 +70,7 @@ describe('production-restore swap', () => {
     expect(run.stepsDone).toEqual([
       'lock-instances',
       'wait-for-window',
+      'stop-writes-on-production',
       'backup-production:record-backup',
       'backup-production:dump',
       'backup-sandbox:record-backup',
@@ -126,8 +127,21 @@ describe('production-restore swap', () => {
     expect(endpoint.body).toMatchObject({ servedBy: { id: p.sbx.id, name: p.sbxName }, acceptsConnections: true });
     expect(endpoint.body.endpoint).toMatch(new RegExp(`^postgres://postgres@127\\.0\\.0\\.1:\\d+/${p.sbxName}$`));
     expect(await canConnect(ctx, p.sbxName)).toBe(true);
+    expect(await canConnect(ctx, p.prodName)).toBe(false); // nobody writes into production's own, unread database
     expect(await contentChecksums(ctx, p.sbxName)).toEqual(p.atBackup);
     await recordHistory(ctx, res.body.run.workflowId, 'production-restore-degraded');
+    // The sandbox now holds production's live data: nothing may overwrite, reset, retype or delete it.
+    for (const [method, path, body] of [
+      ['POST', '/v1/runbooks/restore', { backupId: p.backup.id, target: { instance: p.sbx.id } }],
+      ['POST', '/v1/runbooks/reset', { instance: p.sbx.id }],
+      ['PATCH', `/v1/instances/${p.sbx.id}`, { type: 'production' }],
+      ['DELETE', `/v1/instances/${p.sbx.id}`, undefined],
+    ] as const) {
+      const refused = await ctx.call(method, path, { body });
+      expect(refused.status, `${method} ${path}`).toBe(409);
+      expect(refused.body.error.code).toBe('serving_production');
+    }
+    expect(await contentChecksums(ctx, p.sbxName)).toEqual(p.atBackup);
 
   });
 

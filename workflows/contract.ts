@@ -25,6 +25,8 @@ export const FailureTypes = {
   refused: 'Refused',
   /** The archive's bytes differ from its catalog record or manifest: nothing was restored. */
   archiveIntegrity: 'ArchiveIntegrity',
+  /** The staging copy is not one this run filled to the end: nothing was swapped, the target is untouched. */
+  stagingIncomplete: 'StagingIncomplete',
   /** A test-only fault hook fired (see activities/faults.ts). */
   injectedFault: 'InjectedFault',
 } as const;

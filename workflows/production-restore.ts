@@ -37,6 +37,7 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
       return snaps;
     });
     const sandboxWasActive = held.find((s) => s.id === sbx)?.state === 'active';
+    const productionWasActive = held.find((s) => s.id === prod)?.state === 'active';
     // A degraded production served by this sandbox is repaired from the sandbox's live data.
     const repair = held.find((s) => s.id === prod)?.servedBy === sbx;
 
@@ -69,6 +70,11 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
       // The sandbox holds production's live data: stop writes there so none is lost in the copy back.
       await state.step('stop-writes-on-sandbox', () => catalog.suspendHeldInstance({ instanceId: sbx }));
       saga.push('reopen-sandbox', () => untilDone.resumeRestoredInstance({ instanceId: sbx }));
+    } else {
+      // From here production's data is being replaced: stop its writes before the step-1 backup, so
+      // every write it took is in that backup and none lands where the restore will overwrite it.
+      await state.step('stop-writes-on-production', () => catalog.suspendHeldInstance({ instanceId: prod }));
+      if (productionWasActive) saga.push('reopen-production', () => untilDone.resumeRestoredInstance({ instanceId: prod }));
     }
 
     // Step 1: the safety net, labelled so an operator finds it.
@@ -96,13 +102,24 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
     saga.push('switch-back-to-production', () => untilDone.setInstanceType({ instanceId: prod, type: 'production' }));
 
     // Step 4, with one reset and retry; then the fallback.
-    const restored = await restoreProduction(state, { ...restoreOpts, backupId: source, instanceId: prod });
+    const fallback = async () => {
+      await untilDone.suspendHeldInstance({ instanceId: prod }); // its own database takes no writes nobody would read
+      await untilDone.resumeRestoredInstance({ instanceId: sbx });
+      await untilDone.setServedBy({ instanceId: prod, servedBy: sbx, state: 'degraded' });
+    };
+    const restored = await restoreProduction(state, { ...restoreOpts, backupId: source, instanceId: prod }, () => {
+      // Production is about to be emptied: from now on the sandbox copy is the live data. Undoing must
+      // never overwrite it or reopen an empty production; it serves production instead.
+      saga.drop('put-back-sandbox');
+      saga.drop('reopen-production');
+      saga.drop('reopen-sandbox');
+      saga.push('fallback-serve-from-sandbox', fallback);
+    });
     if (!restored) {
-      await state.step('fallback-serve-from-sandbox', async () => {
-        await untilDone.resumeRestoredInstance({ instanceId: sbx });
-        await untilDone.setServedBy({ instanceId: prod, servedBy: sbx, state: 'degraded' });
-      });
+      await state.step('fallback-serve-from-sandbox', fallback);
+      saga.drop('fallback-serve-from-sandbox');
       saga.drop('put-back-sandbox'); // the sandbox copy now serves production: it must stay
+      saga.drop('reopen-production');
       saga.drop('reopen-sandbox');
       result.outcome = 'degraded';
       result.next = `production ${prod} could not be restored twice; sandbox ${sbx} serves its endpoint. Repair it: reset and restore it again with the production-restore swap, or restore backup ${source} into it by hand`;
@@ -112,6 +129,8 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
     // Step 5, in every path (the saga does it on failure).
     await state.step('switch-back-to-production', () => untilDone.setInstanceType({ instanceId: prod, type: 'production' }));
     saga.drop('switch-back-to-production');
+    saga.drop('fallback-serve-from-sandbox');
+    saga.drop('reopen-production'); // production is resumed below, or deliberately left suspended
     if (result.outcome === 'completed') {
       if (repair) {
         // Production serves itself again; the sandbox stays suspended, so nobody writes where nobody reads.
@@ -144,16 +163,25 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
   }
 }
 
-/** Step 4: restores production (now of sandbox type); on failure resets it and tries once more. Null when both failed. */
-async function restoreProduction(state: RunState, p: Parameters<typeof restoreSteps>[1]): Promise<RestoreResult | null> {
-  for (const attempt of ['production:', 'production-retry:']) {
-    try {
-      return await restoreSteps(state, p, attempt);
-    } catch (err) {
-      if (isCancellation(err)) throw err;
-      state.warn(`restoring production failed (${attempt.replace(/:$/, '')}): ${errorMessage(err)}`);
-      if (attempt === 'production:') await state.step('reset-production', () => ddl.resetDatabase({ instanceId: p.instanceId }));
-    }
+/**
+ * Step 4: restores production (now of sandbox type); on failure resets it
+ * (left closed to clients) and tries once more. `beforeReset` runs just before
+ * the reset empties production. Null when both attempts, or the reset, failed.
+ */
+async function restoreProduction(state: RunState, p: Parameters<typeof restoreSteps>[1], beforeReset: () => void): Promise<RestoreResult | null> {
+  try {
+    return await restoreSteps(state, p, 'production:');
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    state.warn(`restoring production failed (production): ${errorMessage(err)}`);
   }
-  return null;
+  beforeReset();
+  try {
+    await state.step('reset-production', () => ddl.resetDatabase({ instanceId: p.instanceId, leaveSuspended: true }));
+    return await restoreSteps(state, p, 'production-retry:');
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    state.warn(`restoring production failed (production-retry): ${errorMessage(err)}`);
+    return null;
+  }
 }

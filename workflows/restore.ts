@@ -23,7 +23,8 @@ export async function restoreWorkflow(input: RestoreInput): Promise<RestoreResul
   try {
     await state.step('lock-instance', () => catalog.acquireInstanceLock({ instanceId, runbook: Runbooks.restore }));
     const result = await restoreSteps(state, input);
-    if (input.createsInstance) await state.step('create-backup-schedule', () => ddl.ensureBackupSchedule({ instanceId }));
+    // After the swap the new instance holds the restored data: a cancel now must not undo it.
+    if (input.createsInstance) await CancellationScope.nonCancellable(() => state.step('create-backup-schedule', () => ddl.ensureBackupSchedule({ instanceId })));
     state.finish();
     return { ...result, warnings: [...state.status.warnings] };
   } catch (err) {
@@ -92,6 +93,11 @@ export async function restoreSteps(
       // Once begun, the swap is finished even if the run is cancelled: a half-swapped instance helps nobody.
       await CancellationScope.nonCancellable(() => state.step(step('swap'), () => ddl.swapInRestored({ backupId, instanceId })));
     } catch (err) {
+      if (failureTypeOf(err) === FailureTypes.stagingIncomplete) {
+        // Refused before anything was renamed: the target is as it was.
+        await CancellationScope.nonCancellable(() => untilDone.discardStaging({ instanceId, backupId }));
+        throw err;
+      }
       await CancellationScope.nonCancellable(async () => {
         await untilDone.setInstanceState({ instanceId, state: 'failed' });
         await untilDone.discardStaging({ instanceId, backupId });

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { and, asc, eq, isNull, sql } from 'drizzle-orm';
 import { Editions, instances, InstanceStates, InstanceTypes, type InstanceRow } from '../../db/schema/index.js';
 import { audit } from '../../lib/audit.js';
-import { resumeInstance } from '../../lib/instances.js';
+import { resumeInstance, servedBy, servingRefusal } from '../../lib/instances.js';
 import { acquireLock, releaseLock } from '../../lib/locks.js';
 import { editionAtLeast } from '../../lib/restore-rules.js';
 import { isRunRunning } from '../../lib/runs.js';
@@ -174,6 +174,8 @@ export function instancesApp(deps: ApiDeps) {
     async (c) => {
       const inst = await findInstance(deps, c.req.valid('param').id);
       const body = c.req.valid('json');
+      const serving = await servedBy(deps.db, inst.id);
+      if (serving && body.type) throw new ApiError(409, 'serving_production', servingRefusal(inst.name, serving.name));
       if (body.edition && !editionAtLeast(body.edition, inst.edition)) {
         throw new ApiError(422, 'edition_lowered', `instance ${inst.name} is ${inst.edition}; an edition can be raised, never lowered (to ${body.edition})`);
       }
@@ -241,6 +243,8 @@ export function instancesApp(deps: ApiDeps) {
     }),
     async (c) => {
       const inst = await findInstance(deps, c.req.valid('param').id);
+      const serving = await servedBy(deps.db, inst.id);
+      if (serving) throw new ApiError(409, 'serving_production', servingRefusal(inst.name, serving.name));
       const actor = c.get('principal').identity;
       const workflowId = workflowIds.deleteInstance(inst.id);
       const args: [InstanceRunInput] = [{ instanceId: inst.id, requestedBy: actor }];

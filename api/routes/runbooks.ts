@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { eq } from 'drizzle-orm';
 import { backups, Editions, instances, type BackupRow } from '../../db/schema/index.js';
 import { audit } from '../../lib/audit.js';
+import { servedBy, servingRefusal } from '../../lib/instances.js';
 import { backupRefusal, editionAtLeast, targetRefusal, type Refusal } from '../../lib/restore-rules.js';
 import { Runbooks, workflowIds, type ProductionRestoreInput, type ResetInput, type RestoreInput } from '../../workflows/contract.js';
 import { requireRole } from '../auth.js';
@@ -74,6 +75,12 @@ const suffix = () => randomBytes(4).toString('hex');
 export function runbooksApp(deps: ApiDeps) {
   const app = new OpenAPIHono<ApiEnv>();
 
+  /** 409 when the instance serves a degraded production's endpoint. */
+  async function refuseServing(inst: { id: string; name: string }): Promise<void> {
+    const serving = await servedBy(deps.db, inst.id);
+    if (serving) throw new ApiError(409, 'serving_production', servingRefusal(inst.name, serving.name));
+  }
+
   async function findBackup(id: string): Promise<BackupRow> {
     const [row] = await deps.db.select().from(backups).where(eq(backups.id, id));
     refuse(backupRefusal(row, id));
@@ -98,6 +105,7 @@ export function runbooksApp(deps: ApiDeps) {
       if (body.target.instance !== undefined) {
         const inst = await findInstance(deps, body.target.instance);
         refuse(targetRefusal(backup, inst));
+        await refuseServing(inst);
         const workflowId = workflowIds.restore(inst.name, suffix());
         const args: [RestoreInput] = [{ ...opts, instanceId: inst.id, createsInstance: false }];
         const run = await startLockedRunbook(deps, { instance: inst, runbook: Runbooks.restore, workflowId, workflowType: 'restoreWorkflow', args });
@@ -109,6 +117,11 @@ export function runbooksApp(deps: ApiDeps) {
       if (!region) throw badRequest('target.newInstance.region', `must be one of the configured regions: ${[...deps.regions.keys()].join(', ')}`);
       if (!editionAtLeast(spec.edition, backup.edition)) {
         throw new ApiError(422, 'edition_too_low', `backup ${backup.id} is of edition ${backup.edition}; a new ${spec.edition} instance is a lower edition: choose ${backup.edition} or higher`);
+      }
+      const [named] = await deps.db.select({ id: instances.id }).from(instances).where(eq(instances.name, spec.name));
+      if (named) throw new ApiError(409, 'name_taken', `an instance named ${spec.name} already exists; delete it first, or restore into it as target.instance if it is a sandbox`);
+      if (await region.engine.databaseExists(spec.name)) {
+        throw new ApiError(409, 'database_exists', `a database named ${spec.name} already exists on region ${spec.region}'s server and belongs to no instance; it is left untouched: choose another name`);
       }
       const id = `i-${randomBytes(6).toString('hex')}`;
       const workflowId = workflowIds.restore(spec.name, suffix());
@@ -156,6 +169,7 @@ export function runbooksApp(deps: ApiDeps) {
         throw new ApiError(409, 'production_target', `instance ${inst.name} is a production instance; only sandbox instances can be reset. To restore production, use the production-restore swap`);
       }
       if (inst.state === 'provisioning' || inst.state === 'failed_over') throw new ApiError(409, 'invalid_state', `instance ${inst.name} is ${inst.state}; it cannot be reset now`);
+      await refuseServing(inst);
       if (body.backupId) refuse(targetRefusal(await findBackup(body.backupId), inst));
       const workflowId = workflowIds.reset(inst.name, suffix());
       const args: [ResetInput] = [{ instanceId: inst.id, backupId: body.backupId, jobs: body.jobs, advanceSequences: body.advanceSequences, dropRetiredAfterSeconds: deps.cfg.DROP_RETIRED_AFTER_SECONDS, requestedBy: actor }];
@@ -184,6 +198,8 @@ export function runbooksApp(deps: ApiDeps) {
       if (sbx.type !== 'sandbox') throw new ApiError(409, 'not_sandbox', `instance ${sbx.name} is a ${sbx.type} instance; the swap needs a sandbox instance to restore through`);
       // A degraded production is repaired from the sandbox that serves it, with that sandbox's live data.
       const repair = prod.state === 'degraded' && prod.servedBy === sbx.id;
+      const serving = await servedBy(deps.db, sbx.id);
+      if (serving && serving.id !== prod.id) throw new ApiError(409, 'serving_production', servingRefusal(sbx.name, serving.name));
       if (prod.state === 'degraded' && !repair) {
         throw new ApiError(409, 'invalid_state', `production ${prod.name} is degraded and served by instance ${prod.servedBy}; repair it with that sandbox`);
       }

@@ -112,13 +112,21 @@ export class PostgresEngine implements InstanceEngine {
     child.stderr!.on('data', (chunk: string) => {
       if (stderr.length < 4000) stderr += chunk;
     });
+    // A tool's DETAIL, CONTEXT and "Command was" lines can quote tenant rows: they never reach run errors or histories.
+    const cleaned = () =>
+      stderr
+        .split('\n')
+        .filter((l) => !/^\s*(pg_\w+: )?(DETAIL|CONTEXT|HINT|LINE \d+|QUERY):|^\s*(pg_\w+: )?(error: )?Command was:|^\s*\^\s*$/.test(l))
+        .join('\n')
+        .trim()
+        .slice(0, 1000);
     let exited = false;
     const done = new Promise<void>((resolve, reject) => {
       child.once('error', (err) => reject(new Error(`could not run ${tool}: ${err.message}`)));
       child.once('close', (code, signal) => {
         exited = true;
         if (code === 0) resolve();
-        else reject(new Error(`${tool} exited with ${signal ?? `code ${code}`}: ${stderr.trim() || 'no output'}`));
+        else reject(new Error(`${tool} exited with ${signal ?? `code ${code}`}: ${cleaned() || 'no output'}`));
       });
     });
     done.catch(() => {}); // the caller awaits it; never an unhandled rejection meanwhile
@@ -171,8 +179,41 @@ export class PostgresEngine implements InstanceEngine {
     return 'swapped';
   }
 
+  async labelRestored(name: string, runId: string): Promise<void> {
+    await this.admin.unsafe(`ALTER DATABASE ${quoteIdent(name)} SET bcdr.restored_by = ${quoteLiteral(runId)}`);
+  }
+
+  async restoredBy(name: string): Promise<string | null> {
+    return this.databaseSetting(name, 'bcdr.restored_by');
+  }
+
+  /** A database-level setting (ALTER DATABASE … SET), or null. */
+  private async databaseSetting(name: string, key: string): Promise<string | null> {
+    const [row] = await this.admin<{ value: string | null }[]>`
+      SELECT (SELECT substr(c, length(${key}) + 2) FROM unnest(s.setconfig) c WHERE starts_with(c, ${`${key}=`})) AS value
+      FROM pg_database d LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0
+      WHERE d.datname = ${name}`;
+    return row?.value ?? null;
+  }
+
+  /**
+   * Suspension is recorded twice: the door (ALLOW_CONNECTIONS) and a durable
+   * mark (`bcdr.suspended`), so a door the engine opened for itself and could
+   * not close again (a crash in admitOnly) is closed by the next caller.
+   */
   async setConnectionsAllowed(name: string, allowed: boolean): Promise<void> {
-    await this.admin.unsafe(`ALTER DATABASE ${quoteIdent(name)} WITH ALLOW_CONNECTIONS ${allowed ? 'true' : 'false'}`);
+    if (allowed) {
+      await this.admin.unsafe(`ALTER DATABASE ${quoteIdent(name)} RESET bcdr.suspended`);
+      await this.door(name, true);
+    } else {
+      await this.admin.unsafe(`ALTER DATABASE ${quoteIdent(name)} SET bcdr.suspended = 'on'`);
+      await this.door(name, false);
+    }
+  }
+
+  /** Opens or shuts the database to new connections, leaving the suspension mark alone. */
+  private async door(name: string, open: boolean): Promise<void> {
+    await this.admin.unsafe(`ALTER DATABASE ${quoteIdent(name)} WITH ALLOW_CONNECTIONS ${open ? 'true' : 'false'}`);
   }
 
   async connectionsAllowed(name: string): Promise<boolean> {
@@ -219,12 +260,13 @@ export class PostgresEngine implements InstanceEngine {
    * other session that slipped in meanwhile. An open database is just connected to.
    */
   private async admitOnly(name: string, appName: string, connect: () => Promise<void>): Promise<void> {
-    if (await this.connectionsAllowed(name)) return connect();
-    await this.setConnectionsAllowed(name, true);
+    const suspended = (await this.databaseSetting(name, 'bcdr.suspended')) === 'on' || !(await this.connectionsAllowed(name));
+    if (!suspended) return connect();
+    await this.door(name, true);
     try {
       await connect();
     } finally {
-      await this.setConnectionsAllowed(name, false);
+      await this.door(name, false);
     }
     await this.admin`
       SELECT pg_terminate_backend(pid) FROM pg_stat_activity

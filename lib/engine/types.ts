@@ -89,6 +89,14 @@ export interface InstanceEngine {
    * is gone and `current` exists, the swap already happened.
    */
   swapDatabases(names: SwapNames): Promise<'swapped' | 'already-swapped'>;
+  /**
+   * Labels a database with the run that restored it to the end (a
+   * database-level setting, `bcdr.restored_by`, that survives renames), so a
+   * swap takes only a copy its own run completed.
+   */
+  labelRestored(name: string, runId: string): Promise<void>;
+  /** The run label labelRestored put on the database, or null. */
+  restoredBy(name: string): Promise<string | null>;
   /** Lets clients connect to the database, or refuses every new connection (a suspended instance). */
   setConnectionsAllowed(name: string, allowed: boolean): Promise<void>;
   /** Whether the database accepts new connections. */
