@@ -122,7 +122,7 @@ export async function productionRestoreWorkflow(input: ProductionRestoreInput): 
       saga.drop('reopen-production');
       saga.drop('reopen-sandbox');
       result.outcome = 'degraded';
-      result.next = `production ${prod} could not be restored twice; sandbox ${sbx} serves its endpoint. Repair it: reset and restore it again with the production-restore swap, or restore backup ${source} into it by hand`;
+      result.next = `production ${prod} could not be restored twice; sandbox ${sbx} serves its endpoint with the restored data. Repair it by running the production-restore swap again with the same sandbox: it copies the sandbox's live data back into production`;
       state.warn(result.next);
     }
 
