@@ -2,6 +2,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { eq, sql } from 'drizzle-orm';
 import { backups, instances, type BackupRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
+import { isRunRunning } from '../lib/runs.js';
 import { resumeInstance, servedBy, servingRefusal, suspendInstance } from '../lib/instances.js';
 import { backupRefusal, targetRefusal } from '../lib/restore-rules.js';
 import type { SequenceMarks } from '../lib/engine/types.js';
@@ -241,6 +242,22 @@ export function restoreActivities(deps: ActivityDeps) {
         await engine.dropDatabase(names.incoming, ownerTag(inst.id));
       }
       if (input.backupId) await releasePin(input.backupId);
+    },
+
+    /**
+     * Releases pins whose run has ended without releasing them (a terminated
+     * run), so no deleted archive's bytes stay on disk. Pins of running runs stay.
+     */
+    async sweepStalePins(): Promise<number> {
+      let removed = 0;
+      for (const r of deps.regions.values()) {
+        for (const pin of await r.backups.objects.listPins()) {
+          if (await isRunRunning(deps.temporal, pin.readerId)) continue;
+          await r.backups.objects.unpinLocal(pin.key, pin.readerId);
+          removed++;
+        }
+      }
+      return removed;
     },
 
     /** Releases the run's pin on the backup's archive. Idempotent. */

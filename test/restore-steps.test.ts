@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { restoreNames } from '../activities/names.js';
@@ -129,5 +130,24 @@ describe('restore steps retried after a crash', () => {
     const del = await ctx.call('DELETE', `/v1/instances/${t.target.id}`);
     expect(del.status).toBe(200);
     expect(await databasesLike(ctx, t.name)).toEqual([]);
+  });
+
+  it('sweeps the archive pins of runs that ended without releasing them, and keeps those of running runs', async () => {
+    const t = await setup('pin');
+    const objects = ctx.regions.get(t.backup.region)!.backups.objects;
+    const pinned = await objects.pinLocal(t.backup.objectKey, 'restore-terminated-long-ago');
+    // A run that is still going (a swap waiting for sign-off) keeps its pin.
+    const prod = await createInstance(ctx, uniqueName('pinp'), { type: 'production' });
+    const swap = await ctx.call('POST', '/v1/runbooks/production-restore', { body: { production: prod.id, sandbox: t.target.id, requireSignoff: true } });
+    const live = swap.body.run.workflowId as string;
+    await objects.pinLocal(t.backup.objectKey, live);
+    const removed = await t.run(t.a.sweepStalePins);
+    expect(removed).toBeGreaterThanOrEqual(1);
+    const left = (await objects.listPins()).filter((p) => p.key === t.backup.objectKey).map((p) => p.readerId);
+    expect(left).toEqual([live]);
+    expect(existsSync(pinned)).toBe(false);
+    await ctx.call('POST', `/v1/runs/${live}/cancel`);
+    await ctx.temporal.workflow.getHandle(live).result().catch(() => {});
+    await objects.unpinLocal(t.backup.objectKey, live);
   });
 });

@@ -1,4 +1,4 @@
-import { continueAsNew, log, proxyActivities } from '@temporalio/workflow';
+import { continueAsNew, log, patched, proxyActivities } from '@temporalio/workflow';
 import type * as activities from '../activities/index.js';
 import { Runbooks } from './contract.js';
 import { errorMessage, RunState } from './run-state.js';
@@ -31,6 +31,14 @@ export async function retentionSweepWorkflow(input: SweepInput = {}): Promise<Sw
     }
   }
   const instances = (input.instances ?? 0) + ids.length;
+  // Added after release: runs recorded before it replay without the step.
+  if (!input.after && patched('sweep-stale-pins')) {
+    try {
+      await state.step('sweep-stale-pins', () => acts.sweepStalePins());
+    } catch (err) {
+      state.warn(`sweeping stale archive pins failed: ${errorMessage(err)}`);
+    }
+  }
   if (ids.length === pageSize) {
     // A fresh history per page keeps a large fleet far from Temporal's history limits. Only counts carry over.
     return continueAsNew<typeof retentionSweepWorkflow>({ pageSize, after: ids[ids.length - 1]!, instances, expired: expired.slice(-1000), failed: failed.slice(-1000) });

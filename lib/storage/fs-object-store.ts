@@ -178,6 +178,18 @@ export class FsObjectStore implements ObjectStore {
     return pin;
   }
 
+  async listPins(): Promise<{ key: string; readerId: string }[]> {
+    let names: string[];
+    try {
+      names = await fs.readdir(path.join(this.root, PIN_DIR));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    // `<key>.<readerId>`: reader ids (workflow ids) hold no dots, so the last dot splits them.
+    return names.filter((n) => n.includes('.')).map((n) => ({ key: n.slice(0, n.lastIndexOf('.')), readerId: n.slice(n.lastIndexOf('.') + 1) }));
+  }
+
   async unpinLocal(key: string, readerId: string): Promise<void> {
     await fs.rm(this.pinPath(key, readerId), { force: true });
   }

@@ -48,6 +48,8 @@ export interface ObjectStore {
   pinLocal(key: string, readerId: string): Promise<string>;
   /** Releases the local file `pinLocal` gave `readerId`; does nothing when there is none. */
   unpinLocal(key: string, readerId: string): Promise<void>;
+  /** Every pin there is: which object, for which reader. */
+  listPins(): Promise<{ key: string; readerId: string }[]>;
 }
 
 /** A fully written object not yet visible under its key. */
