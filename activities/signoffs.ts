@@ -1,6 +1,7 @@
 import { and, eq, sql } from 'drizzle-orm';
 import { signoffs, type SignoffStatus } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
+import { isRunRunning } from '../lib/runs.js';
 import { callerWorkflowId, type ActivityDeps } from './deps.js';
 
 /** The catalog id of a run's sign-off gate. */
@@ -64,6 +65,30 @@ export function signoffActivities(deps: ActivityDeps) {
           });
         }
       });
+    },
+
+    /**
+     * Closes, as `cancelled`, pending sign-offs whose run has ended without
+     * closing them (a terminated run), so `GET /v1/signoffs?status=pending`
+     * lists only what an approver can still act on. Returns how many it closed.
+     */
+    async closeAbandonedSignoffs(): Promise<number> {
+      let closed = 0;
+      for (const row of await deps.db.select().from(signoffs).where(eq(signoffs.status, 'pending'))) {
+        if (await isRunRunning(deps.temporal, row.workflowId)) continue;
+        await deps.db.transaction(async (tx) => {
+          const done = await tx
+            .update(signoffs)
+            .set({ status: 'cancelled', decidedAt: sql`now()` })
+            .where(and(eq(signoffs.id, row.id), eq(signoffs.status, 'pending')))
+            .returning({ id: signoffs.id });
+          if (done.length) {
+            closed++;
+            await audit(tx, { actor: 'system:retention', action: 'signoff.cancelled', instanceId: row.instanceIds[0] ?? null, subject: row.id, details: { workflowId: row.workflowId, reason: 'the run ended without a decision' } });
+          }
+        });
+      }
+      return closed;
     },
 
     /** Audits a reminder that the run still waits for sign-off. */

@@ -15,6 +15,7 @@ import {
   leftovers,
   finishedRun,
   openContext,
+  runActivity,
   seedMixed,
   uniqueName,
   withInstanceDb,
@@ -323,6 +324,21 @@ describe('sign-off', () => {
     expect(gate!.status).toBe('cancelled');
     expect(await row(p.prod.id)).toMatchObject({ type: 'production', lockedByRun: null });
     expect(await row(p.sbx.id)).toMatchObject({ lockedByRun: null });
+  });
+});
+
+describe('abandoned sign-offs', () => {
+  it('closes the sign-off of a run that was terminated while it waited, so pending lists only what can still be approved', async () => {
+    const p = await pair('ab');
+    const res = await swap({ production: p.prod.id, sandbox: p.sbx.id, requireSignoff: true });
+    const id = res.body.run.workflowId;
+    await waitForPending(id);
+    await ctx.temporal.workflow.getHandle(id).terminate('test: a run killed while it waited');
+    expect((await ctx.call('GET', `/v1/signoffs?status=pending&run=${id}`)).body.signoffs).toHaveLength(1);
+    expect(await runActivity(`sweep-${p.prod.id}`, ctx.activities.closeAbandonedSignoffs)).toBeGreaterThanOrEqual(1);
+    expect((await ctx.call('GET', `/v1/signoffs?status=pending&run=${id}`)).body.signoffs).toEqual([]);
+    const [gate] = await ctx.db.select().from(signoffs).where(eq(signoffs.workflowId, id));
+    expect(gate!.status).toBe('cancelled');
   });
 });
 

@@ -33,10 +33,12 @@ export async function retentionSweepWorkflow(input: SweepInput = {}): Promise<Sw
   const instances = (input.instances ?? 0) + ids.length;
   // Added after release: runs recorded before it replay without the step.
   if (!input.after && patched('sweep-stale-pins')) {
+    // What runs that ended without cleaning up (terminated) left behind: archive pins and open sign-offs.
     try {
       await state.step('sweep-stale-pins', () => acts.sweepStalePins());
+      await state.step('close-abandoned-signoffs', () => acts.closeAbandonedSignoffs());
     } catch (err) {
-      state.warn(`sweeping stale archive pins failed: ${errorMessage(err)}`);
+      state.warn(`sweeping what ended runs left behind failed: ${errorMessage(err)}`);
     }
   }
   if (ids.length === pageSize) {
