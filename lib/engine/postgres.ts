@@ -223,8 +223,14 @@ export class PostgresEngine implements InstanceEngine {
   }
 
   async terminateSessions(name: string): Promise<number> {
+    return this.endSessions(name);
+  }
+
+  /** Ends every session on the database but this admin's own and, given `keepApp`, the one with that application name. */
+  private async endSessions(name: string, keepApp?: string): Promise<number> {
     const rows = await this.admin`
-      SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${name} AND pid <> pg_backend_pid()`;
+      SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE datname = ${name} AND pid <> pg_backend_pid() AND application_name IS DISTINCT FROM ${keepApp ?? null}`;
     return rows.length;
   }
 
@@ -268,9 +274,7 @@ export class PostgresEngine implements InstanceEngine {
     } finally {
       await this.door(name, false);
     }
-    await this.admin`
-      SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-      WHERE datname = ${name} AND application_name <> ${appName} AND pid <> pg_backend_pid()`;
+    await this.endSessions(name, appName);
   }
 
   /** Runs `fn` on a short-lived session on database `name`, even a suspended one. */
