@@ -201,19 +201,17 @@ export function restoreActivities(deps: ActivityDeps) {
         }
         // A replaced copy a killed run never dropped: the staging copy still exists, so this run has not swapped yet.
         await dropOwned(engine, names.retired, inst.id);
-      }
-      if (await engine.databaseExists(names.incoming)) {
+        // The swap begins: the staging copy closes to clients (swapDatabases closes both again before renaming).
         await engine.setConnectionsAllowed(names.incoming, false);
         faults.check(FaultPoints.swap, inst.id);
-      }
-      else if ((await engine.restoredBy(names.current)) !== me) {
+      } else if ((await engine.restoredBy(names.current)) !== me) {
         throw ApplicationFailure.nonRetryable(`the staging copy of ${inst.name} is gone and ${names.current} is not this run's restore; nothing was swapped`, FailureTypes.stagingIncomplete);
       }
       const outcome = await engine.swapDatabases(names);
       await deps.db.transaction(async (tx) => {
         await tx.update(instances).set({ state: 'suspended', updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
         if (outcome === 'swapped') {
-          await audit(tx, { actor: 'system:runbook', action: 'instance.restored', instanceId: inst.id, subject: input.backupId, details: { workflowId: callerWorkflowId() } });
+          await audit(tx, { actor: 'system:runbook', action: 'instance.restored', instanceId: inst.id, subject: input.backupId, details: { workflowId: me } });
         }
       });
     },
