@@ -25,6 +25,8 @@ export interface BeginBackupInput {
   kind: BackupKind;
   label: string | null;
   retentionDays?: number;
+  /** Dump this database in this region instead of the instance's own (a failback keeps the old primary). */
+  source?: { region: string; database: string };
 }
 
 /** Backup and retention activities. Each is idempotent: a retry or re-run converges on the same end state. */
@@ -76,7 +78,8 @@ export function backupActivities(deps: ActivityDeps) {
               id: input.backupId,
               instanceId: inst.id,
               instanceName: inst.name,
-              region: inst.activeRegion,
+              region: input.source?.region ?? inst.activeRegion,
+              sourceDatabase: input.source?.database ?? null,
               kind: input.kind,
               label: input.label,
               status: 'pending',
@@ -116,22 +119,23 @@ export function backupActivities(deps: ActivityDeps) {
       }
       const inst = await loadInstance(deps, row.instanceId);
       const { engine, backups: store } = region(deps, row.region);
-      if (!(await engine.databaseExists(inst.databaseName))) {
+      const database = row.sourceDatabase ?? inst.databaseName;
+      if (!(await engine.databaseExists(database))) {
         throw ApplicationFailure.nonRetryable(
-          `database ${inst.databaseName} of instance ${inst.name} does not exist in region ${row.region}; reset or re-provision the instance`,
+          `database ${database} of instance ${inst.name} does not exist in region ${row.region}; reset or re-provision the instance`,
           FailureTypes.invalidState,
         );
       }
 
       // Read before the dump: a lower bound of what the archive holds, so a restore warns rather than misses a possible duplicate.
-      const [sequences, serverVersion, databaseBytes] = await Promise.all([engine.sequences(inst.databaseName), engine.serverVersion(), engine.sizeBytes(inst.databaseName)]);
+      const [sequences, serverVersion, databaseBytes] = await Promise.all([engine.sequences(database), engine.serverVersion(), engine.sizeBytes(database)]);
       const progress: DumpProgress = { phase: 'dumping', bytesWritten: 0, databaseBytes };
       ctx.heartbeat(progress);
       const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
       let archive: StagedArchive | undefined;
       try {
         // pg_dump writes the file itself (no copy through the worker); progress is the file's growing size.
-        archive = await store.stageArchiveFile(row.objectKey, (fd) => engine.dump(inst.databaseName, { fd, fence: row.objectKey }), {
+        archive = await store.stageArchiveFile(row.objectKey, (fd) => engine.dump(database, { fd, fence: row.objectKey }), {
           signal: ctx.cancellationSignal,
           progressEveryMs: HEARTBEAT_EVERY_MS / 2,
           onProgress: (p) => {

@@ -62,12 +62,14 @@ export async function dailyBackupWorkflow(input: DailyBackupInput): Promise<Back
 }
 
 /** What a backup run records about one backup. */
-interface BackupSpec {
+export interface BackupSpec {
   instanceId: string;
   backupId: string;
   kind: 'system' | 'on_demand';
   label: string | null;
   retentionDays?: number;
+  /** Dump this database instead of the instance's own (the old primary a failback keeps). */
+  source?: { region: string; database: string };
 }
 
 /** Runs the backup steps on an instance this run has locked, and always releases the lock. */

@@ -26,6 +26,8 @@ export const backups = pgTable(
     label: text('label'),
     status: text('status', { enum: BackupStatuses }).notNull(),
     objectKey: text('object_key').notNull(),
+    /** The database dumped, when not the instance's own (the old primary a failback keeps); region is where it lived. */
+    sourceDatabase: text('source_database'),
     edition: text('edition').notNull(),
     serverVersion: text('server_version'),
     sizeBytes: bigint('size_bytes', { mode: 'number' }),

@@ -4,3 +4,4 @@ export * from './backups.js';
 export * from './schedules.js';
 export * from './audit.js';
 export * from './signoffs.js';
+export * from './replication.js';

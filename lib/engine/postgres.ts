@@ -3,7 +3,19 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import postgres from 'postgres';
 import { createHash, randomUUID } from 'node:crypto';
-import { DatabaseConflictError, type DumpHandle, type DumpOptions, type InstanceEngine, type RestoreHandle, type SequenceMarks, type SwapNames } from './types.js';
+import {
+  DatabaseConflictError,
+  type DumpHandle,
+  type DumpOptions,
+  type InstanceEngine,
+  type RestoreHandle,
+  type SequenceMarks,
+  type SlotPosition,
+  type SubscriptionState,
+  type SwapNames,
+  type TableChecksums,
+  type UnconfirmedChange,
+} from './types.js';
 
 const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
 const quoteLiteral = (s: string) => `'${s.replace(/'/g, "''")}'`;
@@ -104,7 +116,8 @@ export class PostgresEngine implements InstanceEngine {
   /** Runs a PostgreSQL client tool against database `name`, credentials in its environment, never on argv. */
   private runTool(tool: string, args: string[], name: string, appName: string, stdout: 'pipe' | 'ignore' | number) {
     const child = spawn(this.bin(tool), args, {
-      env: { ...process.env, ...libpqEnv(this.adminUrl, name), PGAPPNAME: appName },
+      // Tools write also into databases that are read-only by default (a geo-secondary being seeded).
+      env: { ...process.env, ...libpqEnv(this.adminUrl, name), PGAPPNAME: appName, PGOPTIONS: '-c default_transaction_read_only=off' },
       stdio: ['ignore', stdout, 'pipe'],
     });
     let stderr = '';
@@ -113,13 +126,17 @@ export class PostgresEngine implements InstanceEngine {
       if (stderr.length < 4000) stderr += chunk;
     });
     // A tool's DETAIL, CONTEXT and "Command was" lines can quote tenant rows: they never reach run errors or histories.
-    const cleaned = () =>
-      stderr
-        .split('\n')
-        .filter((l) => !/^\s*(pg_\w+: )?(DETAIL|CONTEXT|HINT|LINE \d+|QUERY):|^\s*(pg_\w+: )?(error: )?Command was:|^\s*\^\s*$/.test(l))
-        .join('\n')
-        .trim()
-        .slice(0, 1000);
+    // A quoted statement runs over several lines: everything up to the tool's next own line goes with it.
+    const cleaned = () => {
+      const kept: string[] = [];
+      let quoting = false;
+      for (const l of stderr.split('\n')) {
+        if (/^\s*(pg_\w+: )?(DETAIL|CONTEXT|HINT|LINE \d+|QUERY):|^\s*(pg_\w+: )?(error: )?Command was:/.test(l)) quoting = true;
+        else if (/^pg_\w+: /.test(l)) quoting = false;
+        if (!quoting && !/^\s*\^\s*$/.test(l)) kept.push(l);
+      }
+      return kept.join('\n').trim().slice(0, 1000);
+    };
     let exited = false;
     const done = new Promise<void>((resolve, reject) => {
       child.once('error', (err) => reject(new Error(`could not run ${tool}: ${err.message}`)));
@@ -145,7 +162,11 @@ export class PostgresEngine implements InstanceEngine {
     }
     let tool!: ReturnType<PostgresEngine['runTool']>;
     await this.admitOnly(name, appName, async () => {
-      tool = this.runTool('pg_dump', ['--format=custom', '--no-password'], name, appName, opts.fd ?? 'pipe');
+      // Publications and subscriptions belong to the live replication set-up, never to what a restore recreates.
+      const args = ['--format=custom', '--no-password', '--no-publications', '--no-subscriptions'];
+      if (opts.schemaOnly) args.push('--schema-only');
+      for (const t of opts.tables ?? []) args.push(`--table=${qualifiedPattern(t)}`);
+      tool = this.runTool('pg_dump', args, name, appName, opts.fd ?? 'pipe');
       await this.sessionOf(appName, tool.exited);
     });
     return { stream: opts.fd === undefined ? tool.child.stdout! : null, done: tool.done, kill: tool.kill };
@@ -227,10 +248,11 @@ export class PostgresEngine implements InstanceEngine {
   }
 
   /** Ends every session on the database but this admin's own and, given `keepApp`, the one with that application name. */
-  private async endSessions(name: string, keepApp?: string): Promise<number> {
+  private async endSessions(name: string, keepApp?: string, spareWalSenders = false): Promise<number> {
     const rows = await this.admin`
       SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-      WHERE datname = ${name} AND pid <> pg_backend_pid() AND application_name IS DISTINCT FROM ${keepApp ?? null}`;
+      WHERE datname = ${name} AND pid <> pg_backend_pid() AND application_name IS DISTINCT FROM ${keepApp ?? null}
+        AND (NOT ${spareWalSenders} OR backend_type <> 'walsender')`;
     return rows.length;
   }
 
@@ -274,7 +296,8 @@ export class PostgresEngine implements InstanceEngine {
     } finally {
       await this.door(name, false);
     }
-    await this.endSessions(name, appName);
+    // Clients that slipped in go; a replication walsender streaming what was committed stays.
+    await this.endSessions(name, appName, true);
   }
 
   /** Runs `fn` on a short-lived session on database `name`, even a suspended one. */
@@ -285,7 +308,8 @@ export class PostgresEngine implements InstanceEngine {
     const sql = postgres(u.toString(), { max: 1, onnotice: () => {}, connect_timeout: 10, connection: { application_name: appName } });
     try {
       await this.admitOnly(name, appName, async () => {
-        await sql`SELECT 1`;
+        // Its own statements are management, also on a database that is read-only by default (a geo-secondary, a blocked primary).
+        await sql`SET default_transaction_read_only = off`;
       });
       return await fn(sql);
     } finally {
@@ -327,7 +351,258 @@ export class PostgresEngine implements InstanceEngine {
     }
   }
 
+  // ---- Logical replication (ReplicationEngine) ----
+
+  replicationSource(name: string): string {
+    const u = new URL(this.adminUrl);
+    const kv = (k: string, v: string) => `${k}='${v.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+    const parts = [kv('host', decodeURIComponent(u.hostname)), kv('port', u.port || '5432'), kv('dbname', name)];
+    if (u.username) parts.push(kv('user', decodeURIComponent(u.username)));
+    if (u.password) parts.push(kv('password', decodeURIComponent(u.password)));
+    const sslmode = u.searchParams.get('sslmode');
+    if (sslmode) parts.push(kv('sslmode', sslmode));
+    return parts.join(' ');
+  }
+
+  async publish(name: string, publication: string): Promise<string[]> {
+    return this.withDatabase(name, async (sql) => {
+      const keyless = await sql<{ t: string }[]>`
+        SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+          AND c.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)`;
+      for (const { t } of keyless) await sql.unsafe(`ALTER TABLE ${t} REPLICA IDENTITY FULL`);
+      const [pub] = await sql`SELECT 1 FROM pg_publication WHERE pubname = ${publication}`;
+      if (!pub) await sql.unsafe(`CREATE PUBLICATION ${quoteIdent(publication)} FOR ALL TABLES`);
+      return keyless.map((r) => r.t);
+    });
+  }
+
+  async unpublish(name: string, publication: string): Promise<void> {
+    if (!(await this.databaseExists(name))) return;
+    await this.withDatabase(name, (sql) => sql.unsafe(`DROP PUBLICATION IF EXISTS ${quoteIdent(publication)}`));
+  }
+
+  async dropSlot(slot: string): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      const [row] = await this.admin<{ pid: number | null }[]>`SELECT active_pid AS pid FROM pg_replication_slots WHERE slot_name = ${slot}`;
+      if (!row) return false;
+      if (row.pid !== null) {
+        await this.admin`SELECT pg_terminate_backend(${row.pid}::int)`;
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      try {
+        await this.admin`SELECT pg_drop_replication_slot(${slot})`;
+        return true;
+      } catch (err) {
+        // 55006 object_in_use: a walsender took it again meanwhile; 42704: someone else dropped it.
+        const code = (err as { code?: string }).code;
+        if (code === '42704') return true;
+        if (code !== '55006' || attempt > 50) throw err;
+      }
+    }
+  }
+
+  async slotPosition(slot: string): Promise<SlotPosition | null> {
+    const [row] = await this.admin<{ current: string; confirmed: string | null; lag: string; active: boolean; replay: number | null }[]>`
+      SELECT pg_current_wal_lsn()::text AS current, s.confirmed_flush_lsn::text AS confirmed,
+             greatest(pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(s.confirmed_flush_lsn, s.restart_lsn)), 0)::bigint::text AS lag,
+             s.active, extract(epoch FROM r.replay_lag)::float8 AS replay
+      FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+      WHERE s.slot_name = ${slot}`;
+    if (!row) return null;
+    return { currentLsn: row.current, confirmedLsn: row.confirmed, lagBytes: Number(row.lag), active: row.active, replayLagSeconds: row.replay };
+  }
+
+  async lsnDistance(from: string, to: string): Promise<number> {
+    const [row] = await this.admin<{ d: string }[]>`SELECT pg_wal_lsn_diff(${to}::pg_lsn, ${from}::pg_lsn)::bigint::text AS d`;
+    return Number(row?.d ?? 0);
+  }
+
+  async subscribe(name: string, s: { subscription: string; publication: string; source: string; copyData: boolean }): Promise<void> {
+    await this.withDatabase(name, async (sql) => {
+      const [existing] = await sql`SELECT 1 FROM pg_subscription WHERE subname = ${s.subscription} AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+      if (existing) return;
+      await sql.unsafe(
+        `CREATE SUBSCRIPTION ${quoteIdent(s.subscription)} CONNECTION ${quoteLiteral(s.source)} PUBLICATION ${quoteIdent(s.publication)} WITH (copy_data = ${s.copyData ? 'true' : 'false'})`,
+      );
+    });
+  }
+
+  async unsubscribe(name: string, subscription: string): Promise<boolean> {
+    if (!(await this.databaseExists(name))) return false;
+    return this.withDatabase(name, async (sql) => {
+      const [existing] = await sql`SELECT 1 FROM pg_subscription WHERE subname = ${subscription} AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+      if (!existing) return false;
+      const sub = quoteIdent(subscription);
+      await sql.unsafe(`ALTER SUBSCRIPTION ${sub} DISABLE`);
+      await sql.unsafe(`ALTER SUBSCRIPTION ${sub} SET (slot_name = NONE)`);
+      await sql.unsafe(`DROP SUBSCRIPTION ${sub}`);
+      return true;
+    });
+  }
+
+  async subscriptionState(name: string, subscription: string): Promise<SubscriptionState | null> {
+    return this.withDatabase(name, async (sql) => {
+      const [sub] = await sql<{ oid: number; enabled: boolean; running: boolean }[]>`
+        SELECT s.oid, s.subenabled AS enabled,
+               EXISTS (SELECT 1 FROM pg_stat_subscription st WHERE st.subid = s.oid AND st.relid IS NULL AND st.pid IS NOT NULL) AS running
+        FROM pg_subscription s WHERE s.subname = ${subscription} AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+      if (!sub) return null;
+      const rels = await sql<{ t: string; state: string }[]>`
+        SELECT format('%I.%I', n.nspname, c.relname) AS t, r.srsubstate AS state
+        FROM pg_subscription_rel r JOIN pg_class c ON c.oid = r.srrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE r.srsubid = ${sub.oid}`;
+      return { enabled: sub.enabled, workerRunning: sub.running, tables: Object.fromEntries(rels.map((r) => [r.t, r.state])) };
+    });
+  }
+
+  async refreshSubscription(name: string, subscription: string): Promise<void> {
+    await this.withDatabase(name, (sql) => sql.unsafe(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} REFRESH PUBLICATION WITH (copy_data = true)`));
+  }
+
+  async tables(name: string): Promise<string[]> {
+    return this.withDatabase(name, async (sql) => {
+      const rows = await sql<{ t: string }[]>`
+        SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1`;
+      return rows.map((r) => r.t);
+    });
+  }
+
+  async setReadOnly(name: string, readOnly: boolean): Promise<void> {
+    await this.admin.unsafe(
+      readOnly ? `ALTER DATABASE ${quoteIdent(name)} SET default_transaction_read_only = on` : `ALTER DATABASE ${quoteIdent(name)} RESET default_transaction_read_only`,
+    );
+  }
+
+  async readOnly(name: string): Promise<boolean> {
+    return (await this.databaseSetting(name, 'default_transaction_read_only')) === 'on';
+  }
+
+  async blockWrites(name: string): Promise<number> {
+    await this.setReadOnly(name, true);
+    await this.setConnectionsAllowed(name, false);
+    const rows = await this.admin`
+      SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      WHERE datname = ${name} AND pid <> pg_backend_pid() AND backend_type <> 'walsender'`;
+    return rows.length;
+  }
+
+  async tableChecksums(name: string): Promise<TableChecksums> {
+    const tables = await this.tables(name);
+    return this.withDatabase(name, async (sql) => {
+      const out: TableChecksums = {};
+      for (const t of tables) {
+        const [row] = await sql.unsafe<{ rows: string; digest: string }[]>(
+          `SELECT count(*)::text AS rows, coalesce(md5(string_agg(h, '' ORDER BY h)), '') AS digest FROM (SELECT md5(x::text) AS h FROM ${t} x) s`,
+        );
+        out[t] = { rows: Number(row?.rows ?? 0), digest: row?.digest ?? '' };
+      }
+      return out;
+    });
+  }
+
+  async sequencesInUse(name: string): Promise<Record<string, string>> {
+    return this.withDatabase(name, async (sql) => {
+      const seqs = await sql<{ seq: string; last: string | null }[]>`
+        SELECT schemaname || '.' || sequencename AS seq, last_value::text AS last FROM pg_sequences`;
+      const owned = await sql<{ seq: string; tbl: string; col: string }[]>`
+        SELECT sn.nspname || '.' || s.relname AS seq, format('%I.%I', tn.nspname, t.relname) AS tbl, quote_ident(a.attname) AS col
+        FROM pg_class s JOIN pg_namespace sn ON sn.oid = s.relnamespace
+        JOIN pg_depend d ON d.objid = s.oid AND d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+        JOIN pg_class t ON t.oid = d.refobjid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+        WHERE s.relkind = 'S'`;
+      const marks: Record<string, bigint> = {};
+      for (const s of seqs) if (s.last !== null) marks[s.seq] = BigInt(s.last);
+      for (const o of owned) {
+        const [row] = await sql.unsafe<{ m: string | null }[]>(`SELECT max(${o.col})::text AS m FROM ${o.tbl}`);
+        if (row?.m == null || !/^-?\d+$/.test(row.m)) continue;
+        const v = BigInt(row.m);
+        if (marks[o.seq] === undefined || v > marks[o.seq]!) marks[o.seq] = v;
+      }
+      return Object.fromEntries(Object.entries(marks).map(([k, v]) => [k, v.toString()]));
+    });
+  }
+
+  async unconfirmedChanges(name: string, slot: string): Promise<UnconfirmedChange[]> {
+    const copy = `bcdr_peek_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
+    return this.withDatabase(name, async (sql) => {
+      // A temporary copy decoding as text: the subscriber's own slot is left exactly as it was.
+      await sql`SELECT pg_copy_logical_replication_slot(${slot}, ${copy}, true, 'test_decoding')`;
+      const rows = await sql<{ data: string }[]>`
+        SELECT data FROM pg_logical_slot_peek_changes(${copy}, NULL, NULL, 'include-timestamp', 'on', 'skip-empty-xacts', 'on', 'include-xids', 'off')`;
+      return parseTestDecoding(rows.map((r) => r.data));
+    });
+  }
+
+  async rowsPresent(name: string, table: string, rows: Record<string, string | null>[]): Promise<boolean[]> {
+    if (!rows.length) return [];
+    return this.withDatabase(name, async (sql) => {
+      const [rel] = await sql<{ t: string | null }[]>`SELECT to_regclass(${table})::text AS t`;
+      if (!rel?.t) return rows.map(() => false);
+      const pk = await sql<{ col: string }[]>`
+        SELECT quote_ident(a.attname) AS col FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+        WHERE i.indrelid = ${rel.t}::regclass AND i.indisprimary`;
+      const out: boolean[] = [];
+      for (const row of rows) {
+        const cols = pk.length ? pk.map((p) => p.col) : Object.keys(row);
+        if (!cols.every((c) => c in row && isIdentifier(c))) {
+          out.push(false);
+          continue;
+        }
+        const where = cols.map((c, i) => `${c}::text IS NOT DISTINCT FROM $${i + 1}`).join(' AND ');
+        const found = await sql.unsafe(`SELECT 1 FROM ${rel.t} WHERE ${where} LIMIT 1`, cols.map((c) => row[c] ?? null));
+        out.push(found.length > 0);
+      }
+      return out;
+    });
+  }
+
   async close(): Promise<void> {
     await this.admin.end({ timeout: 5 });
   }
+}
+
+/** A `schema.table` as format('%I.%I') gives it, as a pg_dump --table pattern (quoted parts are matched literally). */
+function qualifiedPattern(table: string): string {
+  return table;
+}
+
+/** A column name as quote_ident prints it: a plain identifier, or a double-quoted one. */
+function isIdentifier(s: string): boolean {
+  return /^[a-z_][a-z0-9_$]*$/.test(s) || /^"(?:[^"]|"")+"$/.test(s);
+}
+
+const COLUMN = /("(?:[^"]|"")+"|[^\s[]+)\[((?:[^[\]]|\[\])*)\]:('(?:[^']|'')*'|\S+)/g;
+
+/** Parses test_decoding's text output into committed changes (the commit time is on each transaction's COMMIT line). */
+export function parseTestDecoding(lines: string[]): UnconfirmedChange[] {
+  const out: UnconfirmedChange[] = [];
+  let pending: UnconfirmedChange[] = [];
+  for (const line of lines) {
+    if (line.startsWith('BEGIN')) {
+      pending = [];
+      continue;
+    }
+    if (line.startsWith('COMMIT')) {
+      const at = /\(at (.+)\)/.exec(line)?.[1] ?? null;
+      const committedAt = at ? new Date(at.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString() : null;
+      for (const c of pending) out.push({ ...c, committedAt });
+      pending = [];
+      continue;
+    }
+    const m = /^table (.+?): (INSERT|UPDATE|DELETE): (.*)$/.exec(line);
+    if (!m) continue;
+    let body = m[3]!;
+    if (m[2] === 'UPDATE' && body.includes(' new-tuple: ')) body = body.slice(body.indexOf(' new-tuple: ') + ' new-tuple: '.length);
+    const row: Record<string, string | null> = {};
+    for (const col of body.matchAll(COLUMN)) {
+      const raw = col[3]!;
+      row[col[1]!] = raw === 'null' ? null : raw.startsWith("'") ? raw.slice(1, -1).replace(/''/g, "'") : raw;
+    }
+    pending.push({ table: m[1]!, op: m[2] as UnconfirmedChange['op'], row, committedAt: null });
+  }
+  return out;
 }

@@ -31,6 +31,10 @@ export interface DumpOptions {
    * stopped before this one starts, so at most one dump of it runs.
    */
   fence?: string;
+  /** Only the schema (no rows): what a geo-secondary is seeded with before replication copies the rows. */
+  schemaOnly?: boolean;
+  /** Only these tables (`schema.table`), with their indexes and constraints. */
+  tables?: string[];
 }
 
 /** A running restore: settles when the restore tool exits. */
@@ -55,7 +59,7 @@ export interface SwapNames {
  * What runbooks need from a database server. Runbook code never builds SQL
  * or command lines for an engine: a new engine is a new implementation.
  */
-export interface InstanceEngine {
+export interface InstanceEngine extends ReplicationEngine {
   /**
    * Creates an empty database marked with `ownerTag`. Does nothing if it
    * exists with the same tag (a retry); throws DatabaseConflictError if a
@@ -120,6 +124,115 @@ export interface InstanceEngine {
   /** True when the server answers. */
   ping(): Promise<boolean>;
   close(): Promise<void>;
+}
+
+/** A replication slot's position against its server's current WAL position. */
+export interface SlotPosition {
+  /** The server's current WAL position when measured. */
+  currentLsn: string;
+  /** What the subscriber has confirmed it holds (null before its first confirmation). */
+  confirmedLsn: string | null;
+  /** Bytes of WAL the subscriber has not confirmed yet. */
+  lagBytes: number;
+  /** A subscriber is connected and streaming. */
+  active: boolean;
+  /** The walsender's own replay lag, while it measures one (null when idle or unknown). */
+  replayLagSeconds: number | null;
+}
+
+/** A subscription as its subscriber sees it. */
+export interface SubscriptionState {
+  enabled: boolean;
+  /** `schema.table` → sync state: i (init), d (copying), f/s (finishing), r (ready). */
+  tables: Record<string, string>;
+  /** The apply worker is running. */
+  workerRunning: boolean;
+}
+
+/** One change the source committed that a slot's subscriber never confirmed, decoded from the retained WAL. */
+export interface UnconfirmedChange {
+  table: string;
+  op: 'INSERT' | 'UPDATE' | 'DELETE';
+  /** Column → value as text (null for SQL NULL); for UPDATE/DELETE, the key or the old row as the WAL carries it. */
+  row: Record<string, string | null>;
+  committedAt: string | null;
+}
+
+/** Per-table content fingerprint: row count and a digest of every row, order-independent. */
+export type TableChecksums = Record<string, { rows: number; digest: string }>;
+
+/**
+ * Logical replication between two servers' copies of a database. Kept apart
+ * from InstanceEngine's lifecycle calls so an engine without it is still a
+ * valid engine for backups and restores.
+ */
+export interface ReplicationEngine {
+  /**
+   * The libpq connection string a subscriber on another server uses to reach
+   * database `name` here. It holds credentials: never log it, never put it in
+   * a workflow input or result.
+   */
+  replicationSource(name: string): string;
+  /**
+   * Publishes every table of database `name` as `publication` (new tables
+   * included), giving tables without a primary key REPLICA IDENTITY FULL so
+   * their updates and deletes replicate. Idempotent; returns the tables it
+   * gave a replica identity.
+   */
+  publish(name: string, publication: string): Promise<string[]>;
+  /** Drops the publication (if the database and it exist). */
+  unpublish(name: string, publication: string): Promise<void>;
+  /** Drops a replication slot, ending the walsender that holds it first. Returns whether it existed. */
+  dropSlot(slot: string): Promise<boolean>;
+  /** The slot's position, or null when there is no such slot. */
+  slotPosition(slot: string): Promise<SlotPosition | null>;
+  /** Bytes from `from` to `to` (negative when `to` is behind). */
+  lsnDistance(from: string, to: string): Promise<number>;
+  /**
+   * Subscribes database `name` to `publication` at `source` (from the
+   * publisher's replicationSource), creating the slot `subscription` there.
+   * `copyData`: copy the existing rows first. Idempotent.
+   */
+  subscribe(name: string, s: { subscription: string; publication: string; source: string; copyData: boolean }): Promise<void>;
+  /**
+   * Stops and drops the subscription without touching the publisher: its slot
+   * there stays (dropped with dropSlot when the publisher answers). Returns whether it existed.
+   */
+  unsubscribe(name: string, subscription: string): Promise<boolean>;
+  subscriptionState(name: string, subscription: string): Promise<SubscriptionState | null>;
+  /** Takes tables added to the publication since the subscription was made (their rows are copied). */
+  refreshSubscription(name: string, subscription: string): Promise<void>;
+  /** Every ordinary table, as `schema.table`. */
+  tables(name: string): Promise<string[]>;
+  /**
+   * Makes new transactions on the database read-only by default
+   * (`default_transaction_read_only`), or writable again. Logical replication
+   * keeps applying into a read-only subscriber.
+   */
+  setReadOnly(name: string, readOnly: boolean): Promise<void>;
+  /** Whether the database is read-only by default. */
+  readOnly(name: string): Promise<boolean>;
+  /**
+   * Blocks writes: read-only by default, no new connections, and every client
+   * session ended, while replication walsenders keep streaming what was
+   * committed. Returns how many sessions it ended.
+   */
+  blockWrites(name: string): Promise<number>;
+  /** Per-table row counts and content digests. */
+  tableChecksums(name: string): Promise<TableChecksums>;
+  /**
+   * Every sequence's high-water mark: the larger of its last value and the
+   * largest value in the column it belongs to, so promotion can move it past
+   * every number in use.
+   */
+  sequencesInUse(name: string): Promise<Record<string, string>>;
+  /**
+   * The changes database `name` committed after what `slot`'s subscriber
+   * confirmed, decoded from the WAL the slot retains (the slot is left as it is).
+   */
+  unconfirmedChanges(name: string, slot: string): Promise<UnconfirmedChange[]>;
+  /** For each row, whether database `name` holds it: by primary key, or whole-row for tables without one. */
+  rowsPresent(name: string, table: string, rows: Record<string, string | null>[]): Promise<boolean[]>;
 }
 
 /** A database of the wanted name exists but does not belong to the instance being provisioned. */

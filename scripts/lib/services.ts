@@ -153,6 +153,8 @@ export async function startCluster(opts: {
   pgBin: string;
   dataDir: string;
   port: number;
+  /** How many geo-secondaries the cluster serves or holds (replication slots, senders and workers); default 120. */
+  maxReplicas?: number;
   /** Called once the server process is up, before readiness, with how to stop it. */
   onStart?: (stop: () => Promise<void>) => void;
 }): Promise<PgCluster> {
@@ -176,9 +178,16 @@ export async function startCluster(opts: {
     '-c listen_addresses=127.0.0.1',
     `-c unix_socket_directories=${dataDir}`,
     '-c wal_level=logical',
-    '-c max_replication_slots=20',
-    '-c max_wal_senders=20',
-    '-c max_connections=200',
+    // One geo-secondary per production instance: a slot and a walsender on the publishing side, an apply
+    // worker (plus table-sync workers while seeding) on the subscribing side. Both roles on every cluster.
+    `-c max_replication_slots=${opts.maxReplicas ?? 120}`,
+    `-c max_wal_senders=${opts.maxReplicas ?? 120}`,
+    `-c max_logical_replication_workers=${(opts.maxReplicas ?? 120) + 8}`,
+    `-c max_worker_processes=${(opts.maxReplicas ?? 120) + 16}`,
+    '-c max_sync_workers_per_subscription=2',
+    // Subscribers confirm what they applied every second, so lag and caught-up times are measured to the second.
+    '-c wal_receiver_status_interval=1s',
+    '-c max_connections=400',
     '-c fsync=on',
   ].join(' ');
   const start = pgRun(pgBin, 'pg_ctl', ['start', '-D', dataDir, '-w', '-t', '60', '-l', path.join(dataDir, 'server.log'), '-o', options]);

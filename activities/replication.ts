@@ -1,0 +1,534 @@
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { and, eq, inArray, sql } from 'drizzle-orm';
+import { backups, failovers, instances, regions as regionsTable, replicas, type InstanceRow, type LossEstimate, type MeasuredLoss, type ReplicaRow } from '../db/schema/index.js';
+import { audit } from '../lib/audit.js';
+import { PUBLICATION, alternateName, ensureReplication, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
+import { FailureTypes } from '../workflows/contract.js';
+import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
+import { ownerTag } from './names.js';
+
+const HEARTBEAT_MS = 2_000;
+/** How far past the highest number in use an unplanned promotion moves each sequence: the old primary may have issued some that never arrived. */
+const UNPLANNED_SEQUENCE_GAP = 10_000n;
+
+/** What the region monitor learned in one check. */
+export interface RegionCheck {
+  region: string;
+  healthy: boolean;
+  latencyMs: number | null;
+  failedChecks: number;
+  /** Set once the failed checks reach the threshold: when the outage was declared. */
+  outageSince: string | null;
+  /** Production instances of the region whose geo-secondary is missing or drifted (to be made or repaired). */
+  needReplica: string[];
+  /** Instances whose geo-secondary must go (they are sandboxes now). */
+  dropReplica: string[];
+}
+
+/** One instance a failover acts on. */
+export interface FailoverTarget {
+  instanceId: string;
+  name: string;
+}
+
+/** Runs `fn` while heartbeating `progress()` every two seconds. */
+async function heartbeating<T>(progress: () => unknown, fn: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  ctx.heartbeat(progress());
+  const beat = setInterval(() => ctx.heartbeat(progress()), HEARTBEAT_MS);
+  try {
+    return await fn();
+  } finally {
+    clearInterval(beat);
+  }
+}
+
+/** Geo-replication, region health, failover and failback activities. Each is idempotent. */
+export function replicationActivities(deps: ActivityDeps) {
+  const audited = (action: string, inst: Pick<InstanceRow, 'id' | 'name'>, details: Record<string, unknown>) =>
+    audit(deps.db, { actor: 'system:runbook', action, instanceId: inst.id, subject: inst.name, details: { ...details, workflowId: callerWorkflowId() } });
+
+  async function replicaRow(instanceId: string): Promise<ReplicaRow | undefined> {
+    const [row] = await deps.db.select().from(replicas).where(eq(replicas.instanceId, instanceId));
+    return row;
+  }
+
+  /** Measures one forward replication and records lag, caught-up time and drift. */
+  async function measure(inst: InstanceRow, row: ReplicaRow): Promise<void> {
+    const p = replicationPair(deps.regions, inst, row.direction);
+    const now = new Date();
+    const pos = await p.source.engine.slotPosition(p.subscription);
+    const sub = await p.target.engine.subscriptionState(p.targetDatabase, p.subscription).catch(() => null);
+    const drift = await missingTables(p).catch(() => [] as string[]);
+    let caughtUpAt = row.caughtUpAt;
+    if (pos?.confirmedLsn) {
+      if (pos.lagBytes === 0) caughtUpAt = now;
+      else if (row.sampleLsn && row.sampleAt && (await p.source.engine.lsnDistance(row.sampleLsn, pos.confirmedLsn)) >= 0) {
+        if (!caughtUpAt || row.sampleAt > caughtUpAt) caughtUpAt = row.sampleAt;
+      }
+    }
+    const broken = !pos || !sub || !sub.enabled;
+    const lagSeconds = pos?.lagBytes === 0 ? 0 : (pos?.replayLagSeconds ?? (caughtUpAt ? (now.getTime() - caughtUpAt.getTime()) / 1000 : null));
+    const state = broken ? 'broken' : drift.length || !sub.workerRunning ? (drift.length ? 'drift' : row.state) : 'streaming';
+    await deps.db
+      .update(replicas)
+      .set({
+        state: row.state === 'seeding' ? 'seeding' : state,
+        lagBytes: pos?.lagBytes ?? null,
+        lagSeconds,
+        caughtUpAt,
+        checkedAt: now,
+        sampleLsn: pos?.currentLsn ?? row.sampleLsn,
+        sampleAt: pos ? now : row.sampleAt,
+        drift: drift.length ? drift : null,
+        error: broken ? (pos ? `subscription ${p.subscription} is missing or disabled on ${p.targetDatabase}` : `replication slot ${p.subscription} is missing on ${p.source.name}`) : null,
+        updatedAt: sql`now()`,
+      })
+      .where(eq(replicas.instanceId, inst.id));
+    if (drift.length && row.state !== 'drift') await audit(deps.db, { actor: 'system:monitor', action: 'replication.drift', instanceId: inst.id, subject: inst.name, details: { missingTables: drift } });
+    // Logical replication carries no sequences: keep the secondary's close at every check.
+    if (!broken && row.direction === 'forward') {
+      const marks = Object.fromEntries(Object.entries(await p.source.engine.sequences(p.sourceDatabase)).filter((e): e is [string, string] => e[1] !== null));
+      if (Object.keys(marks).length) await p.target.engine.advanceSequences(p.targetDatabase, marks);
+    }
+  }
+
+  return {
+    /**
+     * Creates (or completes, or repairs after schema drift) the instance's
+     * geo-secondary: `<name>--s` in the paired region, read-only, kept by
+     * logical replication. Heartbeats its seeding progress. Idempotent.
+     */
+    async ensureGeoSecondary(input: { instanceId: string }): Promise<{ created: boolean; repaired: string[] }> {
+      const inst = await loadInstance(deps, input.instanceId);
+      if (inst.type !== 'production' || inst.activeRegion !== inst.homeRegion) return { created: false, repaired: [] };
+      const p = replicationPair(deps.regions, inst, 'forward');
+      const existing = await replicaRow(inst.id);
+      if (!existing) await recordReplica(deps.db, p, inst.id, { state: 'seeding' });
+      let progress: SeedProgress = { phase: 'schema', tablesReady: 0, tables: 0 };
+      const out = await heartbeating(() => progress, () => ensureReplication(p, inst.id, { copyData: true, onProgress: (s) => (progress = s) }));
+      await recordReplica(deps.db, p, inst.id, { state: 'streaming', drift: null, error: null, ...(existing?.caughtUpAt ? {} : { caughtUpAt: new Date() }) });
+      if (out.created) await audited('replication.created', inst, { targetRegion: p.target.name, targetDatabase: p.targetDatabase, identityFull: out.identityFull });
+      if (out.repaired.length) await audited('replication.repaired', inst, { addedTables: out.repaired });
+      return { created: out.created, repaired: out.repaired };
+    },
+
+    /** Removes the instance's geo-secondary: subscription, slot, publication and database. Idempotent. */
+    async removeGeoSecondary(input: { instanceId: string }): Promise<boolean> {
+      const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
+      if (!inst) return false;
+      return removeGeoSecondary(deps.db, deps.regions, inst, 'system:runbook');
+    },
+
+    /**
+     * One health check of a region: connect-and-query with its latency,
+     * counted against `outageAfter` consecutive failures; then, when the
+     * region answers, measures every replication it publishes and lists the
+     * geo-secondaries to make, repair or remove.
+     */
+    async checkRegion(input: { region: string; outageAfter: number }): Promise<RegionCheck> {
+      const r = region(deps, input.region);
+      const started = performance.now();
+      const healthy = await r.engine.ping();
+      const latencyMs = healthy ? Math.round((performance.now() - started) * 10) / 10 : null;
+      const [before] = await deps.db.select().from(regionsTable).where(eq(regionsTable.name, input.region));
+      const failedChecks = healthy ? 0 : (before?.failedChecks ?? 0) + 1;
+      const outage = !healthy && failedChecks >= input.outageAfter;
+      const outageSince = outage ? (before?.outageSince ?? new Date()) : null;
+      await deps.db
+        .update(regionsTable)
+        .set({
+          health: healthy ? 'healthy' : outage ? 'outage' : 'unreachable',
+          latencyMs,
+          checkedAt: new Date(),
+          failedChecks,
+          outageSince,
+          lastError: healthy ? null : `no answer from the PostgreSQL server of region ${input.region}`,
+          updatedAt: sql`now()`,
+        })
+        .where(eq(regionsTable.name, input.region));
+      if (outage && !before?.outageSince) {
+        await audit(deps.db, { actor: 'system:monitor', action: 'region.outage', subject: input.region, details: { failedChecks, since: outageSince?.toISOString() } });
+      }
+      const out: RegionCheck = { region: input.region, healthy, latencyMs, failedChecks, outageSince: outageSince?.toISOString() ?? null, needReplica: [], dropReplica: [] };
+      if (!healthy) return out;
+      const pair = deps.regions.get(r.pair);
+      const pairUp = pair ? await pair.engine.ping() : false;
+      const homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
+      const rows = homed.length ? await deps.db.select().from(replicas).where(inArray(replicas.instanceId, homed.map((i) => i.id))) : [];
+      for (const inst of homed) {
+        const row = rows.find((x) => x.instanceId === inst.id);
+        if (inst.type === 'sandbox') {
+          if (row && !inst.lockedByRun) out.dropReplica.push(inst.id);
+          continue;
+        }
+        if (inst.activeRegion !== inst.homeRegion || !pairUp) continue;
+        if (row && row.direction === 'forward' && row.state !== 'seeding') {
+          await measure(inst, row).catch(async (err: unknown) => {
+            await deps.db.update(replicas).set({ state: 'broken', error: String((err as Error).message ?? err).slice(0, 500), checkedAt: new Date() }).where(eq(replicas.instanceId, inst.id));
+          });
+        }
+        const [now] = await deps.db.select().from(replicas).where(eq(replicas.instanceId, inst.id));
+        if (inst.state === 'active' && !inst.lockedByRun && (!now || now.state === 'drift' || now.state === 'broken')) out.needReplica.push(inst.id);
+      }
+      return out;
+    },
+
+    /** The production instances a failover of `region` covers: those served from it now. */
+    async failoverTargets(input: { region: string }): Promise<{ reachable: boolean; targets: FailoverTarget[]; skipped: { instanceId: string; name: string; reason: string }[] }> {
+      const r = region(deps, input.region);
+      const reachable = await r.engine.ping();
+      const rows = await deps.db.select().from(instances).where(and(eq(instances.activeRegion, input.region), eq(instances.homeRegion, input.region), eq(instances.type, 'production')));
+      const reps = rows.length ? await deps.db.select().from(replicas).where(inArray(replicas.instanceId, rows.map((i) => i.id))) : [];
+      const targets: FailoverTarget[] = [];
+      const skipped: { instanceId: string; name: string; reason: string }[] = [];
+      for (const inst of rows.sort((a, b) => a.id.localeCompare(b.id))) {
+        const rep = reps.find((x) => x.instanceId === inst.id);
+        if (!rep || rep.direction !== 'forward' || rep.state === 'seeding') skipped.push({ instanceId: inst.id, name: inst.name, reason: 'it has no geo-secondary that finished seeding' });
+        else targets.push({ instanceId: inst.id, name: inst.name });
+      }
+      return { reachable, targets, skipped };
+    },
+
+    /** What the instance could lose if its secondary were promoted now without the primary: the last lag seen, and when. */
+    async estimateLoss(input: { instanceId: string; declaredAt: string }): Promise<LossEstimate> {
+      const row = await replicaRow(input.instanceId);
+      const caughtUpAt = row?.caughtUpAt ?? null;
+      return {
+        planned: false,
+        lagBytes: row?.lagBytes ?? null,
+        lagSeconds: row?.lagSeconds ?? null,
+        caughtUpAt: caughtUpAt?.toISOString() ?? null,
+        checkedAt: row?.checkedAt?.toISOString() ?? null,
+        couldLoseSeconds: caughtUpAt ? Math.max(0, (Date.parse(input.declaredAt) - caughtUpAt.getTime()) / 1000) : null,
+      };
+    },
+
+    /**
+     * Planned switchover: blocks writes on the primary (read-only, no new
+     * connections, sessions ended; the walsender keeps streaming), then waits
+     * until the secondary confirmed everything committed before the block.
+     * Returns whether it caught up within `timeoutSeconds`.
+     */
+    async blockAndDrain(input: { instanceId: string; timeoutSeconds: number }): Promise<{ caughtUp: boolean; lagBytes: number; waitedMs: number }> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const p = replicationPair(deps.regions, inst, 'forward');
+      await p.source.engine.blockWrites(p.sourceDatabase);
+      await audited('instance.writes-blocked', inst, { database: p.sourceDatabase, region: p.source.name, reason: 'planned switchover' });
+      const started = Date.now();
+      const target = (await p.source.engine.slotPosition(p.subscription))?.currentLsn;
+      let lagBytes = -1;
+      return heartbeating(
+        () => ({ lagBytes }),
+        async () => {
+          for (;;) {
+            const pos = await p.source.engine.slotPosition(p.subscription);
+            if (!pos || !target) return { caughtUp: false, lagBytes: -1, waitedMs: Date.now() - started };
+            lagBytes = pos.confirmedLsn ? Math.max(0, -(await p.source.engine.lsnDistance(target, pos.confirmedLsn))) : pos.lagBytes;
+            if (pos.confirmedLsn && lagBytes === 0) return { caughtUp: true, lagBytes: 0, waitedMs: Date.now() - started };
+            if (Date.now() - started > input.timeoutSeconds * 1000) return { caughtUp: false, lagBytes, waitedMs: Date.now() - started };
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        },
+      );
+    },
+
+    /**
+     * Promotes the geo-secondary: detaches its subscription (in a planned
+     * switchover the primary's slot and publication go too; otherwise the
+     * slot stays on the old primary so the failback can measure what was
+     * lost), moves every sequence past the highest number in use, and makes
+     * the database writable. Idempotent.
+     */
+    async promoteSecondary(input: { instanceId: string; planned: boolean }): Promise<{ sequencesAdvanced: string[] }> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const p = replicationPair(deps.regions, inst, 'forward');
+      await p.target.engine.unsubscribe(p.targetDatabase, p.subscription);
+      const marks = await p.target.engine.sequencesInUse(p.targetDatabase);
+      if (input.planned) {
+        for (const [k, v] of Object.entries(await p.source.engine.sequences(p.sourceDatabase))) {
+          if (v !== null && (marks[k] === undefined || BigInt(v) > BigInt(marks[k]!))) marks[k] = v;
+        }
+        await p.source.engine.dropSlot(p.subscription);
+        await p.source.engine.unpublish(p.sourceDatabase, PUBLICATION);
+      } else {
+        for (const k of Object.keys(marks)) marks[k] = (BigInt(marks[k]!) + UNPLANNED_SEQUENCE_GAP).toString();
+      }
+      const sequencesAdvanced = await p.target.engine.advanceSequences(p.targetDatabase, marks);
+      await p.target.engine.setReadOnly(p.targetDatabase, false);
+      // Sessions opened while it was read-only keep that default: they go, new ones can write.
+      await p.target.engine.terminateSessions(p.targetDatabase);
+      return { sequencesAdvanced };
+    },
+
+    /**
+     * Switches the instance's endpoint to its alternate (`<name>--s` in the
+     * paired region; limited mode `failed_over`) or back home (`active`),
+     * with the EndpointSwitchRequired and EndpointSwitched events around the
+     * change. Idempotent.
+     */
+    async switchEndpoint(input: { instanceId: string; to: 'alternate' | 'home' }): Promise<{ endpoint: string; switchedAt: string }> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const home = region(deps, inst.homeRegion);
+      const toRegion = input.to === 'alternate' ? region(deps, home.pair) : home;
+      const database = input.to === 'alternate' ? alternateName(inst.name) : inst.name;
+      const endpoint = toRegion.engine.endpoint(database);
+      const state = input.to === 'alternate' ? 'failed_over' : 'active';
+      const workflowId = callerWorkflowId();
+      if (inst.endpoint === endpoint && inst.state === state) return { endpoint, switchedAt: inst.updatedAt.toISOString() };
+      await audit(deps.db, { actor: 'system:runbook', action: 'EndpointSwitchRequired', instanceId: inst.id, subject: inst.name, details: { from: inst.endpoint, to: endpoint, workflowId } });
+      const switchedAt = new Date();
+      await deps.db.transaction(async (tx) => {
+        await tx.update(instances).set({ activeRegion: toRegion.name, databaseName: database, endpoint, state, updatedAt: switchedAt }).where(eq(instances.id, inst.id));
+        await audit(tx, { actor: 'system:runbook', action: 'EndpointSwitched', instanceId: inst.id, subject: inst.name, details: { endpoint, region: toRegion.name, state, workflowId } });
+      });
+      return { endpoint, switchedAt: switchedAt.toISOString() };
+    },
+
+    /** Records an instance's failover with its RTO and loss estimate (once per run and instance). */
+    async recordFailover(input: {
+      instanceId: string;
+      kind: 'planned' | 'unplanned';
+      declaredAt: string;
+      signedOffAt: string | null;
+      servingAt: string;
+      estimate: LossEstimate;
+    }): Promise<{ rtoFromDeclaredSeconds: number; rtoFromSignoffSeconds: number | null }> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const workflowId = callerWorkflowId();
+      const p = replicationPair(deps.regions, inst, 'forward');
+      const serving = Date.parse(input.servingAt);
+      const rtoFromDeclaredSeconds = (serving - Date.parse(input.declaredAt)) / 1000;
+      const rtoFromSignoffSeconds = input.signedOffAt ? (serving - Date.parse(input.signedOffAt)) / 1000 : null;
+      await deps.db.transaction(async (tx) => {
+        const rows = await tx
+          .insert(failovers)
+          .values({
+            id: `${workflowId}/${inst.id}`,
+            workflowId,
+            instanceId: inst.id,
+            fromRegion: inst.homeRegion,
+            toRegion: p.target.name,
+            kind: input.kind,
+            status: 'promoted',
+            declaredAt: new Date(input.declaredAt),
+            signedOffAt: input.signedOffAt ? new Date(input.signedOffAt) : null,
+            servingAt: new Date(input.servingAt),
+            estimate: input.estimate,
+            rtoFromDeclaredSeconds,
+            rtoFromSignoffSeconds,
+            slot: input.kind === 'unplanned' ? p.subscription : null,
+          })
+          .onConflictDoNothing()
+          .returning({ id: failovers.id });
+        if (rows.length) {
+          await tx.delete(replicas).where(eq(replicas.instanceId, inst.id));
+          await audit(tx, { actor: 'system:runbook', action: 'instance.failed-over', instanceId: inst.id, subject: inst.name, details: { workflowId, kind: input.kind, rtoFromDeclaredSeconds, rtoFromSignoffSeconds, estimate: input.estimate } });
+        }
+      });
+      return { rtoFromDeclaredSeconds, rtoFromSignoffSeconds };
+    },
+
+    /** The failed-over instances of `region` (by home region) a failback brings home; `instanceIds` narrows them. */
+    async failbackTargets(input: { region: string; instanceIds?: string[] }): Promise<{ reachable: boolean; targets: FailoverTarget[] }> {
+      const reachable = await region(deps, input.region).engine.ping();
+      const rows = await deps.db.select().from(instances).where(and(eq(instances.homeRegion, input.region), eq(instances.state, 'failed_over')));
+      const targets = rows
+        .filter((i) => !input.instanceIds || input.instanceIds.includes(i.id))
+        .sort((a, b) => a.id.localeCompare(b.id))
+        .map((i) => ({ instanceId: i.id, name: i.name }));
+      return { reachable, targets };
+    },
+
+    /** The failover a failback undoes: the instance's latest one not failed back yet. */
+    async openFailover(input: { instanceId: string }): Promise<{ id: string; slot: string | null; kind: 'planned' | 'unplanned'; oldPrimaryBackupId: string | null } | null> {
+      const rows = await deps.db.select().from(failovers).where(and(eq(failovers.instanceId, input.instanceId), eq(failovers.status, 'promoted')));
+      const row = rows.sort((a, b) => b.declaredAt.getTime() - a.declaredAt.getTime())[0];
+      return row ? { id: row.id, slot: row.slot, kind: row.kind, oldPrimaryBackupId: row.oldPrimaryBackupId } : null;
+    },
+
+    /** Whether the old primary's database still exists in the home region (it may be gone with the region's disks). */
+    async oldPrimaryExists(input: { instanceId: string }): Promise<boolean> {
+      const inst = await loadInstance(deps, input.instanceId);
+      return region(deps, inst.homeRegion).engine.databaseExists(inst.name);
+    },
+
+    /**
+     * Measures what the old primary had committed that never reached the
+     * secondary: the changes after what its slot's subscriber confirmed,
+     * decoded from the retained WAL, less those the secondary holds anyway.
+     * Records it beside the estimate as the failover's true RPO, keeps the
+     * backup id, then drops the slot. Idempotent.
+     */
+    async measureDivergence(input: { instanceId: string; failoverId: string; backupId: string | null }): Promise<MeasuredLoss> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const [fo] = await deps.db.select().from(failovers).where(eq(failovers.id, input.failoverId));
+      if (!fo) throw ApplicationFailure.nonRetryable(`failover ${input.failoverId} does not exist`, FailureTypes.invalidState);
+      if (fo.measured) return fo.measured;
+      const home = region(deps, inst.homeRegion);
+      const alt = region(deps, home.pair);
+      const measured: MeasuredLoss = { rows: 0, seconds: 0, byTable: {}, firstLostAt: null, lastLostAt: null };
+      if (fo.slot && (await home.engine.slotPosition(fo.slot)) && (await home.engine.databaseExists(inst.name))) {
+        const changes = await home.engine.unconfirmedChanges(inst.name, fo.slot);
+        const byTable = new Map<string, typeof changes>();
+        for (const c of changes) byTable.set(c.table, [...(byTable.get(c.table) ?? []), c]);
+        for (const [table, list] of byTable) {
+          const present = await alt.engine.rowsPresent(alternateName(inst.name), table, list.map((c) => c.row));
+          list.forEach((c, i) => {
+            // An insert or update the secondary holds did arrive; a delete cannot be told apart and counts.
+            if (c.op !== 'DELETE' && present[i]) return;
+            measured.rows++;
+            measured.byTable[table] = (measured.byTable[table] ?? 0) + 1;
+            if (c.committedAt && (!measured.firstLostAt || c.committedAt < measured.firstLostAt)) measured.firstLostAt = c.committedAt;
+            if (c.committedAt && (!measured.lastLostAt || c.committedAt > measured.lastLostAt)) measured.lastLostAt = c.committedAt;
+          });
+        }
+        if (measured.firstLostAt && measured.lastLostAt) measured.seconds = (Date.parse(measured.lastLostAt) - Date.parse(measured.firstLostAt)) / 1000;
+      }
+      await deps.db.transaction(async (tx) => {
+        await tx.update(failovers).set({ measured, oldPrimaryBackupId: input.backupId, failbackWorkflowId: callerWorkflowId() }).where(eq(failovers.id, fo.id));
+        await audit(tx, { actor: 'system:runbook', action: 'failover.loss-measured', instanceId: inst.id, subject: inst.name, details: { failoverId: fo.id, estimate: fo.estimate, measured, oldPrimaryBackupId: input.backupId } });
+      });
+      return measured;
+    },
+
+    /**
+     * Rebuilds the home database from the serving secondary, with
+     * replication running the other way: the old primary's slot and
+     * publication go, its database is dropped (only once the backup of it
+     * completed, when there is one), a fresh read-only copy is seeded and
+     * subscribed. Idempotent.
+     */
+    async reseedHome(input: { instanceId: string; backupId: string | null }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      if (input.backupId) {
+        const [b] = await deps.db.select().from(backups).where(eq(backups.id, input.backupId));
+        if (b?.status !== 'completed') throw ApplicationFailure.nonRetryable(`the backup ${input.backupId} of the old primary is ${b?.status ?? 'missing'}: its database is kept`, FailureTypes.invalidState);
+      }
+      const forward = replicationPair(deps.regions, inst, 'forward');
+      const reverse = replicationPair(deps.regions, inst, 'reverse');
+      const row = await replicaRow(inst.id);
+      if (!row || row.direction !== 'reverse') {
+        // The old primary, kept (backed up) and measured: its slot and publication go with it.
+        await forward.source.engine.dropSlot(forward.subscription);
+        await reverse.target.engine.dropDatabase(reverse.targetDatabase, ownerTag(inst.id));
+        await recordReplica(deps.db, reverse, inst.id, { state: 'seeding' });
+      }
+      let progress: SeedProgress = { phase: 'schema', tablesReady: 0, tables: 0 };
+      await heartbeating(() => progress, () => ensureReplication(reverse, inst.id, { copyData: true, onProgress: (s) => (progress = s) }));
+      await recordReplica(deps.db, reverse, inst.id, { state: 'streaming', error: null });
+      await audited('replication.reversed', inst, { from: reverse.sourceDatabase, fromRegion: reverse.source.name, to: reverse.targetDatabase, toRegion: reverse.target.name });
+    },
+
+    /** Waits until the rebuilt home database has confirmed everything the secondary committed when the wait began (or `timeoutSeconds`). */
+    async waitCaughtUp(input: { instanceId: string; timeoutSeconds: number }): Promise<{ lagBytes: number }> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const p = replicationPair(deps.regions, inst, 'reverse');
+      const target = (await p.source.engine.slotPosition(p.subscription))?.currentLsn;
+      if (!target) throw new Error(`the reverse replication slot ${p.subscription} is missing in region ${p.source.name}`);
+      const started = Date.now();
+      let lagBytes = -1;
+      return heartbeating(
+        () => ({ lagBytes }),
+        async () => {
+          for (;;) {
+            const pos = await p.source.engine.slotPosition(p.subscription);
+            lagBytes = pos?.confirmedLsn ? Math.max(0, -(await p.source.engine.lsnDistance(target, pos.confirmedLsn))) : -1;
+            if (lagBytes === 0) return { lagBytes };
+            if (Date.now() - started > input.timeoutSeconds * 1000) throw new Error(`the home copy is still ${lagBytes} bytes behind after ${input.timeoutSeconds} s`);
+            await new Promise((r) => setTimeout(r, 100));
+          }
+        },
+      );
+    },
+
+    /**
+     * Blocks writes on the serving secondary and waits until the home copy
+     * confirmed everything it committed. Returns when writes were blocked.
+     */
+    async blockServingAndDrain(input: { instanceId: string; timeoutSeconds: number }): Promise<{ blockedAt: string }> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const p = replicationPair(deps.regions, inst, 'reverse');
+      const blockedAt = new Date();
+      await p.source.engine.blockWrites(p.sourceDatabase);
+      await audited('instance.writes-blocked', inst, { database: p.sourceDatabase, region: p.source.name, reason: 'failback switch' });
+      const target = (await p.source.engine.slotPosition(p.subscription))?.currentLsn;
+      if (!target) throw new Error(`the reverse replication slot ${p.subscription} is missing in region ${p.source.name}`);
+      const started = Date.now();
+      await heartbeating(
+        () => ({ blockedAt }),
+        async () => {
+          for (;;) {
+            const pos = await p.source.engine.slotPosition(p.subscription);
+            if (pos?.confirmedLsn && (await p.source.engine.lsnDistance(target, pos.confirmedLsn)) >= 0) return;
+            if (Date.now() - started > input.timeoutSeconds * 1000) throw new Error(`the home copy did not catch up within ${input.timeoutSeconds} s of blocking writes`);
+            await new Promise((r) => setTimeout(r, 50));
+          }
+        },
+      );
+      return { blockedAt: blockedAt.toISOString() };
+    },
+
+    /** Per-table checksums of the serving secondary and the home copy; fails (retryably) while they differ. */
+    async verifyEqual(input: { instanceId: string; when: 'before-switch' | 'after-switch' }): Promise<{ tables: number; rows: number }> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const home = region(deps, inst.homeRegion);
+      const alt = region(deps, home.pair);
+      const [a, b] = await Promise.all([alt.engine.tableChecksums(alternateName(inst.name)), home.engine.tableChecksums(inst.name)]);
+      const differ = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((t) => a[t]?.rows !== b[t]?.rows || a[t]?.digest !== b[t]?.digest);
+      if (differ.length) throw new Error(`${input.when}: the home copy differs from the secondary in ${differ.length} table(s): ${differ.slice(0, 5).join(', ')}`);
+      return { tables: Object.keys(a).length, rows: Object.values(a).reduce((n, t) => n + t.rows, 0) };
+    },
+
+    /**
+     * The switch back, with writes blocked on both sides: the reverse
+     * subscription goes, the home copy's sequences move past the secondary's,
+     * and forward replication is restored from the home database to the
+     * alternate without a new copy (both are equal and neither takes writes,
+     * so the new slot starts exactly where they agree). Idempotent.
+     */
+    async restoreForward(input: { instanceId: string }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const forward = replicationPair(deps.regions, inst, 'forward');
+      const reverse = replicationPair(deps.regions, inst, 'reverse');
+      const row = await replicaRow(inst.id);
+      if (row?.direction === 'reverse') {
+        const marks = await reverse.source.engine.sequencesInUse(reverse.sourceDatabase);
+        await reverse.target.engine.advanceSequences(reverse.targetDatabase, marks);
+        await removeReplication(reverse, inst.id, { dropTarget: false });
+        await recordReplica(deps.db, forward, inst.id, { state: 'seeding' });
+      }
+      // The alternate becomes the read-only copy again; its apply worker needs the database open to connections.
+      await forward.target.engine.setReadOnly(forward.targetDatabase, true);
+      await forward.target.engine.setConnectionsAllowed(forward.targetDatabase, true);
+      await forward.target.engine.terminateSessions(forward.targetDatabase);
+      await ensureReplication(forward, inst.id, { copyData: false, timeoutMs: 120_000 });
+      await recordReplica(deps.db, forward, inst.id, { state: 'streaming', error: null, caughtUpAt: new Date() });
+    },
+
+    /** Opens the home database for writes again (after the endpoint switched back). Returns when. */
+    async openHome(input: { instanceId: string }): Promise<{ openedAt: string }> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const home = region(deps, inst.homeRegion);
+      await home.engine.setReadOnly(inst.name, false);
+      await home.engine.setConnectionsAllowed(inst.name, true);
+      // Sessions opened while it was read-only keep that default.
+      await home.engine.terminateSessions(inst.name);
+      return { openedAt: new Date().toISOString() };
+    },
+
+    /** Records the failback on the failover: when, and how long writes were blocked. */
+    async recordFailback(input: { instanceId: string; failoverId: string | null; writeBlockedSeconds: number }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      await deps.db.transaction(async (tx) => {
+        if (input.failoverId) {
+          await tx
+            .update(failovers)
+            .set({ status: 'failed_back', failedBackAt: new Date(), writeBlockedSeconds: input.writeBlockedSeconds, failbackWorkflowId: callerWorkflowId() })
+            .where(eq(failovers.id, input.failoverId));
+        }
+        await audit(tx, { actor: 'system:runbook', action: 'instance.failed-back', instanceId: inst.id, subject: inst.name, details: { failoverId: input.failoverId, writeBlockedSeconds: input.writeBlockedSeconds, workflowId: callerWorkflowId() } });
+      });
+    },
+  };
+}

@@ -1,0 +1,91 @@
+import { bigint, doublePrecision, index, jsonb, pgTable, text, timestamp } from 'drizzle-orm/pg-core';
+
+/** Where a geo-secondary stands. `drift`: a table of the primary is missing on the secondary (repaired by the monitor). */
+export const ReplicaStates = ['seeding', 'streaming', 'drift', 'broken'] as const;
+export type ReplicaState = (typeof ReplicaStates)[number];
+
+/**
+ * The geo-secondary of a production instance: a database in the paired
+ * region's cluster kept by logical replication (a publication on the source
+ * database, a subscription named `subscription` on the target, whose slot on
+ * the source has the same name). `forward`: home → paired region; `reverse`:
+ * during a failback, the serving secondary → the rebuilt home database.
+ */
+export const replicas = pgTable('replicas', {
+  instanceId: text('instance_id').primaryKey(),
+  direction: text('direction', { enum: ['forward', 'reverse'] }).notNull(),
+  sourceRegion: text('source_region').notNull(),
+  sourceDatabase: text('source_database').notNull(),
+  targetRegion: text('target_region').notNull(),
+  targetDatabase: text('target_database').notNull(),
+  subscription: text('subscription').notNull(),
+  state: text('state', { enum: ReplicaStates }).notNull(),
+  lagBytes: bigint('lag_bytes', { mode: 'number' }),
+  lagSeconds: doublePrecision('lag_seconds'),
+  /** The last time the secondary was known to hold everything the primary had committed. */
+  caughtUpAt: timestamp('caught_up_at', { withTimezone: true }),
+  checkedAt: timestamp('checked_at', { withTimezone: true }),
+  /** The primary's WAL position at the last check, and when: once the secondary confirms it, it was caught up then. */
+  sampleLsn: text('sample_lsn'),
+  sampleAt: timestamp('sample_at', { withTimezone: true }),
+  /** Tables of the primary the secondary lacks (schema drift), while unrepaired. */
+  drift: jsonb('drift').$type<string[]>(),
+  error: text('error'),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
+export type ReplicaRow = typeof replicas.$inferSelect;
+
+/** What an instance could lose at a failover, as known when it was measured. */
+export interface LossEstimate {
+  /** True when the primary was reachable and writes were blocked until zero lag: nothing can be lost. */
+  planned: boolean;
+  lagBytes: number | null;
+  lagSeconds: number | null;
+  caughtUpAt: string | null;
+  checkedAt: string | null;
+  /** Upper bound of the seconds of writes that may be lost (outage declared − last caught up), null when unknown. */
+  couldLoseSeconds: number | null;
+}
+
+/** What a failback found the old primary had committed that never reached the secondary. */
+export interface MeasuredLoss {
+  rows: number;
+  /** From the first to the last lost commit (0 when nothing was lost). */
+  seconds: number;
+  byTable: Record<string, number>;
+  firstLostAt: string | null;
+  lastLostAt: string | null;
+}
+
+/**
+ * One instance's failover and, later, its failback: the achieved RTO, the
+ * estimated RPO, and the measured one. The old primary's replication slot
+ * (`slot`) is kept until the failback has measured the loss from it.
+ */
+export const failovers = pgTable(
+  'failovers',
+  {
+    id: text('id').primaryKey(),
+    workflowId: text('workflow_id').notNull(),
+    instanceId: text('instance_id').notNull(),
+    fromRegion: text('from_region').notNull(),
+    toRegion: text('to_region').notNull(),
+    kind: text('kind', { enum: ['planned', 'unplanned'] }).notNull(),
+    status: text('status', { enum: ['promoted', 'failed_back'] }).notNull(),
+    declaredAt: timestamp('declared_at', { withTimezone: true }).notNull(),
+    signedOffAt: timestamp('signed_off_at', { withTimezone: true }),
+    servingAt: timestamp('serving_at', { withTimezone: true }).notNull(),
+    estimate: jsonb('estimate').$type<LossEstimate>().notNull(),
+    rtoFromDeclaredSeconds: doublePrecision('rto_from_declared_seconds').notNull(),
+    rtoFromSignoffSeconds: doublePrecision('rto_from_signoff_seconds'),
+    slot: text('slot'),
+    failbackWorkflowId: text('failback_workflow_id'),
+    measured: jsonb('measured').$type<MeasuredLoss>(),
+    oldPrimaryBackupId: text('old_primary_backup_id'),
+    writeBlockedSeconds: doublePrecision('write_blocked_seconds'),
+    failedBackAt: timestamp('failed_back_at', { withTimezone: true }),
+  },
+  (t) => [index('failovers_instance').on(t.instanceId, t.declaredAt)],
+);
+export type FailoverRow = typeof failovers.$inferSelect;

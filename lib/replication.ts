@@ -1,0 +1,182 @@
+import { createHash } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { eq, sql } from 'drizzle-orm';
+import type { RegionHandles } from '../activities/deps.js';
+import { ownerTag } from '../activities/names.js';
+import type { Database } from '../db/client.js';
+import { replicas, type InstanceRow, type ReplicaRow } from '../db/schema/index.js';
+import { audit } from './audit.js';
+import type { InstanceEngine } from './engine/types.js';
+
+/** The publication every replicated database carries (FOR ALL TABLES, so new tables are published too). */
+export const PUBLICATION = 'bcdr_pub';
+
+/** The alternate name (the Dynamics convention): the geo-secondary's database, and the endpoint after a failover. */
+export const alternateName = (name: string) => `${name}--s`;
+
+/** Subscription (and publisher slot) name of an instance's replication, one per direction; unique per cluster. */
+export function subscriptionName(instanceId: string, direction: 'forward' | 'reverse'): string {
+  const h = createHash('sha256').update(instanceId).digest('hex').slice(0, 20);
+  return `bcdr_${h}${direction === 'reverse' ? '_r' : ''}`;
+}
+
+/** Where an instance's data flows: from `source` (serving) to `target` (its copy). */
+export interface ReplicationPair {
+  direction: 'forward' | 'reverse';
+  source: RegionHandles;
+  sourceDatabase: string;
+  target: RegionHandles;
+  targetDatabase: string;
+  subscription: string;
+}
+
+/** Forward: the home database to the alternate in the paired region. Reverse (failback): the alternate back home. */
+export function replicationPair(regions: Map<string, RegionHandles>, inst: Pick<InstanceRow, 'id' | 'name' | 'homeRegion'>, direction: 'forward' | 'reverse'): ReplicationPair {
+  const home = regions.get(inst.homeRegion);
+  if (!home) throw new Error(`region ${inst.homeRegion} is not configured`);
+  const pair = regions.get(home.pair);
+  if (!pair) throw new Error(`region ${home.pair} (the pair of ${home.name}) is not configured`);
+  const homeDb = inst.name;
+  const alt = alternateName(inst.name);
+  const subscription = subscriptionName(inst.id, direction);
+  return direction === 'forward'
+    ? { direction, source: home, sourceDatabase: homeDb, target: pair, targetDatabase: alt, subscription }
+    : { direction, source: pair, sourceDatabase: alt, target: home, targetDatabase: homeDb, subscription };
+}
+
+/** Copies the schema of `tables` (all when absent) from the source database into the target, through a local file. */
+export async function copySchema(from: InstanceEngine, fromDb: string, to: InstanceEngine, toDb: string, tables?: string[]): Promise<void> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'bcdr-schema-'));
+  try {
+    const file = path.join(dir, 'schema.dump');
+    const fd = openSync(file, 'w');
+    try {
+      const dump = await from.dump(fromDb, { fd, schemaOnly: true, ...(tables ? { tables } : {}) });
+      await dump.done;
+    } finally {
+      closeSync(fd);
+    }
+    await to.restore(toDb, file).done;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** How seeding goes, for heartbeats. */
+export type SeedProgress = { phase: 'schema' | 'copying' | 'repairing' | 'streaming'; tablesReady: number; tables: number };
+
+/**
+ * Creates (or completes) the replication of `p`: publication on the source,
+ * a read-only target database seeded with the schema, then a subscription
+ * that copies the rows. A target without its subscription is a half-made
+ * copy from a killed attempt and is made again; a publisher slot without a
+ * subscription is dropped first. Schema drift (source tables the target
+ * lacks) is repaired: the tables are created and the subscription
+ * refreshed. Waits until every table streams. Idempotent.
+ */
+export async function ensureReplication(
+  p: ReplicationPair,
+  instanceId: string,
+  opts: { copyData: boolean; onProgress?: (s: SeedProgress) => void; timeoutMs?: number },
+): Promise<{ created: boolean; repaired: string[]; identityFull: string[] }> {
+  const tag = ownerTag(instanceId);
+  const { source, target } = p;
+  const identityFull = await source.engine.publish(p.sourceDatabase, PUBLICATION);
+  let created = false;
+  const subscribed = (await target.engine.databaseExists(p.targetDatabase)) && (await target.engine.subscriptionState(p.targetDatabase, p.subscription)) !== null;
+  if (!subscribed) {
+    created = true;
+    opts.onProgress?.({ phase: 'schema', tablesReady: 0, tables: 0 });
+    await target.engine.dropDatabase(p.targetDatabase, tag);
+    await source.engine.dropSlot(p.subscription);
+    await target.engine.createDatabase(p.targetDatabase, tag);
+    if ((await target.engine.ownerTag(p.targetDatabase)) !== tag) throw new Error(`database ${p.targetDatabase} in region ${target.name} does not belong to instance ${instanceId}`);
+    await copySchema(source.engine, p.sourceDatabase, target.engine, p.targetDatabase);
+    await target.engine.setReadOnly(p.targetDatabase, true);
+    await target.engine.subscribe(p.targetDatabase, { subscription: p.subscription, publication: PUBLICATION, source: source.engine.replicationSource(p.sourceDatabase), copyData: opts.copyData });
+  }
+  const missing = await missingTables(p);
+  if (missing.length) {
+    opts.onProgress?.({ phase: 'repairing', tablesReady: 0, tables: missing.length });
+    await copySchema(source.engine, p.sourceDatabase, target.engine, p.targetDatabase, missing);
+    await source.engine.publish(p.sourceDatabase, PUBLICATION);
+  }
+  const state = await target.engine.subscriptionState(p.targetDatabase, p.subscription);
+  const known = Object.keys(state?.tables ?? {});
+  const sourceTables = await source.engine.tables(p.sourceDatabase);
+  if (missing.length || sourceTables.some((t) => !known.includes(t))) await target.engine.refreshSubscription(p.targetDatabase, p.subscription);
+  await waitReady(p, opts);
+  return { created, repaired: missing, identityFull };
+}
+
+/** Tables of the source the target lacks (schema drift). */
+export async function missingTables(p: ReplicationPair): Promise<string[]> {
+  const [src, dst] = await Promise.all([p.source.engine.tables(p.sourceDatabase), p.target.engine.tables(p.targetDatabase)]);
+  return src.filter((t) => !dst.includes(t));
+}
+
+async function waitReady(p: ReplicationPair, opts: { onProgress?: (s: SeedProgress) => void; timeoutMs?: number }): Promise<void> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 6 * 3600_000);
+  for (;;) {
+    const st = await p.target.engine.subscriptionState(p.targetDatabase, p.subscription);
+    if (!st) throw new Error(`subscription ${p.subscription} vanished from ${p.targetDatabase}`);
+    const states = Object.values(st.tables);
+    const ready = states.filter((s) => s === 'r').length;
+    opts.onProgress?.({ phase: ready === states.length ? 'streaming' : 'copying', tablesReady: ready, tables: states.length });
+    if (ready === states.length && st.workerRunning) return;
+    if (Date.now() > deadline) throw new Error(`replication of ${p.sourceDatabase} to ${p.targetDatabase} is not streaming after ${Math.round((opts.timeoutMs ?? 0) / 1000)} s (${ready}/${states.length} tables ready)`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/**
+ * Removes a replication completely: the subscription on the target, its
+ * slot and the publication on the source (a forgotten slot fills the
+ * source's disk), and, with `dropTarget`, the target database. Steps whose
+ * server does not answer throw, so a caller retries until the slot is gone. Idempotent.
+ */
+export async function removeReplication(p: ReplicationPair, instanceId: string, opts: { dropTarget: boolean }): Promise<void> {
+  await p.target.engine.unsubscribe(p.targetDatabase, p.subscription);
+  await p.source.engine.dropSlot(p.subscription);
+  await p.source.engine.unpublish(p.sourceDatabase, PUBLICATION);
+  if (opts.dropTarget) await p.target.engine.dropDatabase(p.targetDatabase, ownerTag(instanceId));
+}
+
+/** Records (or updates) the catalog row of an instance's replication. */
+export async function recordReplica(db: Database, p: ReplicationPair, instanceId: string, set: Partial<Pick<ReplicaRow, 'state' | 'drift' | 'error' | 'caughtUpAt'>>): Promise<void> {
+  const values = {
+    instanceId,
+    direction: p.direction,
+    sourceRegion: p.source.name,
+    sourceDatabase: p.sourceDatabase,
+    targetRegion: p.target.name,
+    targetDatabase: p.targetDatabase,
+    subscription: p.subscription,
+    state: set.state ?? 'seeding',
+    ...set,
+  };
+  await db
+    .insert(replicas)
+    .values(values)
+    .onConflictDoUpdate({ target: replicas.instanceId, set: { ...values, updatedAt: sql`now()` } });
+}
+
+/**
+ * Removes an instance's geo-secondary (whichever direction its catalog row
+ * names, else forward), audited. Used when an instance becomes a sandbox or
+ * is deleted. Idempotent.
+ */
+export async function removeGeoSecondary(db: Database, regions: Map<string, RegionHandles>, inst: Pick<InstanceRow, 'id' | 'name' | 'homeRegion'>, actor: string): Promise<boolean> {
+  const [row] = await db.select().from(replicas).where(eq(replicas.instanceId, inst.id));
+  // A failback's reverse copy lands in the home database itself: only its subscription goes, never the database.
+  if (row?.direction === 'reverse') await removeReplication(replicationPair(regions, inst, 'reverse'), inst.id, { dropTarget: false });
+  await removeReplication(replicationPair(regions, inst, 'forward'), inst.id, { dropTarget: true });
+  if (!row) return false;
+  await db.transaction(async (tx) => {
+    await tx.delete(replicas).where(eq(replicas.instanceId, inst.id));
+    await audit(tx, { actor, action: 'replication.removed', instanceId: inst.id, subject: inst.name, details: { targetRegion: row.targetRegion, targetDatabase: row.targetDatabase } });
+  });
+  return true;
+}
