@@ -4,6 +4,7 @@ import { backupSchedules, instances, type InstanceRow, type InstanceState, type 
 import { audit } from '../lib/audit.js';
 import { DatabaseConflictError } from '../lib/engine/types.js';
 import { acquireLock, releaseLock } from '../lib/locks.js';
+import { removeGeoSecondary } from '../lib/replication.js';
 import { isRunRunning } from '../lib/runs.js';
 import { backupScheduleId, deleteBackupSchedule, upsertBackupSchedule } from '../lib/schedules.js';
 import { FailureTypes, type Runbook } from '../workflows/contract.js';
@@ -56,6 +57,8 @@ export function instanceActivities(deps: ActivityDeps) {
     async dropInstanceDatabase(input: { instanceId: string }): Promise<void> {
       const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
       if (!inst) return;
+      // Its geo-secondary goes first: a database with a replication slot cannot be dropped, and a forgotten slot fills the disk.
+      await removeGeoSecondary(deps.db, deps.regions, inst, 'system:runbook');
       const { engine } = region(deps, inst.activeRegion);
       // Its restore's staging and replaced copies go too (they carry its tag), so none outlives it and blocks a reused name.
       const { current, incoming, retired } = restoreNames(inst.databaseName);
@@ -95,6 +98,8 @@ export function instanceActivities(deps: ActivityDeps) {
     async setInstanceType(input: { instanceId: string; type: InstanceType }): Promise<void> {
       const inst = await loadInstance(deps, input.instanceId);
       if (inst.type === input.type) return;
+      // A sandbox keeps no geo-secondary; a new production instance gets one from its region's monitor once it is active.
+      if (input.type === 'sandbox') await removeGeoSecondary(deps.db, deps.regions, inst, 'system:runbook');
       await deps.db.transaction(async (tx) => {
         await tx.update(instances).set({ type: input.type, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
         await audit(tx, { actor: 'system:runbook', action: 'instance.type', instanceId: inst.id, subject: inst.name, details: { from: inst.type, to: input.type, workflowId: callerWorkflowId() } });

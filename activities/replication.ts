@@ -517,6 +517,22 @@ export function replicationActivities(deps: ActivityDeps) {
       return { openedAt: new Date().toISOString() };
     },
 
+    /**
+     * Lets a database take writes again after a block that led nowhere (a
+     * rejected or expired sign-off, a failback that stopped before its
+     * switch): `serving` is the instance's current database. Idempotent.
+     */
+    async reopenWrites(input: { instanceId: string; which: 'home' | 'alternate' }): Promise<void> {
+      const inst = await loadInstance(deps, input.instanceId);
+      const home = region(deps, inst.homeRegion);
+      const r = input.which === 'home' ? home : region(deps, home.pair);
+      const database = input.which === 'home' ? inst.name : alternateName(inst.name);
+      if (!(await r.engine.databaseExists(database))) return;
+      await r.engine.setReadOnly(database, false);
+      await r.engine.setConnectionsAllowed(database, true);
+      await audited('instance.writes-reopened', inst, { database, region: r.name });
+    },
+
     /** Records the failback on the failover: when, and how long writes were blocked. */
     async recordFailback(input: { instanceId: string; failoverId: string | null; writeBlockedSeconds: number }): Promise<void> {
       const inst = await loadInstance(deps, input.instanceId);

@@ -7,7 +7,9 @@ import type { ApiDeps, ApiEnv } from './deps.js';
 import { onError, zodIssues } from './errors.js';
 import { auditApp } from './routes/audit.js';
 import { backupsApp } from './routes/backups.js';
+import { eventsApp } from './routes/events.js';
 import { instancesApp } from './routes/instances.js';
+import { regionsApp } from './routes/regions.js';
 import { runbooksApp } from './routes/runbooks.js';
 import { runsApp } from './routes/runs.js';
 import { signoffsApp } from './routes/signoffs.js';
@@ -55,6 +57,8 @@ export function createApp(deps: ApiDeps) {
   v1.route('/audit', auditApp(deps));
   v1.route('/runbooks', runbooksApp(deps));
   v1.route('/signoffs', signoffsApp(deps));
+  v1.route('/regions', regionsApp(deps));
+  v1.route('/events', eventsApp(deps));
   app.route('/v1', v1);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });

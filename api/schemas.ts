@@ -178,6 +178,10 @@ export const RunSchema = z
       .nullable()
       .openapi({ description: 'what the run waits for: a sign-off (until its deadline) or a maintenance window (until it opens)' }),
     requestedBy: z.string().nullable(),
+    instances: z
+      .record(z.string(), z.object({ name: z.string(), step: z.string(), stepsDone: z.array(z.string()), error: z.string().optional(), facts: z.record(z.string(), z.unknown()).optional() }))
+      .nullable()
+      .openapi({ description: 'runs over many instances (failover, failback): each instance\'s step' }),
     result: z.unknown().nullable(),
     error: z.string().nullable(),
     url: z.string(),

@@ -57,6 +57,16 @@ export const configSchema = z
     /** Test-only: arms fault hooks in the activity layer (see activities/faults.ts). Never set it in production. */
     BCDR_FAULT_FILE: z.string().optional(),
     RETENTION_SWEEP_EVERY_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(60),
+    /** Seconds between a region monitor's health checks (each also measures replication lag and copies sequences). */
+    REGION_CHECK_SECONDS: z.coerce.number().int().min(1).max(3600).default(5),
+    /** Consecutive failed checks after which a monitor declares a region outage. */
+    OUTAGE_AFTER_FAILED_CHECKS: z.coerce.number().int().min(1).max(1000).default(3),
+    /** Start a failover when an outage is declared; it still waits for sign-off when data can be lost. */
+    AUTO_FAILOVER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
+    /** How long a failover waits for sign-off before it ends `expired`, changing nothing. */
+    FAILOVER_SIGNOFF_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(60),
+    /** Instances a failover or failback works on at once. */
+    FAILOVER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(8),
   })
   .superRefine((cfg, ctx) => {
     const names = new Set(cfg.REGIONS.map((r) => r.name));

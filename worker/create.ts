@@ -5,6 +5,7 @@ import { createActivities } from '../activities/index.js';
 import { createDb } from '../db/client.js';
 import type { Config } from '../lib/config.js';
 import { isCompiled, projectRoot } from '../lib/paths.js';
+import { ensureRegionMonitors } from '../lib/monitors.js';
 import { openRegions, syncRegions } from '../lib/regions.js';
 import { ensureRetentionSweepSchedule } from '../lib/schedules.js';
 import { connectTemporal, ensureSearchAttributes } from '../lib/temporal.js';
@@ -49,6 +50,8 @@ export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { c
       faults: cfg.BCDR_FAULT_FILE ? fileFaults(cfg.BCDR_FAULT_FILE) : undefined,
     }),
   });
+  // After the worker exists, so the monitors' first tasks have somewhere to run.
+  await ensureRegionMonitors(client, cfg);
   return {
     worker,
     close: async () => {

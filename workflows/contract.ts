@@ -12,6 +12,11 @@ export const Runbooks = {
   productionRestore: 'production-restore',
   /** Housekeeping after a restore's swap: drops the replaced copy, off the restore's critical path. */
   dropRetired: 'drop-retired',
+  /** Creates or repairs an instance's geo-secondary (started by provisioning and by the region monitor). */
+  geoSecondary: 'geo-secondary',
+  regionMonitor: 'region-monitor',
+  regionFailover: 'region-failover',
+  failback: 'failback',
 } as const;
 export type Runbook = (typeof Runbooks)[keyof typeof Runbooks];
 
@@ -51,6 +56,18 @@ export interface RunStatus {
   /** Who started the run (runbooks that can wait for sign-off). */
   requestedBy?: string;
   waiting?: RunWait;
+  /** Runbooks over many instances (failover, failback): where each instance stands. */
+  instances?: Record<string, InstanceProgress>;
+}
+
+/** One instance's progress inside a multi-instance run. */
+export interface InstanceProgress {
+  name: string;
+  step: string;
+  stepsDone: string[];
+  error?: string;
+  /** What it could lose (failover) or lost (failback), and its RTO, once known. */
+  facts?: Record<string, unknown>;
 }
 
 /** An approver's decision, sent by the API as `signOffSignal` after it checked role and four eyes. */
@@ -177,6 +194,70 @@ export interface ProductionRestoreResult {
   next?: string;
 }
 
+/** Input of the region monitor: one per region, started by the worker. */
+export interface RegionMonitorInput {
+  region: string;
+  everySeconds: number;
+  /** Consecutive failed checks that declare an outage. */
+  outageAfter: number;
+  /** Start a failover when an outage is declared (it still waits for sign-off when data can be lost). */
+  autoFailover: boolean;
+  signoffTimeoutMinutes: number;
+  concurrency: number;
+  /** Checks done by earlier runs of this monitor (continue-as-new). */
+  checksBefore?: number;
+}
+
+/** Input of the region failover runbook. */
+export interface RegionFailoverInput {
+  region: string;
+  requestedBy: string;
+  reason: string;
+  /** When the outage was declared (the monitor's time); else the run's start. */
+  declaredAt?: string;
+  /** `auto`: a planned switchover when the primary answers, else unplanned. `unplanned` never touches the primary. */
+  mode: 'auto' | 'unplanned';
+  signoffTimeoutMinutes: number;
+  signoffRemindEveryMinutes?: number;
+  /** Instances promoted at once. */
+  concurrency: number;
+  /** How long a planned switchover waits for zero lag before it asks for sign-off instead. */
+  drainTimeoutSeconds?: number;
+  /** How long to wait for another run to release an instance before leaving it out. */
+  lockWaitSeconds?: number;
+}
+
+/** How a failover ended, per instance. */
+export interface RegionFailoverResult {
+  outcome: 'completed' | 'partial' | 'aborted' | 'expired' | 'nothing-to-do';
+  region: string;
+  kind: 'planned' | 'unplanned';
+  declaredAt: string;
+  signedOffAt: string | null;
+  signedOffBy?: string;
+  instances: Record<string, { name: string; promoted: boolean; endpoint?: string; rtoFromDeclaredSeconds?: number; rtoFromSignoffSeconds?: number | null; estimate?: unknown; error?: string }>;
+  skipped: { instanceId: string; name: string; reason: string }[];
+  warnings: string[];
+}
+
+/** Input of the failback runbook. */
+export interface FailbackInput {
+  region: string;
+  instanceIds?: string[];
+  requestedBy: string;
+  concurrency: number;
+  /** Longest the switch may keep writes blocked waiting for the last bytes. */
+  switchTimeoutSeconds?: number;
+}
+
+/** How a failback ended, per instance. */
+export interface FailbackResult {
+  outcome: 'completed' | 'partial' | 'nothing-to-do';
+  region: string;
+  instances: Record<string, { name: string; done: boolean; oldPrimaryBackupId?: string | null; measuredLoss?: unknown; writeBlockedSeconds?: number; error?: string }>;
+  warnings: string[];
+}
+
 /** Workflow ids: deterministic where the caller knows the subject, so a repeated start is refused, not doubled. */
 export const workflowIds = {
   onDemandBackup: (backupId: string) => `on-demand-backup-${backupId}`,
@@ -185,4 +266,8 @@ export const workflowIds = {
   restore: (instanceName: string, suffix: string) => `restore-${instanceName}-${suffix}`,
   reset: (instanceName: string, suffix: string) => `reset-${instanceName}-${suffix}`,
   productionRestore: (productionName: string, suffix: string) => `production-restore-${productionName}-${suffix}`,
+  geoSecondary: (instanceId: string) => `geo-secondary-${instanceId}`,
+  regionMonitor: (region: string) => `region-monitor-${region}`,
+  regionFailover: (region: string, suffix: string) => `region-failover-${region}-${suffix}`,
+  failback: (region: string, suffix: string) => `failback-${region}-${suffix}`,
 } as const;

@@ -4,3 +4,4 @@ export { provisionInstanceWorkflow, deleteInstanceWorkflow } from './instances.j
 export { retentionSweepWorkflow } from './retention.js';
 export { restoreWorkflow, resetWorkflow, dropRetiredWorkflow } from './restore.js';
 export { productionRestoreWorkflow } from './production-restore.js';
+export { geoSecondaryWorkflow, regionMonitorWorkflow, regionFailoverWorkflow, failbackWorkflow } from './failover.js';

@@ -1,4 +1,4 @@
-import { CancellationScope, log, proxyActivities } from '@temporalio/workflow';
+import { ActivityCancellationType, CancellationScope, log, patched, proxyActivities } from '@temporalio/workflow';
 import type * as activities from '../activities/index.js';
 import { Runbooks, type InstanceRunInput } from './contract.js';
 import { RunState } from './run-state.js';
@@ -9,6 +9,14 @@ const acts = proxyActivities<activities.Activities>({
   retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 5 },
 });
 
+/** Seeding a geo-secondary: heartbeating, retried a few times (each attempt picks up where the last stopped). */
+const seeding = proxyActivities<activities.Activities>({
+  startToCloseTimeout: '12h',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+});
+
 /** Cleanup after the point of no return: idempotent, so retried until it is done rather than left half way. */
 const untilDone = proxyActivities<activities.Activities>({
   startToCloseTimeout: '1m',
@@ -16,20 +24,25 @@ const untilDone = proxyActivities<activities.Activities>({
 });
 
 /**
- * Provisions a new instance: its database in the home region and its daily
- * backup schedule, then marks it active. On failure every completed step is
+ * Provisions a new instance: its database in the home region, its daily
+ * backup schedule and, for production, its geo-secondary, then marks it active. On failure every completed step is
  * undone in reverse (saga), so a failed provisioning leaves nothing behind.
  */
 export async function provisionInstanceWorkflow(input: InstanceRunInput): Promise<void> {
   const state = new RunState(Runbooks.provisionInstance, input.instanceId);
   const compensations: { name: string; run: () => Promise<void> }[] = [];
   try {
-    await state.step('lock-instance', () => acts.acquireInstanceLock({ instanceId: input.instanceId, runbook: Runbooks.provisionInstance }));
+    const inst = await state.step('lock-instance', () => acts.acquireInstanceLock({ instanceId: input.instanceId, runbook: Runbooks.provisionInstance }));
     compensations.push({ name: 'delete-instance-record', run: () => untilDone.deleteInstanceRecord(input) });
     compensations.push({ name: 'drop-database', run: () => untilDone.dropInstanceDatabase(input) });
     await state.step('create-database', () => acts.createInstanceDatabase(input));
     compensations.push({ name: 'remove-backup-schedule', run: () => untilDone.removeBackupSchedule(input) });
     await state.step('create-backup-schedule', () => acts.ensureBackupSchedule(input));
+    // Every production instance gets its geo-secondary as it is made (runs recorded before this step replay without it).
+    if (patched('geo-secondary') && inst.type === 'production') {
+      compensations.push({ name: 'remove-geo-secondary', run: async () => void (await untilDone.removeGeoSecondary(input)) });
+      await state.step('create-geo-secondary', () => seeding.ensureGeoSecondary(input));
+    }
     await state.step('activate', () => acts.setInstanceState({ instanceId: input.instanceId, state: 'active', release: true }));
     state.finish();
   } catch (err) {

@@ -1,7 +1,8 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomBytes } from 'node:crypto';
-import { and, asc, eq, isNull, sql } from 'drizzle-orm';
-import { Editions, instances, InstanceStates, InstanceTypes, type InstanceRow } from '../../db/schema/index.js';
+import { and, asc, desc, eq, isNull, sql } from 'drizzle-orm';
+import { Editions, failovers, instances, InstanceStates, InstanceTypes, replicas, type FailoverRow, type InstanceRow, type ReplicaRow } from '../../db/schema/index.js';
+import { alternateName, removeGeoSecondary } from '../../lib/replication.js';
 import { audit } from '../../lib/audit.js';
 import { resumeInstance, servedBy, servingRefusal } from '../../lib/instances.js';
 import { acquireLock, releaseLock } from '../../lib/locks.js';
@@ -34,8 +35,89 @@ const errors = errorResponses('no such instance', 'conflict: the name is taken, 
 
 const InstanceWithRun = InstanceSchema.extend({ run: RunRefSchema.optional() });
 
+const ReplicationSchema = z
+  .object({
+    state: z.string().openapi({ description: 'seeding, streaming, drift (a table the secondary lacks; the monitor repairs it) or broken' }),
+    direction: z.enum(['forward', 'reverse']),
+    sourceRegion: z.string(),
+    targetRegion: z.string(),
+    targetDatabase: z.string(),
+    lagBytes: z.number().nullable(),
+    lagSeconds: z.number().nullable(),
+    caughtUpAt: z.string().nullable().openapi({ description: 'the last time the secondary was known to hold everything the primary had committed' }),
+    checkedAt: z.string().nullable(),
+    drift: z.array(z.string()).nullable(),
+    error: z.string().nullable(),
+  })
+  .openapi('Replication');
+
+const FailoverSchema = z
+  .object({
+    workflowId: z.string(),
+    kind: z.enum(['planned', 'unplanned']),
+    status: z.enum(['promoted', 'failed_back']),
+    fromRegion: z.string(),
+    toRegion: z.string(),
+    declaredAt: z.string(),
+    signedOffAt: z.string().nullable(),
+    servingAt: z.string(),
+    rtoFromDeclaredSeconds: z.number(),
+    rtoFromSignoffSeconds: z.number().nullable(),
+    estimatedLoss: z.record(z.string(), z.unknown()),
+    measuredLoss: z.record(z.string(), z.unknown()).nullable().openapi({ description: 'what the old primary had that never reached the secondary, measured at failback (the true RPO)' }),
+    oldPrimaryBackupId: z.string().nullable(),
+    writeBlockedSeconds: z.number().nullable(),
+    failedBackAt: z.string().nullable(),
+  })
+  .openapi('Failover');
+
+const InstanceDetailSchema = InstanceSchema.extend({ replication: ReplicationSchema.nullable(), lastFailover: FailoverSchema.nullable() }).openapi('InstanceDetail');
+
+const replicationDto = (r: ReplicaRow) => ({
+  state: r.state,
+  direction: r.direction,
+  sourceRegion: r.sourceRegion,
+  targetRegion: r.targetRegion,
+  targetDatabase: r.targetDatabase,
+  lagBytes: r.lagBytes,
+  lagSeconds: r.lagSeconds,
+  caughtUpAt: r.caughtUpAt?.toISOString() ?? null,
+  checkedAt: r.checkedAt?.toISOString() ?? null,
+  drift: r.drift,
+  error: r.error,
+});
+
+const failoverDto = (f: FailoverRow) => ({
+  workflowId: f.workflowId,
+  kind: f.kind,
+  status: f.status,
+  fromRegion: f.fromRegion,
+  toRegion: f.toRegion,
+  declaredAt: f.declaredAt.toISOString(),
+  signedOffAt: f.signedOffAt?.toISOString() ?? null,
+  servingAt: f.servingAt.toISOString(),
+  rtoFromDeclaredSeconds: f.rtoFromDeclaredSeconds,
+  rtoFromSignoffSeconds: f.rtoFromSignoffSeconds,
+  estimatedLoss: { ...f.estimate },
+  measuredLoss: f.measured ? { ...f.measured } : null,
+  oldPrimaryBackupId: f.oldPrimaryBackupId,
+  writeBlockedSeconds: f.writeBlockedSeconds,
+  failedBackAt: f.failedBackAt?.toISOString() ?? null,
+});
+
+/** The 409 for a maintenance change while the instance is failed over (limited mode). */
+const failedOverRefusal = (name: string, what: string) =>
+  new ApiError(409, 'failed_over', `instance ${name} is failed over to its geo-secondary (limited mode): you cannot ${what} until it fails back (POST /v1/runbooks/failback); backups continue in the secondary region`);
+
 /** /v1/instances: create (provisions the database and its backup schedule), list, get, delete. */
 export function instancesApp(deps: ApiDeps) {
+  /** The geo-secondary of a production instance, as clients would reach it. */
+  const alternateOf = (row: InstanceRow) => {
+    if (row.type !== 'production') return null;
+    const pair = deps.regions.get(deps.regions.get(row.homeRegion)?.pair ?? '');
+    return pair ? { name: alternateName(row.name), region: pair.name, endpoint: pair.engine.endpoint(alternateName(row.name)) } : null;
+  };
+
   const app = new OpenAPIHono<ApiEnv>();
   const waitMs = deps.syncWaitMs ?? 60_000;
 
@@ -119,9 +201,14 @@ export function instancesApp(deps: ApiDeps) {
       tags: ['instances'],
       summary: 'Get an instance by id or name',
       request: { params: IdParam },
-      responses: { 200: json(InstanceSchema, 'the instance'), ...errors },
+      responses: { 200: json(InstanceDetailSchema, 'the instance, its geo-replication and its last failover'), ...errors },
     }),
-    async (c) => c.json(instanceDto(await findInstance(deps, c.req.valid('param').id)), 200),
+    async (c) => {
+      const row = await findInstance(deps, c.req.valid('param').id);
+      const [rep] = await deps.db.select().from(replicas).where(eq(replicas.instanceId, row.id));
+      const [fo] = await deps.db.select().from(failovers).where(eq(failovers.instanceId, row.id)).orderBy(desc(failovers.declaredAt)).limit(1);
+      return c.json({ ...instanceDto(row), replication: rep ? replicationDto(rep) : null, lastFailover: fo ? failoverDto(fo) : null }, 200);
+    },
   );
 
   app.openapi(
@@ -138,6 +225,11 @@ export function instancesApp(deps: ApiDeps) {
             activeRegion: z.string(),
             servedBy: z.object({ id: z.string(), name: z.string() }).nullable().openapi({ description: 'set while another instance serves this endpoint' }),
             acceptsConnections: z.boolean().openapi({ description: 'false while the instance is suspended' }),
+            failedOver: z.boolean().openapi({ description: 'true while the alternate serves (limited mode)' }),
+            alternate: z
+              .object({ name: z.string(), region: z.string(), endpoint: z.string() })
+              .nullable()
+              .openapi({ description: 'the geo-secondary `<name>--s` in the paired region (production instances): read-only until a failover promotes it' }),
           }),
           'endpoint',
         ),
@@ -155,6 +247,8 @@ export function instancesApp(deps: ApiDeps) {
           activeRegion: server.activeRegion,
           servedBy: row.servedBy ? { id: server.id, name: server.name } : null,
           acceptsConnections: server.state !== 'suspended',
+          failedOver: row.state === 'failed_over',
+          alternate: alternateOf(row),
         },
         200,
       );
@@ -176,6 +270,7 @@ export function instancesApp(deps: ApiDeps) {
       const body = c.req.valid('json');
       const serving = await servedBy(deps.db, inst.id);
       if (serving && body.type) throw new ApiError(409, 'serving_production', servingRefusal(inst.name, serving.name));
+      if (inst.state === 'failed_over' && body.type) throw failedOverRefusal(inst.name, 'switch its type');
       if (body.edition && !editionAtLeast(body.edition, inst.edition)) {
         throw new ApiError(422, 'edition_lowered', `instance ${inst.name} is ${inst.edition}; an edition can be raised, never lowered (to ${body.edition})`);
       }
@@ -194,6 +289,12 @@ export function instancesApp(deps: ApiDeps) {
       if (!changed[0]) {
         const now = await findInstance(deps, inst.id);
         throw busyError(deps, inst.name, { workflowId: now.lockedByRun ?? 'unknown', runbook: now.lockedRunbook ?? 'unknown' });
+      }
+      // A sandbox keeps no geo-secondary (a new production instance gets one from its region monitor).
+      if (body.type === 'sandbox' && inst.type === 'production') {
+        await removeGeoSecondary(deps.db, deps.regions, inst, actor).catch(() => {
+          // The region monitor removes what is left once the region answers.
+        });
       }
       return c.json(instanceDto(changed[0]), 200);
     },
@@ -245,6 +346,7 @@ export function instancesApp(deps: ApiDeps) {
       const inst = await findInstance(deps, c.req.valid('param').id);
       const serving = await servedBy(deps.db, inst.id);
       if (serving) throw new ApiError(409, 'serving_production', servingRefusal(inst.name, serving.name));
+      if (inst.state === 'failed_over') throw failedOverRefusal(inst.name, 'delete it');
       const actor = c.get('principal').identity;
       const workflowId = workflowIds.deleteInstance(inst.id);
       const args: [InstanceRunInput] = [{ instanceId: inst.id, requestedBy: actor }];

@@ -5,12 +5,12 @@ import { backups, Editions, instances, type BackupRow } from '../../db/schema/in
 import { audit } from '../../lib/audit.js';
 import { servedBy, servingRefusal } from '../../lib/instances.js';
 import { backupRefusal, editionAtLeast, targetRefusal, type Refusal } from '../../lib/restore-rules.js';
-import { Runbooks, workflowIds, type ProductionRestoreInput, type ResetInput, type RestoreInput } from '../../workflows/contract.js';
+import { Runbooks, workflowIds, type FailbackInput, type ProductionRestoreInput, type RegionFailoverInput, type ResetInput, type RestoreInput } from '../../workflows/contract.js';
 import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { ApiError, badRequest, editionError, errorResponses, json } from '../errors.js';
 import { findInstance, runRef, startLockedRunbook, startRun } from '../runbooks.js';
-import { InstanceName, InstanceSchema, instanceDto, Ref, RunRefSchema } from '../schemas.js';
+import { FreeText, InstanceName, InstanceSchema, instanceDto, Ref, RunRefSchema } from '../schemas.js';
 
 const Id = Ref();
 const Jobs = z.number().int('must be a whole number').min(1, 'must be at least 1').max(16, 'must be at most 16').default(1).openapi({ description: 'pg_restore parallel jobs' });
@@ -39,6 +39,29 @@ const ResetBody = z
   .object({ instance: Id, backupId: Id.optional().openapi({ description: 'restore this backup once the database is empty' }), jobs: Jobs, advanceSequences: AdvanceSequences })
   .strict()
   .openapi('StartReset');
+
+const RegionRef = Ref(50).openapi({ example: 'primary' });
+
+const RegionFailoverBody = z
+  .object({
+    region: RegionRef.openapi({ description: 'the region whose production instances move to their paired region' }),
+    reason: FreeText({ max: 500, example: 'primary region unreachable since 03:12' }),
+    mode: z.enum(['auto', 'unplanned']).default('auto').openapi({ description: 'auto: a planned switchover (no loss, no sign-off) when the region answers, else unplanned; unplanned: never touch the primary' }),
+    signoffTimeoutMinutes: z.number().int().min(1, 'must be at least 1 minute').max(7 * 24 * 60, 'must be at most 7 days').optional(),
+    signoffRemindEveryMinutes: z.number().int().min(1, 'must be at least 1 minute').max(24 * 60, 'must be at most a day').optional(),
+    concurrency: z.number().int().min(1, 'must be at least 1').max(64, 'must be at most 64').optional(),
+  })
+  .strict()
+  .openapi('StartRegionFailover');
+
+const FailbackBody = z
+  .object({
+    region: RegionRef.openapi({ description: 'the home region to bring its failed-over instances back to' }),
+    instances: z.array(Ref()).min(1, 'name at least one instance, or leave it out for all').max(1000).optional().openapi({ description: 'only these instances (ids or names); default: all failed over from the region' }),
+    concurrency: z.number().int().min(1, 'must be at least 1').max(64, 'must be at most 64').optional(),
+  })
+  .strict()
+  .openapi('StartFailback');
 
 const MAX_WINDOW_AHEAD_MS = 30 * 24 * 3600_000;
 
@@ -240,6 +263,73 @@ export function runbooksApp(deps: ApiDeps) {
       const run = await startLockedRunbook(deps, { instance: prod, locks: [prod, sbx], runbook: Runbooks.productionRestore, workflowId, workflowType: 'productionRestoreWorkflow', args });
       await audit(deps.db, { actor, action: 'production-restore.start', instanceId: prod.id, subject: sbx.id, details: { workflowId, ...body } });
       return c.json({ run, target: instanceDto(prod) }, 202);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/region-failover',
+      tags: ['runbooks'],
+      summary: "Fail a region over to its pair: a planned switchover when it answers, otherwise after an approver's sign-off",
+      middleware: [requireRole('operator')] as const,
+      request: { body: { content: { 'application/json': { schema: RegionFailoverBody } }, required: true } },
+      responses: { 202: json(z.object({ run: RunRefSchema }), 'failover started; follow the run'), ...errors },
+    }),
+    async (c) => {
+      const body = c.req.valid('json');
+      const actor = c.get('principal').identity;
+      if (!deps.regions.has(body.region)) throw badRequest('region', `must be one of the configured regions: ${[...deps.regions.keys()].join(', ')}`);
+      const workflowId = workflowIds.regionFailover(body.region, suffix());
+      const args: [RegionFailoverInput] = [
+        {
+          region: body.region,
+          requestedBy: actor,
+          reason: body.reason,
+          mode: body.mode,
+          signoffTimeoutMinutes: body.signoffTimeoutMinutes ?? deps.cfg.FAILOVER_SIGNOFF_MINUTES,
+          ...(body.signoffRemindEveryMinutes ? { signoffRemindEveryMinutes: body.signoffRemindEveryMinutes } : {}),
+          concurrency: body.concurrency ?? deps.cfg.FAILOVER_CONCURRENCY,
+        },
+      ];
+      await startRun(deps, { instance: { id: `region:${body.region}`, name: body.region }, runbook: Runbooks.regionFailover, workflowId, workflowType: 'regionFailoverWorkflow', args }, async () => {});
+      await audit(deps.db, { actor, action: 'region-failover.start', subject: body.region, details: { workflowId, ...body } });
+      return c.json({ run: runRef(deps, workflowId, Runbooks.regionFailover) }, 202);
+    },
+  );
+
+  app.openapi(
+    createRoute({
+      method: 'post',
+      path: '/failback',
+      tags: ['runbooks'],
+      summary: 'Bring failed-over instances home: keep and measure the old primary, rebuild it from the secondary, switch back with writes blocked for seconds',
+      middleware: [requireRole('operator')] as const,
+      request: { body: { content: { 'application/json': { schema: FailbackBody } }, required: true } },
+      responses: { 202: json(z.object({ run: RunRefSchema }), 'failback started; follow the run'), ...errors },
+    }),
+    async (c) => {
+      const body = c.req.valid('json');
+      const actor = c.get('principal').identity;
+      const region = deps.regions.get(body.region);
+      if (!region) throw badRequest('region', `must be one of the configured regions: ${[...deps.regions.keys()].join(', ')}`);
+      let instanceIds: string[] | undefined;
+      if (body.instances) {
+        instanceIds = [];
+        for (const ref of body.instances) {
+          const inst = await findInstance(deps, ref);
+          if (inst.state !== 'failed_over' || inst.homeRegion !== body.region) {
+            throw new ApiError(409, 'not_failed_over', `instance ${inst.name} is ${inst.state} with home region ${inst.homeRegion}: only instances failed over from ${body.region} can fail back`);
+          }
+          instanceIds.push(inst.id);
+        }
+      }
+      if (!(await region.engine.ping())) throw new ApiError(409, 'region_unreachable', `region ${body.region} does not answer; fail back once it is healthy (GET /v1/regions)`);
+      const workflowId = workflowIds.failback(body.region, suffix());
+      const args: [FailbackInput] = [{ region: body.region, requestedBy: actor, concurrency: body.concurrency ?? deps.cfg.FAILOVER_CONCURRENCY, ...(instanceIds ? { instanceIds } : {}) }];
+      await startRun(deps, { instance: { id: `region:${body.region}`, name: body.region }, runbook: Runbooks.failback, workflowId, workflowType: 'failbackWorkflow', args }, async () => {});
+      await audit(deps.db, { actor, action: 'failback.start', subject: body.region, details: { workflowId, ...body } });
+      return c.json({ run: runRef(deps, workflowId, Runbooks.failback) }, 202);
     },
   );
 

@@ -165,6 +165,7 @@ export function runsApp(deps: ApiDeps) {
       warnings: status?.warnings ?? [],
       waiting: status?.waiting ?? null,
       requestedBy: status?.requestedBy ?? null,
+      instances: status?.instances ?? null,
       result,
       error,
     };

@@ -40,6 +40,8 @@ export default async function setup(project: TestProject) {
     WORKER_SHUTDOWN_GRACE_SECONDS: '5',
     // Tests check that no replaced copy is left: drop it at once rather than a minute after the swap.
     DROP_RETIRED_AFTER_SECONDS: '0',
+    // Region monitors check every 2 s, so geo-secondaries of instances a test switches to production come quickly.
+    REGION_CHECK_SECONDS: '2',
     // Test-only fault hooks (activities/faults.ts): tests arm them by writing this file.
     BCDR_FAULT_FILE: path.join(root, 'faults.json'),
     // Scheduled runs must not fire in the middle of the tests: daily backups start 12 hours from now.
