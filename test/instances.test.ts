@@ -89,6 +89,6 @@ describe('instances', () => {
     const list = await ctx.call('GET', '/v1/instances?type=sandbox');
     expect(list.body.instances.map((i: { id: string }) => i.id)).toContain(inst.id);
     const endpoint = await ctx.call('GET', `/v1/instances/${inst.id}/endpoint`);
-    expect(endpoint.body).toEqual({ endpoint: inst.endpoint, activeRegion: 'primary', servedBy: null, acceptsConnections: true });
+    expect(endpoint.body).toEqual({ endpoint: inst.endpoint, activeRegion: 'primary', servedBy: null, acceptsConnections: true, failedOver: false, alternate: null });
   });
 });

@@ -1,0 +1,113 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { and, eq } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditEvents } from '../db/schema/index.js';
+import { subscriptionName } from '../lib/replication.js';
+import { createInstance, databasesLike, openContext, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
+
+let ctx: TestContext;
+beforeAll(async () => {
+  ctx = await openContext();
+});
+afterAll(async () => {
+  await ctx?.close();
+});
+
+/** Polls `check` until it returns a truthy value (or throws after `ms`). */
+async function eventually<T>(what: string, check: () => Promise<T | null | undefined | false>, ms = 60_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms / 1000} s${last ? `: ${String(last)}` : ''}`);
+    await sleep(250);
+  }
+}
+
+const slotsOn = (region: string, slot: string) =>
+  withInstanceDb(ctx, 'postgres', async (sql) => (await sql`SELECT slot_name FROM pg_replication_slots WHERE slot_name = ${slot}`).length, region);
+
+describe('geo-secondary of a production instance', () => {
+  it('is made with the instance, read-only, and carries rows, keyless updates and sequences', async () => {
+    const name = uniqueName('geo');
+    const inst = await createInstance(ctx, name, { type: 'production' });
+    const detail = await ctx.call('GET', `/v1/instances/${inst.id}`);
+    expect(detail.body.replication).toMatchObject({ state: 'streaming', direction: 'forward', targetRegion: 'secondary', targetDatabase: `${name}--s` });
+    expect(await databasesLike(ctx, `${name}--s`, 'secondary')).toEqual([`${name}--s`]);
+    const ep = await ctx.call('GET', `/v1/instances/${inst.id}/endpoint`);
+    expect(ep.body.alternate).toMatchObject({ name: `${name}--s`, region: 'secondary' });
+
+    await withInstanceDb(ctx, name, async (sql) => {
+      await sql`create table orders (id serial primary key, v text)`;
+      await sql`create table notes (k int, v text)`; // no primary key: replicated by whole row
+    });
+    // New tables are drift until the monitor repairs them: the rows then arrive with the table.
+    await withInstanceDb(ctx, name, async (sql) => {
+      await sql`insert into orders (v) select 'o' || g from generate_series(1, 500) g`;
+      await sql`insert into notes values (1, 'a'), (2, 'b')`;
+    });
+    await eventually('the new tables and their rows on the secondary', () =>
+      withInstanceDb(ctx, `${name}--s`, async (sql) => {
+        const [o] = await sql`select count(*)::int n from orders`;
+        const [n] = await sql`select count(*)::int n from notes`;
+        return o!.n === 500 && n!.n === 2;
+      }, 'secondary'),
+    );
+    // The repair is audited once the repaired tables stream.
+    const drift = await eventually('the repair audited', async () => {
+      const rows = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, inst.id), eq(auditEvents.action, 'replication.repaired')));
+      return rows.length ? rows : null;
+    });
+    expect(drift.flatMap((d) => (d.details as { addedTables: string[] }).addedTables)).toEqual(expect.arrayContaining(['public.orders', 'public.notes']));
+
+    await withInstanceDb(ctx, name, (sql) => sql`update notes set v = 'changed' where k = 2`);
+    await eventually('a keyless update on the secondary', () =>
+      withInstanceDb(ctx, `${name}--s`, async (sql) => (await sql`select v from notes where k = 2`)[0]?.v === 'changed', 'secondary'),
+    );
+    // Clients cannot write into the secondary.
+    await expect(withInstanceDb(ctx, `${name}--s`, (sql) => sql`insert into orders (v) values ('x')`, 'secondary')).rejects.toThrow(/read-only/);
+    // Sequences are copied at the monitor's checks.
+    await eventually('the sequence copied to the secondary', () =>
+      withInstanceDb(ctx, `${name}--s`, async (sql) => Number((await sql`select last_value from orders_id_seq`)[0]!.last_value) >= 500, 'secondary'),
+    );
+    const after = await eventually('lag and caught-up time measured', async () => {
+      const d = (await ctx.call('GET', `/v1/instances/${inst.id}`)).body;
+      return d.replication.checkedAt && d.replication.caughtUpAt && d.replication.state === 'streaming' ? d : null;
+    });
+    expect(after.replication.lagBytes).toBeGreaterThanOrEqual(0);
+    expect(after.replication.lagSeconds).not.toBeNull();
+  });
+
+  it('is removed, slot and all, when the instance becomes a sandbox, and made again when it is production', async () => {
+    const name = uniqueName('geo-type');
+    const inst = await createInstance(ctx, name, { type: 'production' });
+    const slot = subscriptionName(inst.id, 'forward');
+    expect(await slotsOn('primary', slot)).toBe(1);
+    const patched = await ctx.call('PATCH', `/v1/instances/${inst.id}`, { body: { type: 'sandbox' } });
+    expect(patched.status).toBe(200);
+    expect(await slotsOn('primary', slot)).toBe(0);
+    expect(await databasesLike(ctx, `${name}--s`, 'secondary')).toEqual([]);
+    expect((await ctx.call('GET', `/v1/instances/${inst.id}`)).body.replication).toBeNull();
+
+    expect((await ctx.call('PATCH', `/v1/instances/${inst.id}`, { body: { type: 'production' } })).status).toBe(200);
+    await eventually('the monitor makes the geo-secondary again', async () => (await ctx.call('GET', `/v1/instances/${inst.id}`)).body.replication?.state === 'streaming');
+    expect(await slotsOn('primary', slot)).toBe(1);
+  });
+
+  it('is removed when the instance is deleted: no slot, publication or database is left', async () => {
+    const name = uniqueName('geo-del');
+    const inst = await createInstance(ctx, name, { type: 'production' });
+    const slot = subscriptionName(inst.id, 'forward');
+    expect(await slotsOn('primary', slot)).toBe(1);
+    const del = await ctx.call('DELETE', `/v1/instances/${inst.id}`);
+    expect(del.status).toBe(200);
+    expect(await slotsOn('primary', slot)).toBe(0);
+    expect(await databasesLike(ctx, `${name}--s`, 'secondary')).toEqual([]);
+    expect(await databasesLike(ctx, name, 'primary')).toEqual([]);
+  });
+});
