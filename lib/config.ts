@@ -65,6 +65,8 @@ export const configSchema = z
     AUTO_FAILOVER: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
     /** How long a failover waits for sign-off before it ends `expired`, changing nothing. */
     FAILOVER_SIGNOFF_MINUTES: z.coerce.number().int().min(1).max(7 * 24 * 60).default(60),
+    /** How often a failover waiting for sign-off sends a reminder. */
+    FAILOVER_REMIND_SECONDS: z.coerce.number().int().min(1).max(24 * 3600).default(900),
     /** Instances a failover or failback works on at once. */
     FAILOVER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(8),
   })

@@ -12,6 +12,7 @@ export function monitorInput(cfg: Config, region: string): RegionMonitorInput {
     outageAfter: cfg.OUTAGE_AFTER_FAILED_CHECKS,
     autoFailover: cfg.AUTO_FAILOVER,
     signoffTimeoutMinutes: cfg.FAILOVER_SIGNOFF_MINUTES,
+    signoffRemindEveryMinutes: cfg.FAILOVER_REMIND_SECONDS / 60,
     concurrency: cfg.FAILOVER_CONCURRENCY,
   };
 }

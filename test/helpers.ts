@@ -34,8 +34,7 @@ export interface TestContext {
   close(): Promise<void>;
 }
 
-export async function openContext(): Promise<TestContext> {
-  const cfg = loadConfig(inject('bcdrEnv'));
+export async function openContext(cfg: Config = loadConfig(inject('bcdrEnv'))): Promise<TestContext> {
   const catalog = createDb(cfg.CATALOG_DATABASE_URL, { max: 4 });
   const { client, connection } = await connectTemporal(cfg);
   const regions = openRegions(cfg);

@@ -203,6 +203,7 @@ export interface RegionMonitorInput {
   /** Start a failover when an outage is declared (it still waits for sign-off when data can be lost). */
   autoFailover: boolean;
   signoffTimeoutMinutes: number;
+  signoffRemindEveryMinutes?: number;
   concurrency: number;
   /** Checks done by earlier runs of this monitor (continue-as-new). */
   checksBefore?: number;

@@ -160,6 +160,7 @@ export async function regionMonitorWorkflow(input: RegionMonitorInput): Promise<
                 declaredAt: r.outageSince,
                 mode: 'unplanned',
                 signoffTimeoutMinutes: input.signoffTimeoutMinutes,
+                ...(input.signoffRemindEveryMinutes ? { signoffRemindEveryMinutes: input.signoffRemindEveryMinutes } : {}),
                 concurrency: input.concurrency,
               },
             ],

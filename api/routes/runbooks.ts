@@ -47,8 +47,8 @@ const RegionFailoverBody = z
     region: RegionRef.openapi({ description: 'the region whose production instances move to their paired region' }),
     reason: FreeText({ max: 500, example: 'primary region unreachable since 03:12' }),
     mode: z.enum(['auto', 'unplanned']).default('auto').openapi({ description: 'auto: a planned switchover (no loss, no sign-off) when the region answers, else unplanned; unplanned: never touch the primary' }),
-    signoffTimeoutMinutes: z.number().int().min(1, 'must be at least 1 minute').max(7 * 24 * 60, 'must be at most 7 days').optional(),
-    signoffRemindEveryMinutes: z.number().int().min(1, 'must be at least 1 minute').max(24 * 60, 'must be at most a day').optional(),
+    signoffTimeoutMinutes: z.number().min(0.25, 'must be at least 0.25 minutes (15 s)').max(7 * 24 * 60, 'must be at most 7 days').optional(),
+    signoffRemindEveryMinutes: z.number().min(0.25, 'must be at least 0.25 minutes (15 s)').max(24 * 60, 'must be at most a day').optional(),
     concurrency: z.number().int().min(1, 'must be at least 1').max(64, 'must be at most 64').optional(),
   })
   .strict()
@@ -288,7 +288,7 @@ export function runbooksApp(deps: ApiDeps) {
           reason: body.reason,
           mode: body.mode,
           signoffTimeoutMinutes: body.signoffTimeoutMinutes ?? deps.cfg.FAILOVER_SIGNOFF_MINUTES,
-          ...(body.signoffRemindEveryMinutes ? { signoffRemindEveryMinutes: body.signoffRemindEveryMinutes } : {}),
+          signoffRemindEveryMinutes: body.signoffRemindEveryMinutes ?? deps.cfg.FAILOVER_REMIND_SECONDS / 60,
           concurrency: body.concurrency ?? deps.cfg.FAILOVER_CONCURRENCY,
         },
       ];

@@ -1,0 +1,309 @@
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { and, eq, inArray } from 'drizzle-orm';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { migrateCatalog } from '../db/migrate.js';
+import { auditEvents, backups, failovers } from '../db/schema/index.js';
+import { loadConfig } from '../lib/config.js';
+import { subscriptionName } from '../lib/replication.js';
+import { ensureDatabase, freePort, startCluster, type PgCluster } from '../scripts/lib/services.js';
+import { ensurePostgres } from '../scripts/lib/tools.js';
+import { createBcdrWorker, type BcdrWorker } from '../worker/create.js';
+import { openContext, uniqueName, type TestContext } from './helpers.js';
+import { APPROVER, SELF_APPROVER } from './tokens.js';
+
+/**
+ * Region failover and failback on clusters of their own (east, paired with
+ * west), with their own catalog, worker and task queue, so killing east
+ * disturbs nothing else in the suite.
+ */
+let ctx: TestContext;
+let worker: BcdrWorker;
+let running: Promise<void>;
+let east: PgCluster;
+let west: PgCluster;
+let root: string;
+let eastPort: number;
+const pgBin = ensurePostgres();
+const instances: { id: string; name: string }[] = [];
+
+async function eventually<T>(what: string, check: () => Promise<T | null | undefined | false>, ms = 90_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms / 1000} s${last ? `: ${String(last)}` : ''}`);
+    await sleep(250);
+  }
+}
+
+const dbUrl = (cluster: PgCluster, db: string) => {
+  const u = new URL(cluster.url);
+  u.pathname = `/${db}`;
+  return u.toString();
+};
+
+async function onDb<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 5 });
+  try {
+    return await fn(sql);
+  } finally {
+    await sql.end({ timeout: 2 });
+  }
+}
+
+/** Inserts rows one at a time into `writes` at `url`, recording every id whose commit it saw, until stopped or the server goes. */
+function startWriter(url: string) {
+  const committed: number[] = [];
+  let stop = false;
+  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 3, idle_timeout: 0 });
+  const done = (async () => {
+    while (!stop) {
+      try {
+        const [row] = await sql<{ id: string }[]>`insert into writes (note) values ('w') returning id`;
+        committed.push(Number(row!.id));
+      } catch {
+        return;
+      }
+      await sleep(5);
+    }
+  })();
+  return {
+    committed,
+    async stop() {
+      stop = true;
+      await done;
+      await sql.end({ timeout: 1 }).catch(() => {});
+    },
+  };
+}
+
+const slotNames = (cluster: PgCluster) => onDb(cluster.url, async (sql) => (await sql<{ s: string }[]>`select slot_name as s from pg_replication_slots order by 1`).map((r) => r.s));
+
+beforeAll(async () => {
+  const env = inject('bcdrEnv');
+  root = mkdtempSync(path.join(os.tmpdir(), 'bcdr-failover-'));
+  chmodSync(root, 0o755);
+  [eastPort] = [await freePort()];
+  [east, west] = await Promise.all([
+    startCluster({ name: 'east', pgBin, dataDir: path.join(root, 'east'), port: eastPort }),
+    startCluster({ name: 'west', pgBin, dataDir: path.join(root, 'west'), port: await freePort() }),
+  ]);
+  const catalogUrl = await ensureDatabase(new URL('/postgres', env.CATALOG_DATABASE_URL).toString(), `bcdr_failover_${Date.now()}`);
+  await migrateCatalog(catalogUrl);
+  const cfg = loadConfig({
+    ...env,
+    CATALOG_DATABASE_URL: catalogUrl,
+    TEMPORAL_TASK_QUEUE: 'bcdr-failover-test',
+    REGIONS: JSON.stringify([
+      { name: 'east', pair: 'west', postgresUrl: east.url, blobDir: path.join(root, 'blobs', 'east') },
+      { name: 'west', pair: 'east', postgresUrl: west.url, blobDir: path.join(root, 'blobs', 'west') },
+    ]),
+    REGION_CHECK_SECONDS: '1',
+    OUTAGE_AFTER_FAILED_CHECKS: '3',
+    AUTO_FAILOVER: 'true',
+    FAILOVER_REMIND_SECONDS: '2',
+  });
+  worker = await createBcdrWorker(cfg);
+  running = worker.worker.run();
+  ctx = await openContext(cfg);
+  for (let i = 0; i < 3; i++) {
+    const name = uniqueName(`fo${i}`);
+    const res = await ctx.call('POST', '/v1/instances', { body: { name, type: 'production', edition: 'standard', homeRegion: 'east' } });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    instances.push({ id: res.body.id, name });
+    await onDb(dbUrl(east, name), (sql) => sql`create table writes (id bigserial primary key, note text, at timestamptz default clock_timestamp())`);
+  }
+  await eventually('every geo-secondary streams the writes table', async () => {
+    for (const i of instances) {
+      const d = (await ctx.call('GET', `/v1/instances/${i.id}`)).body;
+      if (d.replication?.state !== 'streaming' || d.replication.drift) return false;
+      const has = await onDb(dbUrl(west, `${i.name}--s`), async (sql) => (await sql`select to_regclass('public.writes') as t`)[0]!.t);
+      if (!has) return false;
+    }
+    return true;
+  });
+}, 240_000);
+
+afterAll(async () => {
+  await ctx?.close();
+  worker?.worker.shutdown();
+  await running?.catch(() => {});
+  await worker?.close();
+  await Promise.all([east?.stop(), west?.stop()]);
+  if (!process.env.KEEP_TEST_DATA && root) rmSync(root, { recursive: true, force: true });
+}, 120_000);
+
+const runResult = async (workflowId: string) => {
+  await ctx.temporal.workflow.getHandle(workflowId).result().catch(() => {});
+  return (await ctx.call('GET', `/v1/runs/${workflowId}`)).body;
+};
+
+const unchanged = async () => {
+  for (const i of instances) {
+    const d = (await ctx.call('GET', `/v1/instances/${i.id}`)).body;
+    expect(d).toMatchObject({ state: 'active', activeRegion: 'east' });
+    expect(d.endpoint).toContain(`:${eastPort}/${i.name}`);
+    expect(d.replication.state).toBe('streaming');
+  }
+  await onDb(dbUrl(east, instances[0]!.name), (sql) => sql`insert into writes (note) values ('still writable')`);
+};
+
+describe('region failover with sign-off, and failback', () => {
+  it('asks for sign-off when data can be lost: self-approval is refused, reminders come, a rejection changes nothing', async () => {
+    const start = await ctx.call('POST', '/v1/runbooks/region-failover', {
+      token: SELF_APPROVER,
+      body: { region: 'east', mode: 'unplanned', reason: 'drill: reject', signoffRemindEveryMinutes: 0.25 },
+    });
+    expect(start.status, JSON.stringify(start.body)).toBe(202);
+    const id = start.body.run.workflowId;
+    const pending = await eventually('the sign-off request', async () => {
+      const list = (await ctx.call('GET', '/v1/signoffs?status=pending')).body.signoffs as { workflowId: string; risk: Record<string, unknown> }[];
+      return list.find((s) => s.workflowId === id);
+    });
+    for (const i of instances) expect(pending.risk[i.name]).toMatchObject({ planned: false, couldLoseSeconds: expect.any(Number) });
+    const self = await ctx.call('POST', `/v1/runs/${id}/signoff`, { token: SELF_APPROVER, body: { decision: 'approve', statement: 'I started it and approve it' } });
+    expect(self.status).toBe(403);
+    await eventually('a reminder', async () => (await ctx.db.select().from(auditEvents).where(eq(auditEvents.action, 'signoff.reminder'))).some((a) => (a.details as { workflowId: string }).workflowId === id), 40_000);
+    const rej = await ctx.call('POST', `/v1/runs/${id}/signoff`, { token: APPROVER, body: { decision: 'reject', statement: 'not a real outage' } });
+    expect([200, 202]).toContain(rej.status);
+    const run = await runResult(id);
+    expect(run.result.outcome).toBe('aborted');
+    await unchanged();
+  }, 120_000);
+
+  it('ends expired when nobody signs in time, changing nothing', async () => {
+    const start = await ctx.call('POST', '/v1/runbooks/region-failover', { body: { region: 'east', mode: 'unplanned', reason: 'drill: expire', signoffTimeoutMinutes: 0.25 } });
+    expect(start.status).toBe(202);
+    const run = await runResult(start.body.run.workflowId);
+    expect(run.result.outcome).toBe('expired');
+    await unchanged();
+  }, 120_000);
+
+  it('switches over with the region reachable without sign-off and loses nothing, then fails back', async () => {
+    const writers = instances.map((i) => startWriter(dbUrl(east, i.name)));
+    await sleep(1500);
+    const start = await ctx.call('POST', '/v1/runbooks/region-failover', { body: { region: 'east', reason: 'planned drill' } });
+    expect(start.status).toBe(202);
+    const run = await runResult(start.body.run.workflowId);
+    expect(run.result, JSON.stringify(run)).toMatchObject({ outcome: 'completed', kind: 'planned', signedOffAt: null });
+    await Promise.all(writers.map((w) => w.stop()));
+    for (const [k, i] of instances.entries()) {
+      const ep = (await ctx.call('GET', `/v1/instances/${i.id}/endpoint`)).body;
+      expect(ep.endpoint).toContain(`/${i.name}--s`);
+      const ids = await onDb(ep.endpoint, async (sql) => (await sql<{ id: string }[]>`select id from writes`).map((r) => Number(r.id)));
+      const have = new Set(ids);
+      expect(writers[k]!.committed.length).toBeGreaterThan(10);
+      expect(writers[k]!.committed.filter((x) => !have.has(x))).toEqual([]);
+    }
+    expect(await slotNames(east)).toEqual([]);
+    await failBack();
+  }, 240_000);
+
+  it('fails over after the region dies, with sign-off, and fails back with every divergent row kept and counted', async () => {
+    const writers = instances.map((i) => startWriter(dbUrl(east, i.name)));
+    await sleep(3000);
+    const killedAt = Date.now();
+    await killEast();
+    await Promise.all(writers.map((w) => w.stop()));
+    // The monitor declares the outage and starts the failover itself; it waits for sign-off.
+    const run = await eventually('the monitor-started failover waiting for sign-off', async () => {
+      const list = (await ctx.call('GET', '/v1/signoffs?status=pending')).body.signoffs as { workflowId: string }[];
+      return list.find((s) => s.workflowId.startsWith('region-failover-east-outage-'));
+    }, 60_000);
+    const regions = (await ctx.call('GET', '/v1/regions')).body.regions as { name: string; health: string; monitor: { health: string } }[];
+    expect(regions.find((r) => r.name === 'east')).toMatchObject({ health: 'unreachable', monitor: { health: 'outage' } });
+    const ok = await ctx.call('POST', `/v1/runs/${run.workflowId}/signoff`, { token: APPROVER, body: { decision: 'approve', statement: 'east is gone; promote west' } });
+    expect([200, 202]).toContain(ok.status);
+    const done = await runResult(run.workflowId);
+    expect(done.result, JSON.stringify(done)).toMatchObject({ outcome: 'completed', kind: 'unplanned', signedOffBy: 'anna.approver' });
+    const lostBefore: number[][] = [];
+    for (const [k, i] of instances.entries()) {
+      const inst = done.result.instances[i.id];
+      expect(inst.promoted).toBe(true);
+      expect(inst.rtoFromSignoffSeconds).toBeLessThan(60);
+      const ep = (await ctx.call('GET', `/v1/instances/${i.id}/endpoint`)).body;
+      expect(ep).toMatchObject({ activeRegion: 'west', failedOver: true });
+      const have = new Set(await onDb(ep.endpoint, async (sql) => (await sql<{ id: string }[]>`select id from writes`).map((r) => Number(r.id))));
+      const missing = writers[k]!.committed.filter((x) => !have.has(x));
+      lostBefore.push(missing);
+      // Only writes within the measured lag may be missing (a second of writes at most on this machine's loop).
+      expect(missing.length).toBeLessThan(400);
+      // A sequence-backed insert never reuses a number issued before the outage.
+      const [row] = await onDb(ep.endpoint, (sql) => sql<{ id: string }[]>`insert into writes (note) values ('after failover') returning id`);
+      expect(Number(row!.id)).toBeGreaterThan(Math.max(...writers[k]!.committed));
+      const switched = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, i.id), inArray(auditEvents.action, ['EndpointSwitchRequired', 'EndpointSwitched'])));
+      expect(switched.map((a) => a.action)).toEqual(expect.arrayContaining(['EndpointSwitchRequired', 'EndpointSwitched']));
+    }
+    void killedAt;
+    // Limited mode: maintenance is refused; backups run in the secondary region.
+    const first = instances[0]!;
+    expect((await ctx.call('PATCH', `/v1/instances/${first.id}`, { body: { type: 'sandbox' } })).status).toBe(409);
+    expect((await ctx.call('DELETE', `/v1/instances/${first.id}`)).status).toBe(409);
+    const bk = await ctx.call('POST', `/v1/instances/${first.id}/backups`, { body: { label: 'while failed over' } });
+    expect(bk.status).toBe(202);
+    await ctx.temporal.workflow.getHandle(bk.body.run.workflowId).result();
+    const [brow] = await ctx.db.select().from(backups).where(eq(backups.id, bk.body.backupId));
+    expect(brow).toMatchObject({ region: 'west', status: 'completed' });
+
+    await restartEast();
+    await failBack();
+    for (const [k, i] of instances.entries()) {
+      const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.kind, 'unplanned')));
+      expect(fo!.status).toBe('failed_back');
+      expect(fo!.measured!.rows).toBe(lostBefore[k]!.length);
+      // The divergent rows are in the backup taken first.
+      const [b] = await ctx.db.select().from(backups).where(eq(backups.id, fo!.oldPrimaryBackupId!));
+      expect(b).toMatchObject({ status: 'completed', region: 'east', sourceDatabase: i.name });
+    }
+  }, 300_000);
+});
+
+async function killEast() {
+  const { spawnSync } = await import('node:child_process');
+  const r = spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), 'stop', '-D', east.dataDir, '-m', 'immediate', '-w']);
+  if (r.status !== 0) throw new Error(`could not kill east: ${r.stderr}`);
+}
+
+async function restartEast() {
+  east = await startCluster({ name: 'east', pgBin, dataDir: east.dataDir, port: eastPort });
+  await eventually('east healthy again', async () => ((await ctx.call('GET', '/v1/regions')).body.regions as { name: string; health: string }[]).find((r) => r.name === 'east')?.health === 'healthy');
+}
+
+/** Fails back every instance and checks the episode: data equal, endpoint home, replication forward, no stray slot. */
+async function failBack() {
+  // Writes keep landing on the secondary until the switch.
+  const writers = await Promise.all(
+    instances.map(async (i) => startWriter((await ctx.call('GET', `/v1/instances/${i.id}/endpoint`)).body.endpoint)),
+  );
+  await sleep(1000);
+  const start = await ctx.call('POST', '/v1/runbooks/failback', { body: { region: 'east' } });
+  expect(start.status, JSON.stringify(start.body)).toBe(202);
+  const run = await runResult(start.body.run.workflowId);
+  await Promise.all(writers.map((w) => w.stop()));
+  expect(run.result, JSON.stringify(run)).toMatchObject({ outcome: 'completed' });
+  for (const [k, i] of instances.entries()) {
+    const r = run.result.instances[i.id];
+    expect(r.done).toBe(true);
+    expect(r.writeBlockedSeconds).toBeLessThan(30);
+    const d = (await ctx.call('GET', `/v1/instances/${i.id}`)).body;
+    expect(d).toMatchObject({ state: 'active', activeRegion: 'east' });
+    expect(d.endpoint).toContain(`:${eastPort}/${i.name}`);
+    // Nothing written on the secondary is lost: every id its writer saw committed is home.
+    const have = new Set(await onDb(dbUrl(east, i.name), async (sql) => (await sql<{ id: string }[]>`select id from writes`).map((x) => Number(x.id))));
+    expect(writers[k]!.committed.filter((x) => !have.has(x))).toEqual([]);
+    // Home takes writes, and they flow forward to the secondary again.
+    const [row] = await onDb(dbUrl(east, i.name), (sql) => sql<{ id: string }[]>`insert into writes (note) values ('home again') returning id`);
+    await eventually('forward replication', () => onDb(dbUrl(west, `${i.name}--s`), async (sql) => (await sql`select 1 from writes where id = ${row!.id}`).length > 0), 30_000);
+  }
+  expect(await slotNames(east)).toEqual(instances.map((i) => subscriptionName(i.id, 'forward')).sort());
+  expect(await slotNames(west)).toEqual([]);
+}
