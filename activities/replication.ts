@@ -163,10 +163,18 @@ export function replicationActivities(deps: ActivityDeps) {
           continue;
         }
         if (inst.activeRegion !== inst.homeRegion || !pairUp) continue;
-        if (row && row.direction === 'forward' && row.state !== 'seeding') {
-          await measure(inst, row).catch(async (err: unknown) => {
-            await deps.db.update(replicas).set({ state: 'broken', error: String((err as Error).message ?? err).slice(0, 500), checkedAt: new Date() }).where(eq(replicas.instanceId, inst.id));
-          });
+        // A failover or failback in progress owns the replication: measuring it (and copying sequences) would race its steps.
+        const moving = inst.lockedRunbook === 'region-failover' || inst.lockedRunbook === 'failback';
+        if (row && row.direction === 'forward' && row.state !== 'seeding' && !moving) {
+          const failed = await measure(inst, row).then(
+            () => null,
+            (err: unknown) => err,
+          );
+          // A server that stopped answering mid-check is the next check's outage, not a broken replication to remake.
+          if (failed && (await r.engine.ping()) && (await pair!.engine.ping())) {
+            await deps.db.update(replicas).set({ state: 'broken', error: String((failed as Error).message ?? failed).slice(0, 500), checkedAt: new Date() }).where(eq(replicas.instanceId, inst.id));
+          }
+          if (failed) continue;
         }
         const [now] = await deps.db.select().from(replicas).where(eq(replicas.instanceId, inst.id));
         if (inst.state === 'active' && !inst.lockedByRun && (!now || now.state === 'drift' || now.state === 'broken')) out.needReplica.push(inst.id);
@@ -267,7 +275,7 @@ export function replicationActivities(deps: ActivityDeps) {
      * with the EndpointSwitchRequired and EndpointSwitched events around the
      * change. Idempotent.
      */
-    async switchEndpoint(input: { instanceId: string; to: 'alternate' | 'home' }): Promise<{ endpoint: string; switchedAt: string }> {
+    async switchEndpoint(input: { instanceId: string; to: 'alternate' | 'home' }): Promise<{ region: string; database: string; switchedAt: string }> {
       const inst = await loadInstance(deps, input.instanceId);
       const home = region(deps, inst.homeRegion);
       const toRegion = input.to === 'alternate' ? region(deps, home.pair) : home;
@@ -275,14 +283,15 @@ export function replicationActivities(deps: ActivityDeps) {
       const endpoint = toRegion.engine.endpoint(database);
       const state = input.to === 'alternate' ? 'failed_over' : 'active';
       const workflowId = callerWorkflowId();
-      if (inst.endpoint === endpoint && inst.state === state) return { endpoint, switchedAt: inst.updatedAt.toISOString() };
+      // Connection URIs stay out of workflow histories: the run learns the region and the database name.
+      if (inst.endpoint === endpoint && inst.state === state) return { region: toRegion.name, database, switchedAt: inst.updatedAt.toISOString() };
       await audit(deps.db, { actor: 'system:runbook', action: 'EndpointSwitchRequired', instanceId: inst.id, subject: inst.name, details: { from: inst.endpoint, to: endpoint, workflowId } });
       const switchedAt = new Date();
       await deps.db.transaction(async (tx) => {
         await tx.update(instances).set({ activeRegion: toRegion.name, databaseName: database, endpoint, state, updatedAt: switchedAt }).where(eq(instances.id, inst.id));
         await audit(tx, { actor: 'system:runbook', action: 'EndpointSwitched', instanceId: inst.id, subject: inst.name, details: { endpoint, region: toRegion.name, state, workflowId } });
       });
-      return { endpoint, switchedAt: switchedAt.toISOString() };
+      return { region: toRegion.name, database, switchedAt: switchedAt.toISOString() };
     },
 
     /** Records an instance's failover with its RTO and loss estimate (once per run and instance). */
@@ -502,7 +511,7 @@ export function replicationActivities(deps: ActivityDeps) {
       await forward.target.engine.setReadOnly(forward.targetDatabase, true);
       await forward.target.engine.setConnectionsAllowed(forward.targetDatabase, true);
       await forward.target.engine.terminateSessions(forward.targetDatabase);
-      await ensureReplication(forward, inst.id, { copyData: false, timeoutMs: 120_000 });
+      await ensureReplication(forward, inst.id, { copyData: false, keepTarget: true, timeoutMs: 120_000 });
       await recordReplica(deps.db, forward, inst.id, { state: 'streaming', error: null, caughtUpAt: new Date() });
     },
 

@@ -79,14 +79,24 @@ export type SeedProgress = { phase: 'schema' | 'copying' | 'repairing' | 'stream
 export async function ensureReplication(
   p: ReplicationPair,
   instanceId: string,
-  opts: { copyData: boolean; onProgress?: (s: SeedProgress) => void; timeoutMs?: number },
+  opts: {
+    copyData: boolean;
+    /** The target already holds the source's data (a failback's switch): subscribe it as it is, never remake it. */
+    keepTarget?: boolean;
+    onProgress?: (s: SeedProgress) => void;
+    timeoutMs?: number;
+  },
 ): Promise<{ created: boolean; repaired: string[]; identityFull: string[] }> {
   const tag = ownerTag(instanceId);
   const { source, target } = p;
   const identityFull = await source.engine.publish(p.sourceDatabase, PUBLICATION);
   let created = false;
   const subscribed = (await target.engine.databaseExists(p.targetDatabase)) && (await target.engine.subscriptionState(p.targetDatabase, p.subscription)) !== null;
-  if (!subscribed) {
+  if (!subscribed && opts.keepTarget) {
+    await source.engine.dropSlot(p.subscription);
+    await target.engine.subscribe(p.targetDatabase, { subscription: p.subscription, publication: PUBLICATION, source: source.engine.replicationSource(p.sourceDatabase), copyData: opts.copyData });
+    created = true;
+  } else if (!subscribed) {
     created = true;
     opts.onProgress?.({ phase: 'schema', tablesReady: 0, tables: 0 });
     await target.engine.dropDatabase(p.targetDatabase, tag);

@@ -13,6 +13,7 @@ import { ensureDatabase, freePort, startCluster, type PgCluster } from '../scrip
 import { ensurePostgres } from '../scripts/lib/tools.js';
 import { createBcdrWorker, type BcdrWorker } from '../worker/create.js';
 import { openContext, uniqueName, type TestContext } from './helpers.js';
+import { recordHistory } from './record.js';
 import { APPROVER, SELF_APPROVER } from './tokens.js';
 
 /**
@@ -52,7 +53,7 @@ const dbUrl = (cluster: PgCluster, db: string) => {
 };
 
 async function onDb<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
-  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 5 });
+  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 5, fetch_types: false });
   try {
     return await fn(sql);
   } finally {
@@ -64,7 +65,7 @@ async function onDb<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): Prom
 function startWriter(url: string) {
   const committed: number[] = [];
   let stop = false;
-  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 3, idle_timeout: 0 });
+  const sql = postgres(url, { max: 1, onnotice: () => {}, connect_timeout: 3, fetch_types: false });
   const done = (async () => {
     while (!stop) {
       try {
@@ -178,6 +179,7 @@ describe('region failover with sign-off, and failback', () => {
     const run = await runResult(id);
     expect(run.result.outcome).toBe('aborted');
     await unchanged();
+    await recordHistory(ctx, id, 'region-failover-rejected');
   }, 120_000);
 
   it('ends expired when nobody signs in time, changing nothing', async () => {
@@ -186,6 +188,7 @@ describe('region failover with sign-off, and failback', () => {
     const run = await runResult(start.body.run.workflowId);
     expect(run.result.outcome).toBe('expired');
     await unchanged();
+    await recordHistory(ctx, start.body.run.workflowId, 'region-failover-expired');
   }, 120_000);
 
   it('switches over with the region reachable without sign-off and loses nothing, then fails back', async () => {
@@ -195,6 +198,7 @@ describe('region failover with sign-off, and failback', () => {
     expect(start.status).toBe(202);
     const run = await runResult(start.body.run.workflowId);
     expect(run.result, JSON.stringify(run)).toMatchObject({ outcome: 'completed', kind: 'planned', signedOffAt: null });
+    await recordHistory(ctx, start.body.run.workflowId, 'region-failover-planned');
     await Promise.all(writers.map((w) => w.stop()));
     for (const [k, i] of instances.entries()) {
       const ep = (await ctx.call('GET', `/v1/instances/${i.id}/endpoint`)).body;
@@ -218,13 +222,14 @@ describe('region failover with sign-off, and failback', () => {
     const run = await eventually('the monitor-started failover waiting for sign-off', async () => {
       const list = (await ctx.call('GET', '/v1/signoffs?status=pending')).body.signoffs as { workflowId: string }[];
       return list.find((s) => s.workflowId.startsWith('region-failover-east-outage-'));
-    }, 60_000);
+    }, 150_000);
     const regions = (await ctx.call('GET', '/v1/regions')).body.regions as { name: string; health: string; monitor: { health: string } }[];
     expect(regions.find((r) => r.name === 'east')).toMatchObject({ health: 'unreachable', monitor: { health: 'outage' } });
     const ok = await ctx.call('POST', `/v1/runs/${run.workflowId}/signoff`, { token: APPROVER, body: { decision: 'approve', statement: 'east is gone; promote west' } });
     expect([200, 202]).toContain(ok.status);
     const done = await runResult(run.workflowId);
     expect(done.result, JSON.stringify(done)).toMatchObject({ outcome: 'completed', kind: 'unplanned', signedOffBy: 'anna.approver' });
+    await recordHistory(ctx, run.workflowId, 'region-failover-unplanned');
     const lostBefore: number[][] = [];
     for (const [k, i] of instances.entries()) {
       const inst = done.result.instances[i.id];
@@ -255,7 +260,7 @@ describe('region failover with sign-off, and failback', () => {
     expect(brow).toMatchObject({ region: 'west', status: 'completed' });
 
     await restartEast();
-    await failBack();
+    await failBack('failback-after-outage');
     for (const [k, i] of instances.entries()) {
       const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.kind, 'unplanned')));
       expect(fo!.status).toBe('failed_back');
@@ -279,7 +284,7 @@ async function restartEast() {
 }
 
 /** Fails back every instance and checks the episode: data equal, endpoint home, replication forward, no stray slot. */
-async function failBack() {
+async function failBack(record?: string) {
   // Writes keep landing on the secondary until the switch.
   const writers = await Promise.all(
     instances.map(async (i) => startWriter((await ctx.call('GET', `/v1/instances/${i.id}/endpoint`)).body.endpoint)),
@@ -290,6 +295,7 @@ async function failBack() {
   const run = await runResult(start.body.run.workflowId);
   await Promise.all(writers.map((w) => w.stop()));
   expect(run.result, JSON.stringify(run)).toMatchObject({ outcome: 'completed' });
+  if (record) await recordHistory(ctx, start.body.run.workflowId, record);
   for (const [k, i] of instances.entries()) {
     const r = run.result.instances[i.id];
     expect(r.done).toBe(true);

@@ -3,6 +3,7 @@ import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEvents } from '../db/schema/index.js';
 import { subscriptionName } from '../lib/replication.js';
+import { recordHistory } from './record.js';
 import { createInstance, databasesLike, openContext, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
@@ -38,6 +39,7 @@ describe('geo-secondary of a production instance', () => {
     const inst = await createInstance(ctx, name, { type: 'production' });
     const detail = await ctx.call('GET', `/v1/instances/${inst.id}`);
     expect(detail.body.replication).toMatchObject({ state: 'streaming', direction: 'forward', targetRegion: 'secondary', targetDatabase: `${name}--s` });
+    await recordHistory(ctx, `provision-instance-${inst.id}`, 'provision-instance-production');
     expect(await databasesLike(ctx, `${name}--s`, 'secondary')).toEqual([`${name}--s`]);
     const ep = await ctx.call('GET', `/v1/instances/${inst.id}/endpoint`);
     expect(ep.body.alternate).toMatchObject({ name: `${name}--s`, region: 'secondary' });
@@ -96,6 +98,8 @@ describe('geo-secondary of a production instance', () => {
 
     expect((await ctx.call('PATCH', `/v1/instances/${inst.id}`, { body: { type: 'production' } })).status).toBe(200);
     await eventually('the monitor makes the geo-secondary again', async () => (await ctx.call('GET', `/v1/instances/${inst.id}`)).body.replication?.state === 'streaming');
+    await ctx.temporal.workflow.getHandle(`geo-secondary-${inst.id}`).result();
+    await recordHistory(ctx, `geo-secondary-${inst.id}`, 'geo-secondary');
     expect(await slotsOn('primary', slot)).toBe(1);
   });
 

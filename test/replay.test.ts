@@ -41,6 +41,13 @@ describe('workflow determinism', () => {
         'production-restore-signoff',
         'production-restore-rejected',
         'production-restore-repair',
+        'provision-instance-production',
+        'geo-secondary',
+        'region-failover-rejected',
+        'region-failover-expired',
+        'region-failover-planned',
+        'region-failover-unplanned',
+        'failback-after-outage',
       ]),
     );
   });

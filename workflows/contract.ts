@@ -236,7 +236,7 @@ export interface RegionFailoverResult {
   declaredAt: string;
   signedOffAt: string | null;
   signedOffBy?: string;
-  instances: Record<string, { name: string; promoted: boolean; endpoint?: string; rtoFromDeclaredSeconds?: number; rtoFromSignoffSeconds?: number | null; estimate?: unknown; error?: string }>;
+  instances: Record<string, { name: string; promoted: boolean; region?: string; database?: string; rtoFromDeclaredSeconds?: number; rtoFromSignoffSeconds?: number | null; estimate?: unknown; error?: string }>;
   skipped: { instanceId: string; name: string; reason: string }[];
   warnings: string[];
 }

@@ -33,11 +33,15 @@ import { signOffGate } from './signoff-gate.js';
 
 type Acts = activities.Activities;
 
-/** Seeding and draining: long, heartbeating, retried a few times (each attempt picks up where the last stopped). */
+/**
+ * Seeding and draining: long, heartbeating, retried a few times (each attempt
+ * picks up where the last stopped), and soon given up when a server is gone:
+ * a geo-secondary run holds its instance, and a failover waits for it.
+ */
 const seeding = proxyActivities<Acts>({
   startToCloseTimeout: '12h',
   heartbeatTimeout: '30s',
-  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
+  retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 3 },
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 });
 
@@ -270,8 +274,8 @@ export async function regionFailoverWorkflow(input: RegionFailoverInput): Promis
             catalog.recordFailover({ instanceId: t.instanceId, kind: estimate.planned ? 'planned' : 'unplanned', declaredAt, signedOffAt: result.signedOffAt, servingAt: sw.switchedAt, estimate }),
           );
           tr.p.step = 'serving';
-          tr.p.facts = { estimate, ...rto, endpoint: sw.endpoint };
-          result.instances[t.instanceId] = { name: t.name, promoted: true, endpoint: sw.endpoint, ...rto, estimate };
+          tr.p.facts = { estimate, ...rto, region: sw.region, database: sw.database };
+          result.instances[t.instanceId] = { name: t.name, promoted: true, region: sw.region, database: sw.database, ...rto, estimate };
         } catch (err) {
           tr.p.error = errorMessage(err);
           result.instances[t.instanceId] = { name: t.name, promoted: false, error: errorMessage(err), estimate };

@@ -27,7 +27,7 @@ const PatchBackupBody = z.object({ label: Label }).strict().openapi('RelabelBack
 const errors = errorResponses('no such instance or backup', 'conflict: instance busy (the run is named), wrong state, or a system backup');
 
 /** States in which an instance can be backed up. */
-const BACKUP_STATES = new Set(['active', 'suspended']);
+const BACKUP_STATES = new Set(['active', 'suspended', 'failed_over']);
 
 /** Backups: on-demand creation under an instance, and read, relabel, delete by id. */
 export function backupsApp(deps: ApiDeps) {
@@ -51,7 +51,7 @@ export function backupsApp(deps: ApiDeps) {
       const inst = await findInstance(deps, c.req.valid('param').id);
       const body = c.req.valid('json');
       if (!BACKUP_STATES.has(inst.state)) {
-        throw new ApiError(409, 'invalid_state', `instance ${inst.name} is ${inst.state}; backups need it active or suspended`);
+        throw new ApiError(409, 'invalid_state', `instance ${inst.name} is ${inst.state}; backups need it active, suspended or failed over`);
       }
       const actor = c.get('principal').identity;
       const backupId = `bk-${randomUUID()}`;
