@@ -12,6 +12,12 @@ import { FailureTypes } from '../workflows/contract.js';
 export interface FaultHooks {
   /** Fails here if a fault is armed for `point` on `instanceId`. */
   check(point: FaultPoint, instanceId: string): void;
+  /**
+   * Holds here while `hold:<point>:<instanceId>` is armed (marking
+   * `held:<point>:<instanceId>` so a test knows the activity is there), for a
+   * test to kill the worker at exactly this moment. Returns once disarmed.
+   */
+  hold(point: FaultPoint, instanceId: string): Promise<void>;
 }
 
 /** Where a fault can be injected. */
@@ -20,11 +26,13 @@ export const FaultPoints = {
   restoreStaging: 'restore-staging',
   /** Inside swapInRestored, after the swap began (connections refused, sessions ended) and before the renames. */
   swap: 'swap',
+  /** Inside promoteSecondary, after the subscription is gone and before sequences move and the copy turns writable. */
+  promote: 'promote',
 } as const;
 export type FaultPoint = (typeof FaultPoints)[keyof typeof FaultPoints];
 
 /** Hooks that never fire: the production default. */
-export const noFaults: FaultHooks = { check() {} };
+export const noFaults: FaultHooks = { check() {}, hold: async () => {} };
 
 /** Hooks read from `file` (a test arms them by writing it). */
 export function fileFaults(file: string): FaultHooks {
@@ -37,6 +45,13 @@ export function fileFaults(file: string): FaultHooks {
       armed[key] -= 1;
       writeFileSync(file, JSON.stringify(armed));
       throw ApplicationFailure.nonRetryable(`injected fault at ${point} for ${instanceId} (test hook)`, FailureTypes.injectedFault);
+    },
+    async hold(point, instanceId) {
+      const read = () => (existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8') || '{}') as Record<string, number>) : {});
+      const key = `hold:${point}:${instanceId}`;
+      if (!read()[key]) return;
+      writeFileSync(file, JSON.stringify({ ...read(), [`held:${point}:${instanceId}`]: 1 }));
+      for (const deadline = Date.now() + 600_000; read()[key] && Date.now() < deadline; ) await new Promise((r) => setTimeout(r, 100));
     },
   };
 }

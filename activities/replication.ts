@@ -2,7 +2,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import { backups, failovers, instances, regions as regionsTable, replicas, type InstanceRow, type LossEstimate, type MeasuredLoss, type ReplicaRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
-import { PUBLICATION, alternateName, ensureReplication, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
+import { PUBLICATION, alternateName, ensureReplication, yieldGeoSecondary, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
 import { FailureTypes } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { ownerTag } from './names.js';
@@ -93,6 +93,29 @@ export function replicationActivities(deps: ActivityDeps) {
     }
   }
 
+  /** The promotion itself (see promoteSecondary). */
+  async function promote(input: { instanceId: string; planned: boolean }): Promise<{ sequencesAdvanced: string[] }> {
+    const inst = await loadInstance(deps, input.instanceId);
+    const p = replicationPair(deps.regions, inst, 'forward');
+    await p.target.engine.unsubscribe(p.targetDatabase, p.subscription);
+    await deps.faults?.hold('promote', inst.id);
+    const marks = await p.target.engine.sequencesInUse(p.targetDatabase);
+    if (input.planned) {
+      for (const [k, v] of Object.entries(await p.source.engine.sequences(p.sourceDatabase))) {
+        if (v !== null && (marks[k] === undefined || BigInt(v) > BigInt(marks[k]!))) marks[k] = v;
+      }
+      await p.source.engine.dropSlot(p.subscription);
+      await p.source.engine.unpublish(p.sourceDatabase, PUBLICATION);
+    } else {
+      for (const k of Object.keys(marks)) marks[k] = (BigInt(marks[k]!) + UNPLANNED_SEQUENCE_GAP).toString();
+    }
+    const sequencesAdvanced = await p.target.engine.advanceSequences(p.targetDatabase, marks);
+    await p.target.engine.setReadOnly(p.targetDatabase, false);
+    // Sessions opened while it was read-only keep that default: they go, new ones can write.
+    await p.target.engine.terminateSessions(p.targetDatabase);
+    return { sequencesAdvanced };
+  }
+
   return {
     /**
      * Creates (or completes, or repairs after schema drift) the instance's
@@ -106,11 +129,21 @@ export function replicationActivities(deps: ActivityDeps) {
       const existing = await replicaRow(inst.id);
       if (!existing) await recordReplica(deps.db, p, inst.id, { state: 'seeding' });
       let progress: SeedProgress = { phase: 'schema', tablesReady: 0, tables: 0 };
-      const out = await heartbeating(() => progress, () => ensureReplication(p, inst.id, { copyData: true, onProgress: (s) => (progress = s) }));
+      const signal = Context.current().cancellationSignal;
+      const out = await heartbeating(() => progress, () => ensureReplication(p, inst.id, { copyData: true, onProgress: (s) => (progress = s), signal }));
       await recordReplica(deps.db, p, inst.id, { state: 'streaming', drift: null, error: null, ...(existing?.caughtUpAt ? {} : { caughtUpAt: new Date() }) });
       if (out.created) await audited('replication.created', inst, { targetRegion: p.target.name, targetDatabase: p.targetDatabase, identityFull: out.identityFull });
       if (out.repaired.length) await audited('replication.repaired', inst, { addedTables: out.repaired });
       return { created: out.created, repaired: out.repaired };
+    },
+
+    /**
+     * Asks a geo-secondary run that holds the instance to stop, so a runbook
+     * an operator started is not kept waiting by housekeeping. Returns
+     * whether there was one. The monitor makes or repairs it again later.
+     */
+    async yieldHousekeeping(input: { instanceId: string }): Promise<boolean> {
+      return yieldGeoSecondary(deps.db, deps.temporal, input.instanceId);
     },
 
     /** Removes the instance's geo-secondary: subscription, slot, publication and database. Idempotent. */
@@ -249,24 +282,7 @@ export function replicationActivities(deps: ActivityDeps) {
      * the database writable. Idempotent.
      */
     async promoteSecondary(input: { instanceId: string; planned: boolean }): Promise<{ sequencesAdvanced: string[] }> {
-      const inst = await loadInstance(deps, input.instanceId);
-      const p = replicationPair(deps.regions, inst, 'forward');
-      await p.target.engine.unsubscribe(p.targetDatabase, p.subscription);
-      const marks = await p.target.engine.sequencesInUse(p.targetDatabase);
-      if (input.planned) {
-        for (const [k, v] of Object.entries(await p.source.engine.sequences(p.sourceDatabase))) {
-          if (v !== null && (marks[k] === undefined || BigInt(v) > BigInt(marks[k]!))) marks[k] = v;
-        }
-        await p.source.engine.dropSlot(p.subscription);
-        await p.source.engine.unpublish(p.sourceDatabase, PUBLICATION);
-      } else {
-        for (const k of Object.keys(marks)) marks[k] = (BigInt(marks[k]!) + UNPLANNED_SEQUENCE_GAP).toString();
-      }
-      const sequencesAdvanced = await p.target.engine.advanceSequences(p.targetDatabase, marks);
-      await p.target.engine.setReadOnly(p.targetDatabase, false);
-      // Sessions opened while it was read-only keep that default: they go, new ones can write.
-      await p.target.engine.terminateSessions(p.targetDatabase);
-      return { sequencesAdvanced };
+      return heartbeating(() => ({ promoting: input.instanceId }), () => promote(input));
     },
 
     /**

@@ -2,6 +2,7 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temp
 import { eq, or } from 'drizzle-orm';
 import { instances, type InstanceRow } from '../db/schema/index.js';
 import { acquireLock, releaseLock } from '../lib/locks.js';
+import { yieldGeoSecondary } from '../lib/replication.js';
 import { isRunRunning } from '../lib/runs.js';
 import { runSearchAttributes } from '../lib/temporal.js';
 import { FailureTypes, type Runbook } from '../workflows/contract.js';
@@ -60,6 +61,8 @@ export async function startLockedRunbook(
     for (const id of taken.reverse()) await releaseLock(deps.db, id, input.workflowId);
   };
   for (const inst of toLock) {
+    // Housekeeping (a geo-secondary being made or repaired) yields to the runbook an operator asked for.
+    await yieldGeoSecondary(deps.db, deps.temporal, inst.id);
     const lock = await acquireLock(deps.db, { instanceId: inst.id, workflowId: input.workflowId, runbook: input.runbook }, (id) => isRunRunning(deps.temporal, id));
     if (lock.ok) {
       if (lock.newlyAcquired) taken.push(inst.id);

@@ -57,6 +57,8 @@ export const configSchema = z
     /** Test-only: arms fault hooks in the activity layer (see activities/faults.ts). Never set it in production. */
     BCDR_FAULT_FILE: z.string().optional(),
     RETENTION_SWEEP_EVERY_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(60),
+    /** Start (or replace) the region monitors when this worker starts; `false` for workers that should leave them alone. */
+    REGION_MONITORS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
     /** Seconds between a region monitor's health checks (each also measures replication lag and copies sequences). */
     REGION_CHECK_SECONDS: z.coerce.number().int().min(1).max(3600).default(5),
     /** Consecutive failed checks after which a monitor declares a region outage. */

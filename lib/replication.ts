@@ -2,11 +2,12 @@ import { createHash } from 'node:crypto';
 import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { eq, sql } from 'drizzle-orm';
 import type { RegionHandles } from '../activities/deps.js';
 import { ownerTag } from '../activities/names.js';
 import type { Database } from '../db/client.js';
-import { replicas, type InstanceRow, type ReplicaRow } from '../db/schema/index.js';
+import { instances, replicas, type InstanceRow, type ReplicaRow } from '../db/schema/index.js';
 import { audit } from './audit.js';
 import type { InstanceEngine } from './engine/types.js';
 
@@ -85,6 +86,8 @@ export async function ensureReplication(
     keepTarget?: boolean;
     onProgress?: (s: SeedProgress) => void;
     timeoutMs?: number;
+    /** Stops waiting for the copy (the run was cancelled: an operator's runbook wants the instance). */
+    signal?: AbortSignal;
   },
 ): Promise<{ created: boolean; repaired: string[]; identityFull: string[] }> {
   const tag = ownerTag(instanceId);
@@ -127,9 +130,10 @@ export async function missingTables(p: ReplicationPair): Promise<string[]> {
   return src.filter((t) => !dst.includes(t));
 }
 
-async function waitReady(p: ReplicationPair, opts: { onProgress?: (s: SeedProgress) => void; timeoutMs?: number }): Promise<void> {
+async function waitReady(p: ReplicationPair, opts: { onProgress?: (s: SeedProgress) => void; timeoutMs?: number; signal?: AbortSignal }): Promise<void> {
   const deadline = Date.now() + (opts.timeoutMs ?? 6 * 3600_000);
   for (;;) {
+    if (opts.signal?.aborted) throw new Error(`stopped waiting for the copy of ${p.sourceDatabase} to ${p.targetDatabase}: cancelled`);
     const st = await p.target.engine.subscriptionState(p.targetDatabase, p.subscription);
     if (!st) throw new Error(`subscription ${p.subscription} vanished from ${p.targetDatabase}`);
     const states = Object.values(st.tables);
@@ -188,5 +192,27 @@ export async function removeGeoSecondary(db: Database, regions: Map<string, Regi
     await tx.delete(replicas).where(eq(replicas.instanceId, inst.id));
     await audit(tx, { actor, action: 'replication.removed', instanceId: inst.id, subject: inst.name, details: { targetRegion: row.targetRegion, targetDatabase: row.targetDatabase } });
   });
+  return true;
+}
+
+/** The runbook name of the geo-secondary housekeeping run (kept here so the API and activities agree without importing workflows). */
+export const GEO_SECONDARY_RUNBOOK = 'geo-secondary';
+
+/**
+ * Cancels the geo-secondary run holding the instance, if one does, and waits
+ * (up to `waitMs`) until it has let go. Housekeeping yields to runbooks.
+ */
+export async function yieldGeoSecondary(db: Database, temporal: Client, instanceId: string, waitMs = 30_000): Promise<boolean> {
+  const [row] = await db.select({ run: instances.lockedByRun, runbook: instances.lockedRunbook }).from(instances).where(eq(instances.id, instanceId));
+  if (!row?.run || row.runbook !== GEO_SECONDARY_RUNBOOK) return false;
+  try {
+    await temporal.workflow.getHandle(row.run).cancel();
+  } catch (err) {
+    if (!(err instanceof WorkflowNotFoundError)) throw err;
+  }
+  for (const deadline = Date.now() + waitMs; Date.now() < deadline; await new Promise((r) => setTimeout(r, 200))) {
+    const [now] = await db.select({ run: instances.lockedByRun }).from(instances).where(eq(instances.id, instanceId));
+    if (now?.run !== row.run) return true;
+  }
   return true;
 }

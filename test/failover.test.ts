@@ -1,4 +1,5 @@
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,12 +8,16 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrateCatalog } from '../db/migrate.js';
 import { auditEvents, backups, failovers } from '../db/schema/index.js';
-import { loadConfig } from '../lib/config.js';
+import { loadConfig, type Config } from '../lib/config.js';
+import { ensureRetentionSweepSchedule } from '../lib/schedules.js';
+import { runSearchAttributes } from '../lib/temporal.js';
+import type { RegionFailoverInput } from '../workflows/contract.js';
 import { subscriptionName } from '../lib/replication.js';
 import { ensureDatabase, freePort, startCluster, type PgCluster } from '../scripts/lib/services.js';
 import { ensurePostgres } from '../scripts/lib/tools.js';
 import { createBcdrWorker, type BcdrWorker } from '../worker/create.js';
 import { openContext, uniqueName, type TestContext } from './helpers.js';
+import { readEvents } from './sse.js';
 import { recordHistory } from './record.js';
 import { APPROVER, SELF_APPROVER } from './tokens.js';
 
@@ -28,6 +33,9 @@ let east: PgCluster;
 let west: PgCluster;
 let root: string;
 let eastPort: number;
+let env: Record<string, string>;
+let cfg: Config;
+const children: ChildProcess[] = [];
 const pgBin = ensurePostgres();
 const instances: { id: string; name: string }[] = [];
 
@@ -90,7 +98,7 @@ function startWriter(url: string) {
 const slotNames = (cluster: PgCluster) => onDb(cluster.url, async (sql) => (await sql<{ s: string }[]>`select slot_name as s from pg_replication_slots order by 1`).map((r) => r.s));
 
 beforeAll(async () => {
-  const env = inject('bcdrEnv');
+  const shared = inject('bcdrEnv');
   root = mkdtempSync(path.join(os.tmpdir(), 'bcdr-failover-'));
   chmodSync(root, 0o755);
   [eastPort] = [await freePort()];
@@ -98,10 +106,10 @@ beforeAll(async () => {
     startCluster({ name: 'east', pgBin, dataDir: path.join(root, 'east'), port: eastPort }),
     startCluster({ name: 'west', pgBin, dataDir: path.join(root, 'west'), port: await freePort() }),
   ]);
-  const catalogUrl = await ensureDatabase(new URL('/postgres', env.CATALOG_DATABASE_URL).toString(), `bcdr_failover_${Date.now()}`);
+  const catalogUrl = await ensureDatabase(new URL('/postgres', shared.CATALOG_DATABASE_URL).toString(), `bcdr_failover_${Date.now()}`);
   await migrateCatalog(catalogUrl);
-  const cfg = loadConfig({
-    ...env,
+  env = {
+    ...shared,
     CATALOG_DATABASE_URL: catalogUrl,
     TEMPORAL_TASK_QUEUE: 'bcdr-failover-test',
     REGIONS: JSON.stringify([
@@ -112,7 +120,9 @@ beforeAll(async () => {
     OUTAGE_AFTER_FAILED_CHECKS: '3',
     AUTO_FAILOVER: 'true',
     FAILOVER_REMIND_SECONDS: '2',
-  });
+    BCDR_FAULT_FILE: path.join(root, 'faults.json'),
+  };
+  cfg = loadConfig(env);
   worker = await createBcdrWorker(cfg);
   running = worker.worker.run();
   ctx = await openContext(cfg);
@@ -135,6 +145,12 @@ beforeAll(async () => {
 }, 240_000);
 
 afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  // This file's workers pointed the (paused) fleet sweep at their queue; point it back at the suite's.
+  if (ctx) {
+    const shared = loadConfig(inject('bcdrEnv'));
+    await ensureRetentionSweepSchedule(ctx.temporal, shared.TEMPORAL_TASK_QUEUE, shared.RETENTION_SWEEP_EVERY_MINUTES);
+  }
   await ctx?.close();
   worker?.worker.shutdown();
   await running?.catch(() => {});
@@ -212,6 +228,44 @@ describe('region failover with sign-off, and failback', () => {
     await failBack();
   }, 240_000);
 
+  it('ends consistent when the worker is killed mid-promotion and a new worker takes over', async () => {
+    const queue = `bcdr-failover-kill-${process.pid}`;
+    const faults = env.BCDR_FAULT_FILE!;
+    const armed = () => (existsSync(faults) ? (JSON.parse(readFileSync(faults, 'utf8') || '{}') as Record<string, number>) : {});
+    const victim = instances[0]!;
+    writeFileSync(faults, JSON.stringify({ ...armed(), [`hold:promote:${victim.id}`]: 1 }));
+    const writers = instances.map((i) => startWriter(dbUrl(east, i.name)));
+    await sleep(1000);
+    const first = await startWorkerProcess(queue);
+    const workflowId = `region-failover-east-kill-${process.pid}`;
+    const input: RegionFailoverInput = { region: 'east', requestedBy: 'olivia.operator', reason: 'kill drill', mode: 'auto', signoffTimeoutMinutes: 5, concurrency: 8 };
+    const handle = await ctx.temporal.workflow.start('regionFailoverWorkflow', { workflowId, taskQueue: queue, args: [input], typedSearchAttributes: runSearchAttributes('region:east', 'region-failover') });
+    // The victim's subscription is gone, its sequences not yet moved, its copy still read-only: kill the worker there.
+    await eventually('the promotion held mid-way', async () => armed()[`held:promote:${victim.id}`] === 1, 60_000);
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+    await Promise.all(writers.map((w) => w.stop()));
+    const rest = armed();
+    delete rest[`hold:promote:${victim.id}`];
+    delete rest[`held:promote:${victim.id}`];
+    writeFileSync(faults, JSON.stringify(rest));
+    await startWorkerProcess(queue);
+    const result = await handle.result();
+    expect(result).toMatchObject({ outcome: 'completed', kind: 'planned' });
+    for (const [k, i] of instances.entries()) {
+      const ep = (await ctx.call('GET', `/v1/instances/${i.id}/endpoint`)).body;
+      expect(ep).toMatchObject({ activeRegion: 'west', failedOver: true });
+      const ids = new Set(await onDb(ep.endpoint, async (sql) => (await sql<{ id: string }[]>`select id from writes`).map((r) => Number(r.id))));
+      expect(writers[k]!.committed.filter((x) => !ids.has(x))).toEqual([]);
+      const [row] = await onDb(ep.endpoint, (sql) => sql<{ id: string }[]>`insert into writes (note) values ('after kill') returning id`);
+      expect(Number(row!.id)).toBeGreaterThan(Math.max(...writers[k]!.committed));
+      const subs = await onDb(dbUrl(west, `${i.name}--s`), (sql) => sql`select 1 from pg_subscription`);
+      expect(subs.length).toBe(0);
+    }
+    expect(await slotNames(east)).toEqual([]);
+    await failBack();
+  }, 300_000);
+
   it('fails over after the region dies, with sign-off, and fails back with every divergent row kept and counted', async () => {
     const writers = instances.map((i) => startWriter(dbUrl(east, i.name)));
     await sleep(3000);
@@ -249,8 +303,17 @@ describe('region failover with sign-off, and failback', () => {
       expect(switched.map((a) => a.action)).toEqual(expect.arrayContaining(['EndpointSwitchRequired', 'EndpointSwitched']));
     }
     void killedAt;
+    // Clients watching the event stream see both endpoint events.
+    const seen = await readEvents(ctx, `/v1/events?instance=${instances[0]!.id}`, { until: (e) => e.event === 'EndpointSwitched' });
+    expect(seen.map((e) => e.event)).toEqual(expect.arrayContaining(['EndpointSwitchRequired', 'EndpointSwitched']));
     // Limited mode: maintenance is refused; backups run in the secondary region.
     const first = instances[0]!;
+    const sbx = await ctx.call('POST', '/v1/instances', { body: { name: uniqueName('fo-sbx'), type: 'sandbox', edition: 'premium', homeRegion: 'west' } });
+    expect(sbx.status).toBe(201);
+    const swap = await ctx.call('POST', '/v1/runbooks/production-restore', { body: { production: first.id, sandbox: sbx.body.id } });
+    expect(swap.status).toBe(409);
+    expect(swap.body.error.message).toMatch(/failed_over/);
+    expect((await ctx.call('POST', '/v1/runbooks/reset', { body: { instance: first.id } })).status).toBe(409);
     expect((await ctx.call('PATCH', `/v1/instances/${first.id}`, { body: { type: 'sandbox' } })).status).toBe(409);
     expect((await ctx.call('DELETE', `/v1/instances/${first.id}`)).status).toBe(409);
     const bk = await ctx.call('POST', `/v1/instances/${first.id}/backups`, { body: { label: 'while failed over' } });
@@ -268,6 +331,10 @@ describe('region failover with sign-off, and failback', () => {
       // The divergent rows are in the backup taken first.
       const [b] = await ctx.db.select().from(backups).where(eq(backups.id, fo!.oldPrimaryBackupId!));
       expect(b).toMatchObject({ status: 'completed', region: 'east', sourceDatabase: i.name });
+      const dump = spawnSync(path.join(pgBin, 'pg_restore'), ['--data-only', '--table=writes', '--file=-', path.join(root, 'blobs', 'east', b!.objectKey)], { encoding: 'utf8' });
+      expect(dump.status).toBe(0);
+      const kept = new Set(dump.stdout.split('\n').filter((l) => /^\d+\t/.test(l)).map((l) => Number(l.split('\t')[0])));
+      expect(lostBefore[k]!.filter((x) => !kept.has(x))).toEqual([]);
     }
   }, 300_000);
 });
@@ -312,4 +379,20 @@ async function failBack(record?: string) {
   }
   expect(await slotNames(east)).toEqual(instances.map((i) => subscriptionName(i.id, 'forward')).sort());
   expect(await slotNames(west)).toEqual([]);
+}
+
+/** A real worker process on its own task queue (no region monitors), so a test can SIGKILL it mid-activity. */
+async function startWorkerProcess(queue: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '..', 'worker', 'main.ts')], {
+    env: { ...process.env, ...env, TEMPORAL_TASK_QUEUE: queue, REGION_MONITORS: 'false' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  for (const deadline = Date.now() + 60_000; !out.includes('worker polling'); await sleep(100)) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker did not start: ${out}`);
+  }
+  return child;
 }

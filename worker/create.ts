@@ -51,7 +51,7 @@ export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { c
     }),
   });
   // After the worker exists, so the monitors' first tasks have somewhere to run.
-  await ensureRegionMonitors(client, cfg);
+  if (cfg.REGION_MONITORS) await ensureRegionMonitors(client, cfg);
   return {
     worker,
     close: async () => {

@@ -45,6 +45,16 @@ const seeding = proxyActivities<Acts>({
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 });
 
+/**
+ * Promotion: seconds of work, heartbeating, so a worker lost mid-promotion is
+ * noticed within 10 s and the (idempotent) promotion retried on another.
+ */
+const promotion = proxyActivities<Acts>({
+  startToCloseTimeout: '5m',
+  heartbeatTimeout: '10s',
+  retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 10 },
+});
+
 /** The monitor's check: one attempt; a failed check is the next check's business. */
 const monitor = proxyActivities<Acts>({ startToCloseTimeout: '2m', retry: { maximumAttempts: 1 } });
 
@@ -88,6 +98,8 @@ async function lockOrSkip(state: RunState, instanceId: string, runbook: (typeof 
     } catch (err) {
       const busy = err instanceof Error && err.cause instanceof ApplicationFailure && err.cause.type === FailureTypes.instanceBusy;
       if (!busy) throw err;
+      // Housekeeping yields at once; another runbook is waited for.
+      if (await catalog.yieldHousekeeping({ instanceId })) continue;
       if (Date.now() + 5000 > deadline) {
         state.warn(`left out ${instanceId}: ${errorMessage(err)}`);
         return false;
@@ -268,7 +280,7 @@ export async function regionFailoverWorkflow(input: RegionFailoverInput): Promis
         const tr = trackers.get(t.instanceId)!;
         const estimate = estimates[t.instanceId]!;
         try {
-          await tr.step('promote', () => ddl.promoteSecondary({ instanceId: t.instanceId, planned: estimate.planned }));
+          await tr.step('promote', () => promotion.promoteSecondary({ instanceId: t.instanceId, planned: estimate.planned }));
           const sw = await tr.step('switch-endpoint', () => catalog.switchEndpoint({ instanceId: t.instanceId, to: 'alternate' }));
           const rto = await tr.step('record', () =>
             catalog.recordFailover({ instanceId: t.instanceId, kind: estimate.planned ? 'planned' : 'unplanned', declaredAt, signedOffAt: result.signedOffAt, servingAt: sw.switchedAt, estimate }),

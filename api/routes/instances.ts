@@ -2,7 +2,7 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomBytes } from 'node:crypto';
 import { and, asc, desc, eq, isNull, sql } from 'drizzle-orm';
 import { Editions, failovers, instances, InstanceStates, InstanceTypes, replicas, type FailoverRow, type InstanceRow, type ReplicaRow } from '../../db/schema/index.js';
-import { alternateName, removeGeoSecondary } from '../../lib/replication.js';
+import { alternateName, removeGeoSecondary, yieldGeoSecondary } from '../../lib/replication.js';
 import { audit } from '../../lib/audit.js';
 import { resumeInstance, servedBy, servingRefusal } from '../../lib/instances.js';
 import { acquireLock, releaseLock } from '../../lib/locks.js';
@@ -275,6 +275,7 @@ export function instancesApp(deps: ApiDeps) {
         throw new ApiError(422, 'edition_lowered', `instance ${inst.name} is ${inst.edition}; an edition can be raised, never lowered (to ${body.edition})`);
       }
       const actor = c.get('principal').identity;
+      if (body.type) await yieldGeoSecondary(deps.db, deps.temporal, inst.id);
       const changed = await deps.db.transaction(async (tx) => {
         const rows = await tx
           .update(instances)
