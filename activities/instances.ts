@@ -4,7 +4,7 @@ import { backupSchedules, instances, type InstanceRow, type InstanceState, type 
 import { audit } from '../lib/audit.js';
 import { DatabaseConflictError } from '../lib/engine/types.js';
 import { acquireLock, releaseLock } from '../lib/locks.js';
-import { removeGeoSecondary } from '../lib/replication.js';
+import { GEO_SECONDARY_RUNBOOK, removeGeoSecondary, yieldGeoSecondary } from '../lib/replication.js';
 import { isRunRunning } from '../lib/runs.js';
 import { backupScheduleId, deleteBackupSchedule, upsertBackupSchedule } from '../lib/schedules.js';
 import { FailureTypes, type Runbook } from '../workflows/contract.js';
@@ -22,6 +22,8 @@ export function instanceActivities(deps: ActivityDeps) {
     /** Takes the instance's runbook lock for the calling run; fails non-retryably naming the run that holds it. */
     async acquireInstanceLock(input: { instanceId: string; runbook: Runbook }): Promise<InstanceSnapshot> {
       const workflowId = callerWorkflowId();
+      // Housekeeping (a geo-secondary being made or repaired) yields to any runbook.
+      if (input.runbook !== GEO_SECONDARY_RUNBOOK) await yieldGeoSecondary(deps.db, deps.temporal, input.instanceId, 20_000);
       const res = await acquireLock(deps.db, { ...input, workflowId }, (id) => isRunRunning(deps.temporal, id));
       if (!res.ok && res.reason === 'not_found') {
         throw ApplicationFailure.nonRetryable(`instance ${input.instanceId} does not exist`, FailureTypes.instanceNotFound);

@@ -2,7 +2,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import { backups, failovers, instances, regions as regionsTable, replicas, type InstanceRow, type LossEstimate, type MeasuredLoss, type ReplicaRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
-import { PUBLICATION, alternateName, ensureReplication, yieldGeoSecondary, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
+import { PUBLICATION, alternateName, ensureReplication, type ReplicationPair, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
 import { FailureTypes } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { ownerTag } from './names.js';
@@ -41,6 +41,30 @@ async function heartbeating<T>(progress: () => unknown, fn: () => Promise<T>): P
   } finally {
     clearInterval(beat);
   }
+}
+
+/**
+ * Waits until the subscriber of `p` confirmed everything its source had
+ * committed when the wait began, heartbeating the bytes still missing.
+ * lagBytes is -1 when the slot is missing.
+ */
+async function drain(p: ReplicationPair, timeoutSeconds: number): Promise<{ caughtUp: boolean; lagBytes: number; waitedMs: number }> {
+  const started = Date.now();
+  const target = (await p.source.engine.slotPosition(p.subscription))?.currentLsn;
+  if (!target) return { caughtUp: false, lagBytes: -1, waitedMs: 0 };
+  let lagBytes = -1;
+  return heartbeating(
+    () => ({ lagBytes }),
+    async () => {
+      for (;;) {
+        const pos = await p.source.engine.slotPosition(p.subscription);
+        lagBytes = pos?.confirmedLsn ? Math.max(0, -(await p.source.engine.lsnDistance(target, pos.confirmedLsn))) : -1;
+        if (lagBytes === 0) return { caughtUp: true, lagBytes, waitedMs: Date.now() - started };
+        if (Date.now() - started > timeoutSeconds * 1000) return { caughtUp: false, lagBytes, waitedMs: Date.now() - started };
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    },
+  );
 }
 
 /** Geo-replication, region health, failover and failback activities. Each is idempotent. */
@@ -137,15 +161,6 @@ export function replicationActivities(deps: ActivityDeps) {
       return { created: out.created, repaired: out.repaired };
     },
 
-    /**
-     * Asks a geo-secondary run that holds the instance to stop, so a runbook
-     * an operator started is not kept waiting by housekeeping. Returns
-     * whether there was one. The monitor makes or repairs it again later.
-     */
-    async yieldHousekeeping(input: { instanceId: string }): Promise<boolean> {
-      return yieldGeoSecondary(deps.db, deps.temporal, input.instanceId);
-    },
-
     /** Removes the instance's geo-secondary: subscription, slot, publication and database. Idempotent. */
     async removeGeoSecondary(input: { instanceId: string }): Promise<boolean> {
       const [inst] = await deps.db.select().from(instances).where(eq(instances.id, input.instanceId));
@@ -196,9 +211,10 @@ export function replicationActivities(deps: ActivityDeps) {
           continue;
         }
         if (inst.activeRegion !== inst.homeRegion || !pairUp) continue;
-        // A failover or failback in progress owns the replication: measuring it (and copying sequences) would race its steps.
-        const moving = inst.lockedRunbook === 'region-failover' || inst.lockedRunbook === 'failback';
-        if (row && row.direction === 'forward' && row.state !== 'seeding' && !moving) {
+        // Only an instance that takes writes is measured: a runbook acting on it (a swap, a failover) owns its database
+        // meanwhile, and the measure's sessions (and sequence copy) would race its steps. Backups only read.
+        const quiet = inst.state === 'active' && (!inst.lockedRunbook || inst.lockedRunbook === 'on-demand-backup' || inst.lockedRunbook === 'daily-backup');
+        if (row && row.direction === 'forward' && row.state !== 'seeding' && quiet) {
           const failed = await measure(inst, row).then(
             () => null,
             (err: unknown) => err,
@@ -256,22 +272,7 @@ export function replicationActivities(deps: ActivityDeps) {
       const p = replicationPair(deps.regions, inst, 'forward');
       await p.source.engine.blockWrites(p.sourceDatabase);
       await audited('instance.writes-blocked', inst, { database: p.sourceDatabase, region: p.source.name, reason: 'planned switchover' });
-      const started = Date.now();
-      const target = (await p.source.engine.slotPosition(p.subscription))?.currentLsn;
-      let lagBytes = -1;
-      return heartbeating(
-        () => ({ lagBytes }),
-        async () => {
-          for (;;) {
-            const pos = await p.source.engine.slotPosition(p.subscription);
-            if (!pos || !target) return { caughtUp: false, lagBytes: -1, waitedMs: Date.now() - started };
-            lagBytes = pos.confirmedLsn ? Math.max(0, -(await p.source.engine.lsnDistance(target, pos.confirmedLsn))) : pos.lagBytes;
-            if (pos.confirmedLsn && lagBytes === 0) return { caughtUp: true, lagBytes: 0, waitedMs: Date.now() - started };
-            if (Date.now() - started > input.timeoutSeconds * 1000) return { caughtUp: false, lagBytes, waitedMs: Date.now() - started };
-            await new Promise((r) => setTimeout(r, 100));
-          }
-        },
-      );
+      return drain(p, input.timeoutSeconds);
     },
 
     /**
@@ -449,22 +450,10 @@ export function replicationActivities(deps: ActivityDeps) {
     async waitCaughtUp(input: { instanceId: string; timeoutSeconds: number }): Promise<{ lagBytes: number }> {
       const inst = await loadInstance(deps, input.instanceId);
       const p = replicationPair(deps.regions, inst, 'reverse');
-      const target = (await p.source.engine.slotPosition(p.subscription))?.currentLsn;
-      if (!target) throw new Error(`the reverse replication slot ${p.subscription} is missing in region ${p.source.name}`);
-      const started = Date.now();
-      let lagBytes = -1;
-      return heartbeating(
-        () => ({ lagBytes }),
-        async () => {
-          for (;;) {
-            const pos = await p.source.engine.slotPosition(p.subscription);
-            lagBytes = pos?.confirmedLsn ? Math.max(0, -(await p.source.engine.lsnDistance(target, pos.confirmedLsn))) : -1;
-            if (lagBytes === 0) return { lagBytes };
-            if (Date.now() - started > input.timeoutSeconds * 1000) throw new Error(`the home copy is still ${lagBytes} bytes behind after ${input.timeoutSeconds} s`);
-            await new Promise((r) => setTimeout(r, 100));
-          }
-        },
-      );
+      const r = await drain(p, input.timeoutSeconds);
+      if (r.lagBytes < 0) throw new Error(`the reverse replication slot ${p.subscription} is missing in region ${p.source.name}`);
+      if (!r.caughtUp) throw new Error(`the home copy is still ${r.lagBytes} bytes behind after ${input.timeoutSeconds} s`);
+      return { lagBytes: 0 };
     },
 
     /**
@@ -477,20 +466,9 @@ export function replicationActivities(deps: ActivityDeps) {
       const blockedAt = new Date();
       await p.source.engine.blockWrites(p.sourceDatabase);
       await audited('instance.writes-blocked', inst, { database: p.sourceDatabase, region: p.source.name, reason: 'failback switch' });
-      const target = (await p.source.engine.slotPosition(p.subscription))?.currentLsn;
-      if (!target) throw new Error(`the reverse replication slot ${p.subscription} is missing in region ${p.source.name}`);
-      const started = Date.now();
-      await heartbeating(
-        () => ({ blockedAt }),
-        async () => {
-          for (;;) {
-            const pos = await p.source.engine.slotPosition(p.subscription);
-            if (pos?.confirmedLsn && (await p.source.engine.lsnDistance(target, pos.confirmedLsn)) >= 0) return;
-            if (Date.now() - started > input.timeoutSeconds * 1000) throw new Error(`the home copy did not catch up within ${input.timeoutSeconds} s of blocking writes`);
-            await new Promise((r) => setTimeout(r, 50));
-          }
-        },
-      );
+      const r = await drain(p, input.timeoutSeconds);
+      if (r.lagBytes < 0) throw new Error(`the reverse replication slot ${p.subscription} is missing in region ${p.source.name}`);
+      if (!r.caughtUp) throw new Error(`the home copy did not catch up within ${input.timeoutSeconds} s of blocking writes (${r.lagBytes} bytes behind)`);
       return { blockedAt: blockedAt.toISOString() };
     },
 

@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,7 +16,7 @@ import { subscriptionName } from '../lib/replication.js';
 import { ensureDatabase, freePort, startCluster, type PgCluster } from '../scripts/lib/services.js';
 import { ensurePostgres } from '../scripts/lib/tools.js';
 import { createBcdrWorker, type BcdrWorker } from '../worker/create.js';
-import { openContext, uniqueName, type TestContext } from './helpers.js';
+import { eventually, openContext, startWorkerProcess, uniqueName, type TestContext } from './helpers.js';
 import { readEvents } from './sse.js';
 import { recordHistory } from './record.js';
 import { APPROVER, SELF_APPROVER } from './tokens.js';
@@ -39,20 +39,6 @@ const children: ChildProcess[] = [];
 const pgBin = ensurePostgres();
 const instances: { id: string; name: string }[] = [];
 
-async function eventually<T>(what: string, check: () => Promise<T | null | undefined | false>, ms = 90_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms / 1000} s${last ? `: ${String(last)}` : ''}`);
-    await sleep(250);
-  }
-}
 
 const dbUrl = (cluster: PgCluster, db: string) => {
   const u = new URL(cluster.url);
@@ -236,7 +222,7 @@ describe('region failover with sign-off, and failback', () => {
     writeFileSync(faults, JSON.stringify({ ...armed(), [`hold:promote:${victim.id}`]: 1 }));
     const writers = instances.map((i) => startWriter(dbUrl(east, i.name)));
     await sleep(1000);
-    const first = await startWorkerProcess(queue);
+    const first = await startWorkerProcess({ ...env, TEMPORAL_TASK_QUEUE: queue, REGION_MONITORS: 'false' }, children);
     const workflowId = `region-failover-east-kill-${process.pid}`;
     const input: RegionFailoverInput = { region: 'east', requestedBy: 'olivia.operator', reason: 'kill drill', mode: 'auto', signoffTimeoutMinutes: 5, concurrency: 8 };
     const handle = await ctx.temporal.workflow.start('regionFailoverWorkflow', { workflowId, taskQueue: queue, args: [input], typedSearchAttributes: runSearchAttributes('region:east', 'region-failover') });
@@ -249,7 +235,7 @@ describe('region failover with sign-off, and failback', () => {
     delete rest[`hold:promote:${victim.id}`];
     delete rest[`held:promote:${victim.id}`];
     writeFileSync(faults, JSON.stringify(rest));
-    await startWorkerProcess(queue);
+    await startWorkerProcess({ ...env, TEMPORAL_TASK_QUEUE: queue, REGION_MONITORS: 'false' }, children);
     const result = await handle.result();
     expect(result).toMatchObject({ outcome: 'completed', kind: 'planned' });
     for (const [k, i] of instances.entries()) {
@@ -381,18 +367,3 @@ async function failBack(record?: string) {
   expect(await slotNames(west)).toEqual([]);
 }
 
-/** A real worker process on its own task queue (no region monitors), so a test can SIGKILL it mid-activity. */
-async function startWorkerProcess(queue: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '..', 'worker', 'main.ts')], {
-    env: { ...process.env, ...env, TEMPORAL_TASK_QUEUE: queue, REGION_MONITORS: 'false' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  for (const deadline = Date.now() + 60_000; !out.includes('worker polling'); await sleep(100)) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker did not start: ${out}`);
-  }
-  return child;
-}

@@ -1,10 +1,9 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEvents } from '../db/schema/index.js';
 import { subscriptionName } from '../lib/replication.js';
 import { recordHistory } from './record.js';
-import { createInstance, databasesLike, openContext, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
+import { createInstance, databasesLike, eventually, openContext, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
 beforeAll(async () => {
@@ -14,21 +13,6 @@ afterAll(async () => {
   await ctx?.close();
 });
 
-/** Polls `check` until it returns a truthy value (or throws after `ms`). */
-async function eventually<T>(what: string, check: () => Promise<T | null | undefined | false>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms / 1000} s${last ? `: ${String(last)}` : ''}`);
-    await sleep(250);
-  }
-}
 
 const slotsOn = (region: string, slot: string) =>
   withInstanceDb(ctx, 'postgres', async (sql) => (await sql`SELECT slot_name FROM pg_replication_slots WHERE slot_name = ${slot}`).length, region);

@@ -1,7 +1,10 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { inject } from 'vitest';
 import type { Client, Connection } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
@@ -91,7 +94,7 @@ export async function withInstanceDb<T>(ctx: TestContext, dbName: string, fn: (s
   const r = ctx.cfg.REGIONS.find((x) => x.name === region)!;
   const u = new URL(r.postgresUrl);
   u.pathname = `/${dbName}`;
-  const sql = postgres(u.toString(), { max: 1, onnotice: () => {} });
+  const sql = postgres(u.toString(), { max: 1, onnotice: () => {}, fetch_types: false });
   try {
     return await fn(sql);
   } finally {
@@ -219,4 +222,40 @@ export async function leftovers(ctx: TestContext, prefix: string, region = 'prim
     if (!found.length || Date.now() > deadline) return found;
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** Polls `check` until it returns a truthy value, or throws naming `what` (with the last error) after `ms`. */
+export async function eventually<T>(what: string, check: () => Promise<T | null | undefined | false>, ms = 90_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} did not happen within ${ms / 1000} s${last ? `: ${String(last)}` : ''}`);
+    await sleep(250);
+  }
+}
+
+/**
+ * A real worker process (worker/main.ts) with `env`, on a task queue of its
+ * own, so a test can SIGKILL it without touching the suite's worker. It is
+ * added to `spawned` for the test's clean-up.
+ */
+export async function startWorkerProcess(env: Record<string, string>, spawned: ChildProcess[]): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '..', 'worker', 'main.ts')], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  spawned.push(child);
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  for (const deadline = Date.now() + 60_000; !out.includes('worker polling'); await sleep(100)) {
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker did not start: ${out}`);
+  }
+  return child;
 }

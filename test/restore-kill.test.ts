@@ -1,5 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import path from 'node:path';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -7,7 +6,7 @@ import { instances } from '../db/schema/index.js';
 import { ensureRetentionSweepSchedule } from '../lib/schedules.js';
 import { runSearchAttributes } from '../lib/temporal.js';
 import type { RestoreInput } from '../workflows/contract.js';
-import { backupNow, contentChecksums, createInstance, leftovers, openContext, seedMixed, uniqueName, type TestContext } from './helpers.js';
+import { backupNow, contentChecksums, createInstance, leftovers, openContext, seedMixed, startWorkerProcess, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
 const workers: ChildProcess[] = [];
@@ -22,21 +21,7 @@ afterAll(async () => {
   await ctx.close();
 });
 
-/** A real worker process (worker/main.ts) on a task queue of its own, so the test can kill it without touching the suite's worker. */
-async function startWorker(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(import.meta.dirname, '..', 'worker', 'main.ts')], {
-    env: { ...process.env, ...inject('bcdrEnv'), TEMPORAL_TASK_QUEUE: queue },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  workers.push(child);
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  for (const deadline = Date.now() + 60_000; !out.includes('worker polling'); await sleep(100)) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker did not start: ${out}`);
-  }
-  return child;
-}
+const startWorker = () => startWorkerProcess({ ...inject('bcdrEnv'), TEMPORAL_TASK_QUEUE: queue }, workers);
 
 const restoreProcesses = (db: string) =>
   spawnSync('pgrep', ['-f', `pg_restore .*--dbname=${db}`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);

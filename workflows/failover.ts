@@ -98,8 +98,6 @@ async function lockOrSkip(state: RunState, instanceId: string, runbook: (typeof 
     } catch (err) {
       const busy = err instanceof Error && err.cause instanceof ApplicationFailure && err.cause.type === FailureTypes.instanceBusy;
       if (!busy) throw err;
-      // Housekeeping yields at once; another runbook is waited for.
-      if (await catalog.yieldHousekeeping({ instanceId })) continue;
       if (Date.now() + 5000 > deadline) {
         state.warn(`left out ${instanceId}: ${errorMessage(err)}`);
         return false;
@@ -107,6 +105,13 @@ async function lockOrSkip(state: RunState, instanceId: string, runbook: (typeof 
       await sleep(5000);
     }
   }
+}
+
+/** Gives back every instance lock the run took, whatever happened (also when cancelled). */
+async function releaseAll(ids: string[]): Promise<void> {
+  await CancellationScope.nonCancellable(async () => {
+    for (const id of ids) await catalog.releaseInstanceLock({ instanceId: id });
+  });
 }
 
 /**
@@ -302,9 +307,7 @@ export async function regionFailoverWorkflow(input: RegionFailoverInput): Promis
     state.finish(err);
     throw err;
   } finally {
-    await CancellationScope.nonCancellable(async () => {
-      for (const id of locked) await catalog.releaseInstanceLock({ instanceId: id });
-    });
+    await releaseAll(locked);
   }
 }
 
@@ -384,8 +387,6 @@ export async function failbackWorkflow(input: FailbackInput): Promise<FailbackRe
     state.finish(err);
     throw err;
   } finally {
-    await CancellationScope.nonCancellable(async () => {
-      for (const id of locked) await catalog.releaseInstanceLock({ instanceId: id });
-    });
+    await releaseAll(locked);
   }
 }

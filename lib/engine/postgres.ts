@@ -58,7 +58,7 @@ export class PostgresEngine implements InstanceEngine {
     private readonly adminUrl: string,
     opts: { binDir?: string } = {},
   ) {
-    this.admin = postgres(adminUrl, { max: 2, onnotice: () => {}, connect_timeout: 10 });
+    this.admin = postgres(adminUrl, { max: 2, onnotice: () => {}, connect_timeout: 10, fetch_types: false });
     this.binDir = resolvePgBinDir(opts.binDir);
   }
 
@@ -305,7 +305,8 @@ export class PostgresEngine implements InstanceEngine {
     const appName = `bcdr-engine-${randomUUID()}`;
     const u = new URL(this.adminUrl);
     u.pathname = `/${encodeURIComponent(name)}`;
-    const sql = postgres(u.toString(), { max: 1, onnotice: () => {}, connect_timeout: 10, connection: { application_name: appName } });
+    // No type fetch at connect: a refused connection would reject that internal query with nobody listening.
+    const sql = postgres(u.toString(), { max: 1, onnotice: () => {}, connect_timeout: 10, fetch_types: false, connection: { application_name: appName } });
     try {
       await this.admitOnly(name, appName, async () => {
         // Its own statements are management, also on a database that is read-only by default (a geo-secondary, a blocked primary).
