@@ -173,8 +173,8 @@ async function benchOnce(n: number) {
     cleanup.push(async () => {
       // Bounded: an activity that never heartbeats (a hung check) cannot be cancelled, and shutdown waits for it.
       worker.worker.shutdown();
-      await Promise.race([running.catch(() => {}), sleep(30_000)]);
-      await worker.close();
+      if (await Promise.race([running.then(() => true, () => true), sleep(30_000).then(() => false)])) await worker.close();
+      else console.warn('worker: activities still running 30 s after shutdown (stuck); left behind');
     });
     const db = createDb(cfg.CATALOG_DATABASE_URL, { max: 4 });
     const { client, connection } = await connectTemporal(cfg);
