@@ -11,18 +11,21 @@ const HEARTBEAT_MS = 2_000;
 /** How far past the highest number in use an unplanned promotion moves each sequence: the old primary may have issued some that never arrived. */
 const UNPLANNED_SEQUENCE_GAP = 10_000n;
 
-/** What the region monitor learned in one check. */
-export interface RegionCheck {
+/** What the region monitor learned from one health check. */
+export interface RegionHealthCheck {
   region: string;
   healthy: boolean;
   latencyMs: number | null;
   failedChecks: number;
   /** Set once the failed checks reach the threshold: when the outage was declared. */
   outageSince: string | null;
-  /** Production instances of the region whose geo-secondary is missing or drifted (to be made or repaired). */
-  needReplica: string[];
-  /** Instances whose geo-secondary must go (they are sandboxes now). */
-  dropReplica: string[];
+}
+
+/** Settles like `p`, or rejects after `ms`. */
+function within<T>(ms: number, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms / 1000} s`)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** One instance a failover acts on. */
@@ -169,12 +172,12 @@ export function replicationActivities(deps: ActivityDeps) {
     },
 
     /**
-     * One health check of a region: connect-and-query with its latency,
-     * counted against `outageAfter` consecutive failures; then, when the
-     * region answers, measures every replication it publishes and lists the
-     * geo-secondaries to make, repair or remove.
+     * One health check of a region: connect-and-query on a connection of its
+     * own (bounded to 3 s) with its latency, counted against `outageAfter`
+     * consecutive failures. Fast whatever the fleet's size: measuring
+     * replication is reconcileRegion's job.
      */
-    async checkRegion(input: { region: string; outageAfter: number }): Promise<RegionCheck> {
+    async checkRegionHealth(input: { region: string; outageAfter: number }): Promise<RegionHealthCheck> {
       const r = region(deps, input.region);
       const started = performance.now();
       const healthy = await r.engine.ping();
@@ -198,36 +201,63 @@ export function replicationActivities(deps: ActivityDeps) {
       if (outage && !before?.outageSince) {
         await audit(deps.db, { actor: 'system:monitor', action: 'region.outage', subject: input.region, details: { failedChecks, since: outageSince?.toISOString() } });
       }
-      const out: RegionCheck = { region: input.region, healthy, latencyMs, failedChecks, outageSince: outageSince?.toISOString() ?? null, needReplica: [], dropReplica: [] };
-      if (!healthy) return out;
+      return { region: input.region, healthy, latencyMs, failedChecks, outageSince: outageSince?.toISOString() ?? null };
+    },
+
+    /**
+     * Measures every replication the region publishes (a few at once, each
+     * bounded to 10 s, the least recently measured first, within `budgetMs`)
+     * and lists the geo-secondaries to make, repair or remove. Stops as soon
+     * as either server of the pair stops answering: that is the health
+     * check's business.
+     */
+    async reconcileRegion(input: { region: string; budgetMs?: number }): Promise<{ needReplica: string[]; dropReplica: string[]; measured: number }> {
+      const r = region(deps, input.region);
       const pair = deps.regions.get(r.pair);
-      const pairUp = pair ? await pair.engine.ping() : false;
+      const out = { needReplica: [] as string[], dropReplica: [] as string[], measured: 0 };
+      if (!pair || !(await pair.engine.ping())) return out;
       const homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
       const rows = homed.length ? await deps.db.select().from(replicas).where(inArray(replicas.instanceId, homed.map((i) => i.id))) : [];
-      for (const inst of homed) {
-        const row = rows.find((x) => x.instanceId === inst.id);
-        if (inst.type === 'sandbox') {
-          if (row && !inst.lockedByRun) out.dropReplica.push(inst.id);
-          continue;
-        }
-        if (inst.activeRegion !== inst.homeRegion || !pairUp) continue;
-        // Only an instance that takes writes is measured: a runbook acting on it (a swap, a failover) owns its database
-        // meanwhile, and the measure's sessions (and sequence copy) would race its steps. Backups only read.
-        const quiet = inst.state === 'active' && (!inst.lockedRunbook || inst.lockedRunbook === 'on-demand-backup' || inst.lockedRunbook === 'daily-backup');
-        if (row && row.direction === 'forward' && row.state !== 'seeding' && quiet) {
-          const failed = await measure(inst, row).then(
-            () => null,
-            (err: unknown) => err,
-          );
-          // A server that stopped answering mid-check is the next check's outage, not a broken replication to remake.
-          if (failed && (await r.engine.ping()) && (await pair!.engine.ping())) {
-            await deps.db.update(replicas).set({ state: 'broken', error: String((failed as Error).message ?? failed).slice(0, 500), checkedAt: new Date() }).where(eq(replicas.instanceId, inst.id));
+      const deadline = Date.now() + (input.budgetMs ?? 60_000);
+      const due = homed
+        .map((inst) => ({ inst, row: rows.find((x) => x.instanceId === inst.id) }))
+        .sort((a, b) => (a.row?.checkedAt?.getTime() ?? 0) - (b.row?.checkedAt?.getTime() ?? 0));
+      let serversDown = false;
+      let next = 0;
+      const lane = async () => {
+        while (next < due.length && !serversDown && Date.now() < deadline) {
+          const { inst, row } = due[next++]!;
+          if (inst.type === 'sandbox') {
+            if (row && !inst.lockedByRun) out.dropReplica.push(inst.id);
+            continue;
           }
-          if (failed) continue;
+          if (inst.activeRegion !== inst.homeRegion) continue;
+          // Only an instance that takes writes is measured: a runbook acting on it (a swap, a failover) owns its database
+          // meanwhile, and the measure's sessions (and sequence copy) would race its steps. Backups only read.
+          const quiet = inst.state === 'active' && (!inst.lockedRunbook || inst.lockedRunbook === 'on-demand-backup' || inst.lockedRunbook === 'daily-backup');
+          let state = row?.state;
+          if (row && row.direction === 'forward' && row.state !== 'seeding' && quiet) {
+            const failed = await within(10_000, measure(inst, row)).then(
+              () => null,
+              (err: unknown) => err,
+            );
+            if (failed) {
+              // A server that stopped answering mid-check is an outage for the health check, not a broken replication to remake.
+              if (!(await r.engine.ping()) || !(await pair.engine.ping())) {
+                serversDown = true;
+                return;
+              }
+              await deps.db.update(replicas).set({ state: 'broken', error: String((failed as Error).message ?? failed).slice(0, 500), checkedAt: new Date() }).where(eq(replicas.instanceId, inst.id));
+              state = 'broken';
+            } else {
+              out.measured++;
+              state = (await replicaRow(inst.id))?.state;
+            }
+          }
+          if (inst.state === 'active' && !inst.lockedByRun && (!row || state === 'drift' || state === 'broken')) out.needReplica.push(inst.id);
         }
-        const [now] = await deps.db.select().from(replicas).where(eq(replicas.instanceId, inst.id));
-        if (inst.state === 'active' && !inst.lockedByRun && (!now || now.state === 'drift' || now.state === 'broken')) out.needReplica.push(inst.id);
-      }
+      };
+      await Promise.all(Array.from({ length: 4 }, lane));
       return out;
     },
 

@@ -97,6 +97,7 @@ export async function ensureReplication(
   const subscribed = (await target.engine.databaseExists(p.targetDatabase)) && (await target.engine.subscriptionState(p.targetDatabase, p.subscription)) !== null;
   if (!subscribed && opts.keepTarget) {
     await source.engine.dropSlot(p.subscription);
+    await source.engine.createSlot(p.sourceDatabase, p.subscription);
     await target.engine.subscribe(p.targetDatabase, { subscription: p.subscription, publication: PUBLICATION, source: source.engine.replicationSource(p.sourceDatabase), copyData: opts.copyData });
     created = true;
   } else if (!subscribed) {
@@ -108,6 +109,7 @@ export async function ensureReplication(
     if ((await target.engine.ownerTag(p.targetDatabase)) !== tag) throw new Error(`database ${p.targetDatabase} in region ${target.name} does not belong to instance ${instanceId}`);
     await copySchema(source.engine, p.sourceDatabase, target.engine, p.targetDatabase);
     await target.engine.setReadOnly(p.targetDatabase, true);
+    await source.engine.createSlot(p.sourceDatabase, p.subscription);
     await target.engine.subscribe(p.targetDatabase, { subscription: p.subscription, publication: PUBLICATION, source: source.engine.replicationSource(p.sourceDatabase), copyData: opts.copyData });
   }
   const missing = await missingTables(p);
@@ -120,7 +122,8 @@ export async function ensureReplication(
   const known = Object.keys(state?.tables ?? {});
   const sourceTables = await source.engine.tables(p.sourceDatabase);
   if (missing.length || sourceTables.some((t) => !known.includes(t))) await target.engine.refreshSubscription(p.targetDatabase, p.subscription);
-  await waitReady(p, opts);
+  // A kept target is complete already: its slot holds every change from here on, whenever its worker starts.
+  if (!opts.keepTarget) await waitReady(p, opts);
   return { created, repaired: missing, identityFull };
 }
 

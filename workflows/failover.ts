@@ -55,8 +55,8 @@ const promotion = proxyActivities<Acts>({
   retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 10 },
 });
 
-/** The monitor's check: one attempt; a failed check is the next check's business. */
-const monitor = proxyActivities<Acts>({ startToCloseTimeout: '2m', retry: { maximumAttempts: 1 } });
+/** The monitor's checks: one attempt each; a failed check is the next check's business. */
+const monitor = proxyActivities<Acts>({ startToCloseTimeout: '90s', retry: { maximumAttempts: 1 } });
 
 /** Checks per monitor run before it continues as new, so its history stays short. */
 const CHECKS_PER_RUN = 200;
@@ -153,9 +153,10 @@ export async function regionMonitorWorkflow(input: RegionMonitorInput): Promise<
   const state = new RunState(Runbooks.regionMonitor, `region:${input.region}`);
   for (let i = 0; i < CHECKS_PER_RUN; i++) {
     try {
-      const r = await monitor.checkRegion({ region: input.region, outageAfter: input.outageAfter });
+      const r = await monitor.checkRegionHealth({ region: input.region, outageAfter: input.outageAfter });
       state.status.step = r.healthy ? 'healthy' : r.outageSince ? 'outage' : `unreachable (${r.failedChecks} failed check(s))`;
-      for (const instanceId of [...r.needReplica, ...r.dropReplica]) {
+      const work = r.healthy ? await monitor.reconcileRegion({ region: input.region, budgetMs: Math.max(5_000, input.everySeconds * 1000) }) : { needReplica: [], dropReplica: [] };
+      for (const instanceId of [...work.needReplica, ...work.dropReplica]) {
         try {
           await startChild(geoSecondaryWorkflow, {
             workflowId: workflowIds.geoSecondary(instanceId),
@@ -277,7 +278,8 @@ export async function regionFailoverWorkflow(input: RegionFailoverInput): Promis
         state.finish();
         return result;
       }
-      result.signedOffAt = new Date().toISOString();
+      // RTO from sign-off counts from the approver's decision, not from when the run took it up.
+      result.signedOffAt = gate.at ?? new Date().toISOString();
       if (gate.by) result.signedOffBy = gate.by;
     }
     await state.step('promote', () =>

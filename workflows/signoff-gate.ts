@@ -25,6 +25,8 @@ export interface GateOutcome {
   decision: 'approved' | 'rejected' | 'expired';
   by?: string;
   statement?: string;
+  /** When the approver decided (the API's time of the request). */
+  at?: string;
 }
 
 /**
@@ -63,7 +65,7 @@ export async function signOffGate(state: RunState, o: GateOptions): Promise<Gate
     }
     const outcome = decided.decision === 'approve' ? 'approved' : 'rejected';
     await catalog.closeSignoff({ gate, status: outcome, by: decided.by, statement: decided.statement, at: decided.at });
-    return { decision: outcome, by: decided.by, statement: decided.statement };
+    return { decision: outcome, by: decided.by, statement: decided.statement, at: decided.at };
   } catch (err) {
     if (isCancellation(err)) await CancellationScope.nonCancellable(() => catalog.closeSignoff({ gate, status: 'cancelled' }));
     throw err;

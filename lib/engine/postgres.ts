@@ -343,12 +343,16 @@ export class PostgresEngine implements InstanceEngine {
     return `postgres://${user}${u.hostname}:${u.port || '5432'}/${encodeURIComponent(name)}`;
   }
 
-  async ping(): Promise<boolean> {
+  async ping(timeoutMs = 3000): Promise<boolean> {
+    // A connection of its own: the shared pool backs off reconnecting to a dead server, which would make the answer slow.
+    const sql = postgres(this.adminUrl, { max: 1, onnotice: () => {}, connect_timeout: Math.ceil(timeoutMs / 1000), fetch_types: false, idle_timeout: 1 });
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.admin`SELECT 1`;
-      return true;
-    } catch {
-      return false;
+      const late = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
+      return await Promise.race([sql`SELECT 1`.then(() => true, () => false), late]);
+    } finally {
+      clearTimeout(timer);
+      void sql.end({ timeout: 1 }).catch(() => {});
     }
   }
 
@@ -381,6 +385,13 @@ export class PostgresEngine implements InstanceEngine {
   async unpublish(name: string, publication: string): Promise<void> {
     if (!(await this.databaseExists(name))) return;
     await this.withDatabase(name, (sql) => sql.unsafe(`DROP PUBLICATION IF EXISTS ${quoteIdent(publication)}`));
+  }
+
+  async createSlot(name: string, slot: string): Promise<void> {
+    await this.withDatabase(name, async (sql) => {
+      const [existing] = await sql`SELECT 1 FROM pg_replication_slots WHERE slot_name = ${slot}`;
+      if (!existing) await sql`SELECT pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
+    });
   }
 
   async dropSlot(slot: string): Promise<boolean> {
@@ -425,7 +436,8 @@ export class PostgresEngine implements InstanceEngine {
       const [existing] = await sql`SELECT 1 FROM pg_subscription WHERE subname = ${s.subscription} AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`;
       if (existing) return;
       await sql.unsafe(
-        `CREATE SUBSCRIPTION ${quoteIdent(s.subscription)} CONNECTION ${quoteLiteral(s.source)} PUBLICATION ${quoteIdent(s.publication)} WITH (copy_data = ${s.copyData ? 'true' : 'false'})`,
+        `CREATE SUBSCRIPTION ${quoteIdent(s.subscription)} CONNECTION ${quoteLiteral(s.source)} PUBLICATION ${quoteIdent(s.publication)} ` +
+          `WITH (copy_data = ${s.copyData ? 'true' : 'false'}, create_slot = false, slot_name = ${quoteLiteral(s.subscription)})`,
       );
     });
   }

@@ -121,8 +121,8 @@ export interface InstanceEngine extends ReplicationEngine {
   serverVersion(): Promise<string>;
   /** The connection URI tenants use: user, host, port and database, never a password. */
   endpoint(name: string): string;
-  /** True when the server answers. */
-  ping(): Promise<boolean>;
+  /** True when the server answers a query within `timeoutMs` (default 3 s), on a connection of its own. */
+  ping(timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -182,6 +182,14 @@ export interface ReplicationEngine {
   publish(name: string, publication: string): Promise<string[]>;
   /** Drops the publication (if the database and it exist). */
   unpublish(name: string, publication: string): Promise<void>;
+  /**
+   * Creates logical replication slot `slot` (pgoutput) in database `name`,
+   * on its own, outside any subscriber's transaction: a slot waits for the
+   * server's running transactions, and a subscriber creating it from inside
+   * its CREATE SUBSCRIPTION can deadlock with one going the other way.
+   * Does nothing if it exists.
+   */
+  createSlot(name: string, slot: string): Promise<void>;
   /** Drops a replication slot, ending the walsender that holds it first. Returns whether it existed. */
   dropSlot(slot: string): Promise<boolean>;
   /** The slot's position, or null when there is no such slot. */
@@ -190,8 +198,9 @@ export interface ReplicationEngine {
   lsnDistance(from: string, to: string): Promise<number>;
   /**
    * Subscribes database `name` to `publication` at `source` (from the
-   * publisher's replicationSource), creating the slot `subscription` there.
-   * `copyData`: copy the existing rows first. Idempotent.
+   * publisher's replicationSource), through the slot named like the
+   * subscription, which must exist there (createSlot). `copyData`: copy the
+   * existing rows first. Idempotent.
    */
   subscribe(name: string, s: { subscription: string; publication: string; source: string; copyData: boolean }): Promise<void>;
   /**
