@@ -440,6 +440,8 @@ export function replicationActivities(deps: ActivityDeps) {
           });
         }
         if (measured.firstLostAt && measured.lastLostAt) measured.seconds = (Date.parse(measured.lastLostAt) - Date.parse(measured.firstLostAt)) / 1000;
+        const caughtUp = fo.estimate.caughtUpAt ? Date.parse(fo.estimate.caughtUpAt) : null;
+        if (measured.lastLostAt && caughtUp !== null) measured.windowSeconds = Math.max(0, (Date.parse(measured.lastLostAt) - caughtUp) / 1000);
       }
       await deps.db.transaction(async (tx) => {
         await tx.update(failovers).set({ measured, oldPrimaryBackupId: input.backupId, failbackWorkflowId: callerWorkflowId() }).where(eq(failovers.id, fo.id));

@@ -51,8 +51,10 @@ export interface LossEstimate {
 /** What a failback found the old primary had committed that never reached the secondary. */
 export interface MeasuredLoss {
   rows: number;
-  /** From the first to the last lost commit (0 when nothing was lost). */
+  /** From the first to the last lost commit (0 when nothing, or one transaction, was lost). */
   seconds: number;
+  /** From the last time the secondary was known caught up to the last lost commit: the window of writes lost. */
+  windowSeconds?: number;
   byTable: Record<string, number>;
   firstLostAt: string | null;
   lastLostAt: string | null;
