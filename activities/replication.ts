@@ -124,6 +124,15 @@ export function replicationActivities(deps: ActivityDeps) {
   async function promote(input: { instanceId: string; planned: boolean }): Promise<{ sequencesAdvanced: string[] }> {
     const inst = await loadInstance(deps, input.instanceId);
     const p = replicationPair(deps.regions, inst, 'forward');
+    const sub = await p.target.engine.subscriptionState(p.targetDatabase, p.subscription);
+    const unsynced = Object.entries(sub?.tables ?? {}).filter(([, st]) => st !== 'r');
+    if (unsynced.length) {
+      // Still copying: promoting it would serve tables that are empty or half full.
+      throw ApplicationFailure.nonRetryable(
+        `the geo-secondary of ${inst.name} is still copying ${unsynced.length} table(s) (${unsynced.slice(0, 3).map(([t]) => t).join(', ')}): it cannot serve yet`,
+        FailureTypes.invalidState,
+      );
+    }
     await p.target.engine.unsubscribe(p.targetDatabase, p.subscription);
     await deps.faults?.hold('promote', inst.id);
     const marks = await p.target.engine.sequencesInUse(p.targetDatabase);
@@ -157,7 +166,16 @@ export function replicationActivities(deps: ActivityDeps) {
       if (!existing) await recordReplica(deps.db, p, inst.id, { state: 'seeding' });
       let progress: SeedProgress = { phase: 'schema', tablesReady: 0, tables: 0 };
       const signal = Context.current().cancellationSignal;
-      const out = await heartbeating(() => progress, () => ensureReplication(p, inst.id, { copyData: true, onProgress: (s) => (progress = s), signal }));
+      const out = await heartbeating(
+        () => progress,
+        () =>
+          ensureReplication(p, inst.id, {
+            copyData: true,
+            onProgress: (s) => (progress = s),
+            signal,
+            onRecreate: () => recordReplica(deps.db, p, inst.id, { state: 'seeding', caughtUpAt: null }),
+          }),
+      );
       await recordReplica(deps.db, p, inst.id, { state: 'streaming', drift: null, error: null, ...(existing?.caughtUpAt ? {} : { caughtUpAt: new Date() }) });
       if (out.created) await audited('replication.created', inst, { targetRegion: p.target.name, targetDatabase: p.targetDatabase, identityFull: out.identityFull });
       if (out.repaired.length) await audited('replication.repaired', inst, { addedTables: out.repaired });
@@ -271,7 +289,8 @@ export function replicationActivities(deps: ActivityDeps) {
       const skipped: { instanceId: string; name: string; reason: string }[] = [];
       for (const inst of rows.sort((a, b) => a.id.localeCompare(b.id))) {
         const rep = reps.find((x) => x.instanceId === inst.id);
-        if (!rep || rep.direction !== 'forward' || rep.state === 'seeding') skipped.push({ instanceId: inst.id, name: inst.name, reason: 'it has no geo-secondary that finished seeding' });
+        if (inst.state !== 'active') skipped.push({ instanceId: inst.id, name: inst.name, reason: `it is ${inst.state}, not active: it takes no writes to move` });
+        else if (!rep || rep.direction !== 'forward' || rep.state === 'seeding') skipped.push({ instanceId: inst.id, name: inst.name, reason: 'it has no geo-secondary that finished seeding' });
         else targets.push({ instanceId: inst.id, name: inst.name });
       }
       return { reachable, targets, skipped };
@@ -425,14 +444,14 @@ export function replicationActivities(deps: ActivityDeps) {
       const alt = region(deps, home.pair);
       const measured: MeasuredLoss = { rows: 0, seconds: 0, byTable: {}, firstLostAt: null, lastLostAt: null };
       if (fo.slot && (await home.engine.slotPosition(fo.slot)) && (await home.engine.databaseExists(inst.name))) {
-        const changes = await home.engine.unconfirmedChanges(inst.name, fo.slot);
+        const changes = await heartbeating(() => ({ phase: 'decoding' }), () => home.engine.unconfirmedChanges(inst.name, fo.slot!));
         const byTable = new Map<string, typeof changes>();
         for (const c of changes) byTable.set(c.table, [...(byTable.get(c.table) ?? []), c]);
         for (const [table, list] of byTable) {
-          const present = await alt.engine.rowsPresent(alternateName(inst.name), table, list.map((c) => c.row));
+          const present = await heartbeating(() => ({ phase: 'comparing', table }), () => alt.engine.rowsPresent(alternateName(inst.name), table, list.map((c) => c.row)));
           list.forEach((c, i) => {
-            // An insert or update the secondary holds did arrive; a delete cannot be told apart and counts.
-            if (c.op !== 'DELETE' && present[i]) return;
+            // An insert or update arrived when the secondary holds the row as the change left it; a delete, when it holds no such row.
+            if (c.op === 'DELETE' ? !present[i] : present[i]) return;
             measured.rows++;
             measured.byTable[table] = (measured.byTable[table] ?? 0) + 1;
             if (c.committedAt && (!measured.firstLostAt || c.committedAt < measured.firstLostAt)) measured.firstLostAt = c.committedAt;
@@ -467,7 +486,9 @@ export function replicationActivities(deps: ActivityDeps) {
       const reverse = replicationPair(deps.regions, inst, 'reverse');
       const row = await replicaRow(inst.id);
       if (!row || row.direction !== 'reverse') {
-        // The old primary, kept (backed up) and measured: its slot and publication go with it.
+        // The old primary, kept (backed up) and measured: its slot and publication go with it (and a forward
+        // subscription a failed earlier failback left on the alternate, which would point at a database about to go).
+        await forward.target.engine.unsubscribe(forward.targetDatabase, forward.subscription);
         await forward.source.engine.dropSlot(forward.subscription);
         await reverse.target.engine.dropDatabase(reverse.targetDatabase, ownerTag(inst.id));
         await recordReplica(deps.db, reverse, inst.id, { state: 'seeding' });
@@ -509,7 +530,10 @@ export function replicationActivities(deps: ActivityDeps) {
       const inst = await loadInstance(deps, input.instanceId);
       const home = region(deps, inst.homeRegion);
       const alt = region(deps, home.pair);
-      const [a, b] = await Promise.all([alt.engine.tableChecksums(alternateName(inst.name)), home.engine.tableChecksums(inst.name)]);
+      const [a, b] = await heartbeating(
+        () => ({ phase: 'checksums', when: input.when }),
+        () => Promise.all([alt.engine.tableChecksums(alternateName(inst.name)), home.engine.tableChecksums(inst.name)]),
+      );
       const differ = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((t) => a[t]?.rows !== b[t]?.rows || a[t]?.digest !== b[t]?.digest);
       if (differ.length) throw new Error(`${input.when}: the home copy differs from the secondary in ${differ.length} table(s): ${differ.slice(0, 5).join(', ')}`);
       return { tables: Object.keys(a).length, rows: Object.values(a).reduce((n, t) => n + t.rows, 0) };

@@ -88,13 +88,20 @@ export async function ensureReplication(
     timeoutMs?: number;
     /** Stops waiting for the copy (the run was cancelled: an operator's runbook wants the instance). */
     signal?: AbortSignal;
+    /** Called before the target is made afresh, so the caller can record that it is seeding (never promotable meanwhile). */
+    onRecreate?: () => Promise<void>;
   },
 ): Promise<{ created: boolean; repaired: string[]; identityFull: string[] }> {
   const tag = ownerTag(instanceId);
   const { source, target } = p;
   const identityFull = await source.engine.publish(p.sourceDatabase, PUBLICATION);
   let created = false;
-  const subscribed = (await target.engine.databaseExists(p.targetDatabase)) && (await target.engine.subscriptionState(p.targetDatabase, p.subscription)) !== null;
+  let subscribed = (await target.engine.databaseExists(p.targetDatabase)) && (await target.engine.subscriptionState(p.targetDatabase, p.subscription)) !== null;
+  if (subscribed && !(await source.engine.slotPosition(p.subscription))) {
+    // A subscription whose slot is gone never receives anything again: it is made afresh.
+    await target.engine.unsubscribe(p.targetDatabase, p.subscription);
+    subscribed = false;
+  }
   if (!subscribed && opts.keepTarget) {
     await source.engine.dropSlot(p.subscription);
     await source.engine.createSlot(p.sourceDatabase, p.subscription);
@@ -102,6 +109,7 @@ export async function ensureReplication(
     created = true;
   } else if (!subscribed) {
     created = true;
+    await opts.onRecreate?.();
     opts.onProgress?.({ phase: 'schema', tablesReady: 0, tables: 0 });
     await target.engine.dropDatabase(p.targetDatabase, tag);
     await source.engine.dropSlot(p.subscription);

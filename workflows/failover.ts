@@ -8,7 +8,7 @@ import {
   proxyActivities,
   sleep,
   startChild,
-  uuid4,
+  workflowInfo,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type * as activities from '../activities/index.js';
@@ -58,6 +58,9 @@ const promotion = proxyActivities<Acts>({
 /** The monitor's checks: one attempt each; a failed check is the next check's business. */
 const monitor = proxyActivities<Acts>({ startToCloseTimeout: '90s', retry: { maximumAttempts: 1 } });
 
+/** How long the backup of an old primary is kept: in effect until an operator deletes it. */
+const OLD_PRIMARY_RETENTION_DAYS = 3650;
+
 /** Checks per monitor run before it continues as new, so its history stays short. */
 const CHECKS_PER_RUN = 200;
 
@@ -89,11 +92,23 @@ function tracker(state: RunState, instanceId: string, name: string) {
 }
 
 /** Takes an instance's lock for this run, waiting up to `waitSeconds` while another run holds it; false if it never came. */
-async function lockOrSkip(state: RunState, instanceId: string, runbook: (typeof Runbooks)[keyof typeof Runbooks], waitSeconds: number): Promise<boolean> {
+async function lockOrSkip(
+  state: RunState,
+  instanceId: string,
+  runbook: (typeof Runbooks)[keyof typeof Runbooks],
+  waitSeconds: number,
+  stillDue: (inst: { state: string; activeRegion: string; homeRegion: string }) => boolean,
+): Promise<boolean> {
   const deadline = Date.now() + waitSeconds * 1000;
   for (;;) {
     try {
-      await catalog.acquireInstanceLock({ instanceId, runbook });
+      const inst = await catalog.acquireInstanceLock({ instanceId, runbook });
+      // Another run (a second failover, say) may have moved it while this one waited.
+      if (!stillDue(inst)) {
+        await catalog.releaseInstanceLock({ instanceId });
+        state.warn(`left out ${instanceId}: it is now ${inst.state} in ${inst.activeRegion}`);
+        return false;
+      }
       return true;
     } catch (err) {
       const busy = err instanceof Error && err.cause instanceof ApplicationFailure && err.cause.type === FailureTypes.instanceBusy;
@@ -151,7 +166,7 @@ export async function geoSecondaryWorkflow(input: InstanceRunInput): Promise<{ a
  */
 export async function regionMonitorWorkflow(input: RegionMonitorInput): Promise<void> {
   const state = new RunState(Runbooks.regionMonitor, `region:${input.region}`);
-  for (let i = 0; i < CHECKS_PER_RUN; i++) {
+  for (let i = 0; i < CHECKS_PER_RUN && !workflowInfo().continueAsNewSuggested; i++) {
     try {
       const r = await monitor.checkRegionHealth({ region: input.region, outageAfter: input.outageAfter });
       state.status.step = r.healthy ? 'healthy' : r.outageSince ? 'outage' : `unreachable (${r.failedChecks} failed check(s))`;
@@ -232,8 +247,9 @@ export async function regionFailoverWorkflow(input: RegionFailoverInput): Promis
   try {
     await state.step('lock-instances', async () => {
       for (const t of plan.targets) {
-        if (await lockOrSkip(state, t.instanceId, Runbooks.regionFailover, input.lockWaitSeconds ?? 120)) locked.push(t.instanceId);
-        else result.skipped.push({ instanceId: t.instanceId, name: t.name, reason: 'another run held it' });
+        const due = (i: { state: string; activeRegion: string; homeRegion: string }) => i.state === 'active' && i.activeRegion === input.region && i.homeRegion === input.region;
+        if (await lockOrSkip(state, t.instanceId, Runbooks.regionFailover, input.lockWaitSeconds ?? 120, due)) locked.push(t.instanceId);
+        else result.skipped.push({ instanceId: t.instanceId, name: t.name, reason: 'another run held it or moved it' });
       }
     });
     const targets = plan.targets.filter((t) => locked.includes(t.instanceId));
@@ -270,10 +286,7 @@ export async function regionFailoverWorkflow(input: RegionFailoverInput): Promis
         remindEveryMs: (input.signoffRemindEveryMinutes ?? 15) * 60_000,
       });
       if (gate.decision !== 'approved') {
-        // Nothing changes: primaries blocked for a drain that did not finish take writes again.
-        await CancellationScope.nonCancellable(async () => {
-          for (const id of blocked) await untilDone.reopenWrites({ instanceId: id, which: 'home' });
-        });
+        // Nothing changes: primaries blocked for a drain that did not finish take writes again (finally, below).
         result.outcome = gate.decision === 'rejected' ? 'aborted' : 'expired';
         state.finish();
         return result;
@@ -309,6 +322,11 @@ export async function regionFailoverWorkflow(input: RegionFailoverInput): Promis
     state.finish(err);
     throw err;
   } finally {
+    // A primary blocked for the switchover and not promoted (a failure, a cancel, a refused promotion) takes writes again.
+    const stranded = blocked.filter((id) => !result.instances[id]?.promoted);
+    await CancellationScope.nonCancellable(async () => {
+      for (const id of stranded) await untilDone.reopenWrites({ instanceId: id, which: 'home' });
+    });
     await releaseAll(locked);
   }
 }
@@ -331,7 +349,7 @@ export async function failbackWorkflow(input: FailbackInput): Promise<FailbackRe
   const locked: string[] = [];
   try {
     await state.step('lock-instances', async () => {
-      for (const t of plan.targets) if (await lockOrSkip(state, t.instanceId, Runbooks.failback, 120)) locked.push(t.instanceId);
+      for (const t of plan.targets) if (await lockOrSkip(state, t.instanceId, Runbooks.failback, 120, (i) => i.state === 'failed_over')) locked.push(t.instanceId);
     });
     const targets = plan.targets.filter((t) => locked.includes(t.instanceId));
     if (!targets.length) {
@@ -349,24 +367,37 @@ export async function failbackWorkflow(input: FailbackInput): Promise<FailbackRe
           const exists = await catalog.oldPrimaryExists({ instanceId: id });
           let backupId: string | null = null;
           if (exists) {
-            backupId = fo?.oldPrimaryBackupId ?? `bk-${uuid4()}`;
+            // Derived from the failover, so a failback run again finds the same backup instead of taking a second one.
+            backupId = fo?.oldPrimaryBackupId ?? `bk-old-primary-${(fo?.id ?? `${workflowInfo().workflowId}/${id}`).replace(/[^A-Za-z0-9-]/g, '-')}`;
             const b = backupId;
             await tr.step('backup-old-primary', () =>
-              takeBackup(state, { instanceId: id, backupId: b, kind: 'on_demand', label: `failback: the old primary of ${t.name}, before it is rebuilt`, retentionDays: 30, source: { region: input.region, database: t.name } }, `${t.name}:`),
+              takeBackup(
+                state,
+                // Kept ten years: what the old primary had is never thrown away by retention; an operator deletes it.
+                { instanceId: id, backupId: b, kind: 'on_demand', label: `failback: the old primary of ${t.name}, before it is rebuilt`, retentionDays: OLD_PRIMARY_RETENTION_DAYS, source: { region: input.region, database: t.name } },
+                `${t.name}:`,
+              ),
             );
           } else {
             state.warn(`${t.name}: the old primary's database is gone; nothing of it can be kept or measured`);
           }
-          const measured = fo ? await tr.step('measure-loss', () => catalog.measureDivergence({ instanceId: id, failoverId: fo.id, backupId })) : null;
+          const measured = fo ? await tr.step('measure-loss', () => seeding.measureDivergence({ instanceId: id, failoverId: fo.id, backupId })) : null;
           await tr.step('reseed-home', () => seeding.reseedHome({ instanceId: id, backupId }));
           await tr.step('catch-up', () => seeding.waitCaughtUp({ instanceId: id, timeoutSeconds: 3600 }));
           blockedServing = true;
           const { blockedAt } = await tr.step('block-writes', () => seeding.blockServingAndDrain({ instanceId: id, timeoutSeconds: input.switchTimeoutSeconds ?? 60 }));
-          await tr.step('verify-before-switch', () => catalog.verifyEqual({ instanceId: id, when: 'before-switch' }));
+          await tr.step('verify-before-switch', () => seeding.verifyEqual({ instanceId: id, when: 'before-switch' }));
           await tr.step('restore-forward-replication', () => ddl.restoreForward({ instanceId: id }));
           await tr.step('switch-endpoint', () => catalog.switchEndpoint({ instanceId: id, to: 'home' }));
           blockedServing = false;
-          await tr.step('verify-after-switch', () => untilDone.verifyEqual({ instanceId: id, when: 'after-switch' }));
+          await tr.step('verify-after-switch', async () => {
+            try {
+              await seeding.verifyEqual({ instanceId: id, when: 'after-switch' });
+            } catch (err) {
+              // Nothing could write between the two checks; home is opened rather than kept blocked, and the difference reported.
+              state.warn(`${t.name}: ${errorMessage(err)}; compare the two copies before dropping the alternate`);
+            }
+          });
           const { openedAt } = await tr.step('open-home', () => untilDone.openHome({ instanceId: id }));
           const writeBlockedSeconds = (Date.parse(openedAt) - Date.parse(blockedAt)) / 1000;
           await tr.step('record', () => untilDone.recordFailback({ instanceId: id, failoverId: fo?.id ?? null, writeBlockedSeconds }));

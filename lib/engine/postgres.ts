@@ -390,6 +390,8 @@ export class PostgresEngine implements InstanceEngine {
   async createSlot(name: string, slot: string): Promise<void> {
     await this.withDatabase(name, async (sql) => {
       const [existing] = await sql`SELECT 1 FROM pg_replication_slots WHERE slot_name = ${slot}`;
+      // A new slot waits for every running transaction on the server: bounded, so a long report cannot hold a switch for ever.
+      await sql`SET statement_timeout = '60s'`;
       if (!existing) await sql`SELECT pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
     });
   }
@@ -478,7 +480,7 @@ export class PostgresEngine implements InstanceEngine {
     return this.withDatabase(name, async (sql) => {
       const rows = await sql<{ t: string }[]>`
         SELECT format('%I.%I', n.nspname, c.relname) AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1`;
+        WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1`;
       return rows.map((r) => r.t);
     });
   }
@@ -496,8 +498,9 @@ export class PostgresEngine implements InstanceEngine {
   async blockWrites(name: string): Promise<number> {
     await this.setReadOnly(name, true);
     await this.setConnectionsAllowed(name, false);
+    // Waits (up to 5 s each) until each session is gone, so no commit lands after the caller reads the WAL position.
     const rows = await this.admin`
-      SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+      SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
       WHERE datname = ${name} AND pid <> pg_backend_pid() AND backend_type <> 'walsender'`;
     return rows.length;
   }
@@ -505,6 +508,7 @@ export class PostgresEngine implements InstanceEngine {
   async tableChecksums(name: string): Promise<TableChecksums> {
     const tables = await this.tables(name);
     return this.withDatabase(name, async (sql) => {
+      await canonicalText(sql);
       const out: TableChecksums = {};
       for (const t of tables) {
         const [row] = await sql.unsafe<{ rows: string; digest: string }[]>(
@@ -543,6 +547,7 @@ export class PostgresEngine implements InstanceEngine {
     const copy = `bcdr_peek_${randomUUID().replace(/-/g, '').slice(0, 16)}`;
     return this.withDatabase(name, async (sql) => {
       // A temporary copy decoding as text: the subscriber's own slot is left exactly as it was.
+      await canonicalText(sql);
       await sql`SELECT pg_copy_logical_replication_slot(${slot}, ${copy}, true, 'test_decoding')`;
       const rows = await sql<{ data: string }[]>`
         SELECT data FROM pg_logical_slot_peek_changes(${copy}, NULL, NULL, 'include-timestamp', 'on', 'skip-empty-xacts', 'on', 'include-xids', 'off')`;
@@ -553,15 +558,14 @@ export class PostgresEngine implements InstanceEngine {
   async rowsPresent(name: string, table: string, rows: Record<string, string | null>[]): Promise<boolean[]> {
     if (!rows.length) return [];
     return this.withDatabase(name, async (sql) => {
+      await canonicalText(sql);
       const [rel] = await sql<{ t: string | null }[]>`SELECT to_regclass(${table})::text AS t`;
       if (!rel?.t) return rows.map(() => false);
-      const pk = await sql<{ col: string }[]>`
-        SELECT quote_ident(a.attname) AS col FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-        WHERE i.indrelid = ${rel.t}::regclass AND i.indisprimary`;
       const out: boolean[] = [];
       for (const row of rows) {
-        const cols = pk.length ? pk.map((p) => p.col) : Object.keys(row);
-        if (!cols.every((c) => c in row && isIdentifier(c))) {
+        // Every column the change carries must match (values too large to be in the WAL record are left out).
+        const cols = Object.keys(row).filter((c) => row[c] !== UNCHANGED_TOAST);
+        if (!cols.length || !cols.every(isIdentifier)) {
           out.push(false);
           continue;
         }
@@ -583,12 +587,23 @@ function qualifiedPattern(table: string): string {
   return table;
 }
 
+/** test_decoding's placeholder for a TOASTed value an UPDATE did not change. */
+const UNCHANGED_TOAST = '\u0000unchanged-toast-datum';
+
+/** Session settings under which two servers print the same value as the same text (checksums, decoded WAL). */
+async function canonicalText(sql: postgres.Sql): Promise<void> {
+  await sql`SET TimeZone = 'UTC'`;
+  await sql`SET DateStyle = 'ISO, YMD'`;
+  await sql`SET IntervalStyle = 'postgres'`;
+  await sql`SET extra_float_digits = 3`;
+}
+
 /** A column name as quote_ident prints it: a plain identifier, or a double-quoted one. */
 function isIdentifier(s: string): boolean {
   return /^[a-z_][a-z0-9_$]*$/.test(s) || /^"(?:[^"]|"")+"$/.test(s);
 }
 
-const COLUMN = /("(?:[^"]|"")+"|[^\s[]+)\[((?:[^[\]]|\[\])*)\]:('(?:[^']|'')*'|\S+)/g;
+const COLUMN = /("(?:[^"]|"")+"|[^\s[]+)\[((?:[^[\]]|\[\])*)\]:('(?:[^']|'')*'|B'[01]*'|\S+)/g;
 
 /** Parses test_decoding's text output into committed changes (the commit time is on each transaction's COMMIT line). */
 export function parseTestDecoding(lines: string[]): UnconfirmedChange[] {
@@ -601,19 +616,23 @@ export function parseTestDecoding(lines: string[]): UnconfirmedChange[] {
     }
     if (line.startsWith('COMMIT')) {
       const at = /\(at (.+)\)/.exec(line)?.[1] ?? null;
-      const committedAt = at ? new Date(at.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')).toISOString() : null;
+      const when = at ? new Date(at.replace(' ', 'T').replace(/([+-]\d\d)$/, '$1:00')) : null;
+      const committedAt = when && !Number.isNaN(when.getTime()) ? when.toISOString() : null;
       for (const c of pending) out.push({ ...c, committedAt });
       pending = [];
       continue;
     }
-    const m = /^table (.+?): (INSERT|UPDATE|DELETE): (.*)$/.exec(line);
+    const m = /^table (.+?): (INSERT|UPDATE|DELETE): ([\s\S]*)$/.exec(line);
     if (!m) continue;
-    let body = m[3]!;
-    if (m[2] === 'UPDATE' && body.includes(' new-tuple: ')) body = body.slice(body.indexOf(' new-tuple: ') + ' new-tuple: '.length);
-    const row: Record<string, string | null> = {};
+    const body = m[3]!;
+    let row: Record<string, string | null> = {};
+    let prevEnd = 0;
     for (const col of body.matchAll(COLUMN)) {
+      // An UPDATE that carries its old key lists it first; the new tuple starts after the `new-tuple:` marker between two values.
+      if (body.slice(prevEnd, col.index).includes('new-tuple:')) row = {};
+      prevEnd = col.index + col[0].length;
       const raw = col[3]!;
-      row[col[1]!] = raw === 'null' ? null : raw.startsWith("'") ? raw.slice(1, -1).replace(/''/g, "'") : raw;
+      row[col[1]!] = raw === 'null' ? null : raw === 'unchanged-toast-datum' ? UNCHANGED_TOAST : raw.startsWith("'") ? raw.slice(1, -1).replace(/''/g, "'") : raw.startsWith("B'") ? raw.slice(2, -1) : raw;
     }
     pending.push({ table: m[1]!, op: m[2] as UnconfirmedChange['op'], row, committedAt: null });
   }
