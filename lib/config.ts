@@ -57,6 +57,8 @@ export const configSchema = z
     /** Test-only: arms fault hooks in the activity layer (see activities/faults.ts). Never set it in production. */
     BCDR_FAULT_FILE: z.string().optional(),
     RETENTION_SWEEP_EVERY_MINUTES: z.coerce.number().int().min(1).max(24 * 60).default(60),
+    /** Create or update the fleet-wide retention sweep schedule when this worker starts (`false` for workers of another catalog). */
+    FLEET_SCHEDULES: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
     /** Start (or replace) the region monitors when this worker starts; `false` for workers that should leave them alone. */
     REGION_MONITORS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
     /** Seconds between a region monitor's health checks (each also measures replication lag and copies sequences). */

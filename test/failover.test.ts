@@ -9,7 +9,6 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrateCatalog } from '../db/migrate.js';
 import { auditEvents, backups, failovers } from '../db/schema/index.js';
 import { loadConfig, type Config } from '../lib/config.js';
-import { ensureRetentionSweepSchedule } from '../lib/schedules.js';
 import { runSearchAttributes } from '../lib/temporal.js';
 import type { RegionFailoverInput } from '../workflows/contract.js';
 import { subscriptionName } from '../lib/replication.js';
@@ -107,6 +106,8 @@ beforeAll(async () => {
     AUTO_FAILOVER: 'true',
     FAILOVER_REMIND_SECONDS: '2',
     BCDR_FAULT_FILE: path.join(root, 'faults.json'),
+    // The fleet-wide sweep schedule belongs to the suite's worker and catalog: these workers leave it alone.
+    FLEET_SCHEDULES: 'false',
   };
   cfg = loadConfig(env);
   worker = await createBcdrWorker(cfg);
@@ -132,11 +133,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
-  // This file's workers pointed the (paused) fleet sweep at their queue; point it back at the suite's.
-  if (ctx) {
-    const shared = loadConfig(inject('bcdrEnv'));
-    await ensureRetentionSweepSchedule(ctx.temporal, shared.TEMPORAL_TASK_QUEUE, shared.RETENTION_SWEEP_EVERY_MINUTES);
-  }
   await ctx?.close();
   worker?.worker.shutdown();
   await running?.catch(() => {});

@@ -27,7 +27,7 @@ export const workflowsPath = path.join(projectRoot, isCompiled ? 'dist/workflows
 export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { code: string } } = {}): Promise<BcdrWorker> {
   const { client, connection } = await connectTemporal(cfg);
   await ensureSearchAttributes(connection, cfg.TEMPORAL_NAMESPACE);
-  await ensureRetentionSweepSchedule(client, cfg.TEMPORAL_TASK_QUEUE, cfg.RETENTION_SWEEP_EVERY_MINUTES);
+  if (cfg.FLEET_SCHEDULES) await ensureRetentionSweepSchedule(client, cfg.TEMPORAL_TASK_QUEUE, cfg.RETENTION_SWEEP_EVERY_MINUTES);
   const catalog = createDb(cfg.CATALOG_DATABASE_URL);
   await syncRegions(catalog.db, cfg);
   const regions = openRegions(cfg);
