@@ -318,7 +318,9 @@ describe('region failover with sign-off, and failback', () => {
     for (const [k, i] of instances.entries()) {
       const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.kind, 'unplanned')));
       expect(fo!.status).toBe('failed_back');
-      expect(fo!.measured!.rows).toBe(lostBefore[k]!.length);
+      // The writer may also have had one commit in flight when east died: durable there, never acknowledged to it.
+      expect(fo!.measured!.rows).toBeGreaterThanOrEqual(lostBefore[k]!.length);
+      expect(fo!.measured!.rows).toBeLessThanOrEqual(lostBefore[k]!.length + 1);
       if (k === 0) expect(fo!.measured!.windowSeconds).toBeGreaterThan(0.5);
       // The divergent rows are in the backup taken first.
       const [b] = await ctx.db.select().from(backups).where(eq(backups.id, fo!.oldPrimaryBackupId!));
