@@ -4,10 +4,10 @@ import { backupSchedules, instances, type InstanceRow, type InstanceState, type 
 import { audit } from '../lib/audit.js';
 import { DatabaseConflictError } from '../lib/engine/types.js';
 import { acquireLock, releaseLock } from '../lib/locks.js';
-import { GEO_SECONDARY_RUNBOOK, removeGeoSecondary, yieldGeoSecondary } from '../lib/replication.js';
+import { removeGeoSecondary, yieldGeoSecondary } from '../lib/replication.js';
 import { isRunRunning } from '../lib/runs.js';
 import { backupScheduleId, deleteBackupSchedule, upsertBackupSchedule } from '../lib/schedules.js';
-import { FailureTypes, type Runbook } from '../workflows/contract.js';
+import { FailureTypes, Runbooks, type Runbook } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { ownerTag, restoreNames } from './names.js';
 
@@ -23,7 +23,7 @@ export function instanceActivities(deps: ActivityDeps) {
     async acquireInstanceLock(input: { instanceId: string; runbook: Runbook }): Promise<InstanceSnapshot> {
       const workflowId = callerWorkflowId();
       // Housekeeping (a geo-secondary being made or repaired) yields to any runbook.
-      if (input.runbook !== GEO_SECONDARY_RUNBOOK) await yieldGeoSecondary(deps.db, deps.temporal, input.instanceId, 20_000);
+      if (input.runbook !== Runbooks.geoSecondary) await yieldGeoSecondary(deps.db, deps.temporal, input.instanceId, 20_000);
       const res = await acquireLock(deps.db, { ...input, workflowId }, (id) => isRunRunning(deps.temporal, id));
       if (!res.ok && res.reason === 'not_found') {
         throw ApplicationFailure.nonRetryable(`instance ${input.instanceId} does not exist`, FailureTypes.instanceNotFound);

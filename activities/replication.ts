@@ -3,7 +3,7 @@ import { and, eq, inArray, sql } from 'drizzle-orm';
 import { backups, failovers, instances, regions as regionsTable, replicas, type InstanceRow, type LossEstimate, type MeasuredLoss, type ReplicaRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
 import { PUBLICATION, alternateName, ensureReplication, type ReplicationPair, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
-import { FailureTypes } from '../workflows/contract.js';
+import { FailureTypes, Runbooks } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { ownerTag } from './names.js';
 
@@ -252,7 +252,7 @@ export function replicationActivities(deps: ActivityDeps) {
           if (inst.activeRegion !== inst.homeRegion) continue;
           // Only an instance that takes writes is measured: a runbook acting on it (a swap, a failover) owns its database
           // meanwhile, and the measure's sessions (and sequence copy) would race its steps. Backups only read.
-          const quiet = inst.state === 'active' && (!inst.lockedRunbook || inst.lockedRunbook === 'on-demand-backup' || inst.lockedRunbook === 'daily-backup');
+          const quiet = inst.state === 'active' && (!inst.lockedRunbook || inst.lockedRunbook === Runbooks.onDemandBackup || inst.lockedRunbook === Runbooks.dailyBackup);
           let state = row?.state;
           if (row && row.direction === 'forward' && row.state !== 'seeding' && quiet) {
             const failed = await within(10_000, measure(inst, row)).then(

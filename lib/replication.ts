@@ -8,6 +8,7 @@ import type { RegionHandles } from '../activities/deps.js';
 import { ownerTag } from '../activities/names.js';
 import type { Database } from '../db/client.js';
 import { instances, replicas, type InstanceRow, type ReplicaRow } from '../db/schema/index.js';
+import { Runbooks } from '../workflows/contract.js';
 import { audit } from './audit.js';
 import type { InstanceEngine } from './engine/types.js';
 
@@ -206,16 +207,13 @@ export async function removeGeoSecondary(db: Database, regions: Map<string, Regi
   return true;
 }
 
-/** The runbook name of the geo-secondary housekeeping run (kept here so the API and activities agree without importing workflows). */
-export const GEO_SECONDARY_RUNBOOK = 'geo-secondary';
-
 /**
  * Cancels the geo-secondary run holding the instance, if one does, and waits
  * (up to `waitMs`) until it has let go. Housekeeping yields to runbooks.
  */
 export async function yieldGeoSecondary(db: Database, temporal: Client, instanceId: string, waitMs = 30_000): Promise<boolean> {
   const [row] = await db.select({ run: instances.lockedByRun, runbook: instances.lockedRunbook }).from(instances).where(eq(instances.id, instanceId));
-  if (!row?.run || row.runbook !== GEO_SECONDARY_RUNBOOK) return false;
+  if (!row?.run || row.runbook !== Runbooks.geoSecondary) return false;
   try {
     await temporal.workflow.getHandle(row.run).cancel();
   } catch (err) {
