@@ -152,6 +152,26 @@ export function replicationActivities(deps: ActivityDeps) {
     return { sequencesAdvanced };
   }
 
+  /**
+   * Fences an instance's old primary: its home database refuses writes
+   * (read-only by default, no new connections, client sessions ended), and
+   * the instance shows since when. Idempotent: a fence someone lifted by hand
+   * is put back at the next check.
+   */
+  async function fence(inst: InstanceRow, reason: string): Promise<boolean> {
+    const home = region(deps, inst.homeRegion);
+    if (!(await home.engine.databaseExists(inst.name))) return false;
+    const holding = (await home.engine.readOnly(inst.name)) && !(await home.engine.connectionsAllowed(inst.name));
+    if (!holding) await home.engine.blockWrites(inst.name);
+    if (!inst.fencedAt || !holding) {
+      await deps.db.transaction(async (tx) => {
+        await tx.update(instances).set({ fencedAt: inst.fencedAt ?? new Date(), updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+        await audit(tx, { actor: 'system:monitor', action: 'instance.fenced', instanceId: inst.id, subject: inst.name, details: { database: inst.name, region: home.name, reason } });
+      });
+    }
+    return !holding;
+  }
+
   return {
     /**
      * Creates (or completes, or repairs after schema drift) the instance's
@@ -229,12 +249,20 @@ export function replicationActivities(deps: ActivityDeps) {
      * as either server of the pair stops answering: that is the health
      * check's business.
      */
-    async reconcileRegion(input: { region: string; budgetMs?: number }): Promise<{ needReplica: string[]; dropReplica: string[]; measured: number }> {
+    async reconcileRegion(input: { region: string; budgetMs?: number }): Promise<{ needReplica: string[]; dropReplica: string[]; measured: number; fenced: string[] }> {
       const r = region(deps, input.region);
       const pair = deps.regions.get(r.pair);
-      const out = { needReplica: [] as string[], dropReplica: [] as string[], measured: 0 };
-      if (!pair || !(await pair.engine.ping())) return out;
+      const out = { needReplica: [] as string[], dropReplica: [] as string[], measured: 0, fenced: [] as string[] };
       const homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
+      // First, before anything else runs there: the old primaries of failed-over instances refuse writes.
+      // A home database a failback is rebuilding (reverse replication, or the failback holding the instance) is not the old primary.
+      const rebuilding = new Set(
+        (homed.length ? await deps.db.select().from(replicas).where(and(inArray(replicas.instanceId, homed.map((i) => i.id)), eq(replicas.direction, 'reverse'))) : []).map((r) => r.instanceId),
+      );
+      for (const inst of homed.filter((i) => i.state === 'failed_over' && i.activeRegion !== input.region && i.lockedRunbook !== 'failback' && !rebuilding.has(i.id))) {
+        if (await fence(inst, 'the region answers again while the instance is failed over')) out.fenced.push(inst.id);
+      }
+      if (!pair || !(await pair.engine.ping())) return out;
       const rows = homed.length ? await deps.db.select().from(replicas).where(inArray(replicas.instanceId, homed.map((i) => i.id))) : [];
       const deadline = Date.now() + (input.budgetMs ?? 60_000);
       const due = homed
@@ -319,8 +347,8 @@ export function replicationActivities(deps: ActivityDeps) {
     async blockAndDrain(input: { instanceId: string; timeoutSeconds: number }): Promise<{ caughtUp: boolean; lagBytes: number; waitedMs: number }> {
       const inst = await loadInstance(deps, input.instanceId);
       const p = replicationPair(deps.regions, inst, 'forward');
-      await p.source.engine.blockWrites(p.sourceDatabase);
-      await audited('instance.writes-blocked', inst, { database: p.sourceDatabase, region: p.source.name, reason: 'planned switchover' });
+      // The old primary is fenced the same way as after an outage, before the secondary is promoted.
+      await fence(inst, 'planned switchover');
       return drain(p, input.timeoutSeconds);
     },
 
@@ -573,6 +601,13 @@ export function replicationActivities(deps: ActivityDeps) {
       await home.engine.setConnectionsAllowed(inst.name, true);
       // Sessions opened while it was read-only keep that default.
       await home.engine.terminateSessions(inst.name);
+      const fencedSince = inst.fencedAt;
+      if (fencedSince) {
+        await deps.db.transaction(async (tx) => {
+          await tx.update(instances).set({ fencedAt: null, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+          await audit(tx, { actor: 'system:runbook', action: 'instance.unfenced', instanceId: inst.id, subject: inst.name, details: { workflowId: callerWorkflowId(), fencedSince: fencedSince.toISOString() } });
+        });
+      }
       return { openedAt: new Date().toISOString() };
     },
 
@@ -589,6 +624,7 @@ export function replicationActivities(deps: ActivityDeps) {
       if (!(await r.engine.databaseExists(database))) return;
       await r.engine.setReadOnly(database, false);
       await r.engine.setConnectionsAllowed(database, true);
+      if (input.which === 'home') await deps.db.update(instances).set({ fencedAt: null, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
       await audited('instance.writes-reopened', inst, { database, region: r.name });
     },
 

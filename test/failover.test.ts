@@ -149,7 +149,7 @@ const runResult = async (workflowId: string) => {
 const unchanged = async () => {
   for (const i of instances) {
     const d = (await ctx.call('GET', `/v1/instances/${i.id}`)).body;
-    expect(d).toMatchObject({ state: 'active', activeRegion: 'east' });
+    expect(d).toMatchObject({ state: 'active', activeRegion: 'east', fencedSince: null });
     expect(d.endpoint).toContain(`:${eastPort}/${i.name}`);
     expect(d.replication.state).toBe('streaming');
   }
@@ -201,6 +201,7 @@ describe('region failover with sign-off, and failback', () => {
     for (const [k, i] of instances.entries()) {
       const ep = (await ctx.call('GET', `/v1/instances/${i.id}/endpoint`)).body;
       expect(ep.endpoint).toContain(`/${i.name}--s`);
+      expect((await ctx.call('GET', `/v1/instances/${i.id}`)).body.fencedSince).not.toBeNull();
       const ids = await onDb(ep.endpoint, async (sql) => (await sql<{ id: string }[]>`select id from writes`).map((r) => Number(r.id)));
       const have = new Set(ids);
       expect(writers[k]!.committed.length).toBeGreaterThan(10);
@@ -313,7 +314,20 @@ describe('region failover with sign-off, and failback', () => {
     const [brow] = await ctx.db.select().from(backups).where(eq(backups.id, bk.body.backupId));
     expect(brow).toMatchObject({ region: 'west', status: 'completed' });
 
-    await restartEast();
+    const answeredAt = await restartEast();
+    // The old primaries are fenced by the monitor as soon as east answers: a client on the old endpoint cannot write there.
+    await eventually('every old primary fenced', async () => {
+      for (const i of instances) if (!(await ctx.call('GET', `/v1/instances/${i.id}`)).body.fencedSince) return false;
+      return true;
+    }, 30_000);
+    const fencedAfterSeconds = (Date.now() - answeredAt) / 1000;
+    expect(fencedAfterSeconds).toBeLessThan(15);
+    console.log(`old primaries fenced ${fencedAfterSeconds.toFixed(2)} s after east answered again`);
+    for (const i of instances) {
+      await expect(onDb(dbUrl(east, i.name), (sql) => sql`insert into writes (note) values ('split brain')`)).rejects.toThrow(/read-only|not currently accepting connections/);
+      const fenced = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, i.id), eq(auditEvents.action, 'instance.fenced')));
+      expect(fenced.length).toBeGreaterThan(0);
+    }
     await failBack('failback-after-outage');
     for (const [k, i] of instances.entries()) {
       const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.kind, 'unplanned')));
@@ -339,9 +353,12 @@ async function killEast() {
   if (r.status !== 0) throw new Error(`could not kill east: ${r.stderr}`);
 }
 
-async function restartEast() {
+/** Starts east again; returns when its server answered. */
+async function restartEast(): Promise<number> {
   east = await startCluster({ name: 'east', pgBin, dataDir: east.dataDir, port: eastPort });
+  const answeredAt = Date.now();
   await eventually('east healthy again', async () => ((await ctx.call('GET', '/v1/regions')).body.regions as { name: string; health: string }[]).find((r) => r.name === 'east')?.health === 'healthy');
+  return answeredAt;
 }
 
 /** Fails back every instance and checks the episode: data equal, endpoint home, replication forward, no stray slot. */
@@ -362,7 +379,7 @@ async function failBack(record?: string) {
     expect(r.done).toBe(true);
     expect(r.writeBlockedSeconds).toBeLessThan(30);
     const d = (await ctx.call('GET', `/v1/instances/${i.id}`)).body;
-    expect(d).toMatchObject({ state: 'active', activeRegion: 'east' });
+    expect(d).toMatchObject({ state: 'active', activeRegion: 'east', fencedSince: null });
     expect(d.endpoint).toContain(`:${eastPort}/${i.name}`);
     // Nothing written on the secondary is lost: every id its writer saw committed is home.
     const have = new Set(await onDb(dbUrl(east, i.name), async (sql) => (await sql<{ id: string }[]>`select id from writes`).map((x) => Number(x.id))));

@@ -34,6 +34,8 @@ export const instances = pgTable(
     endpoint: text('endpoint').notNull(),
     /** Set while another instance serves this one's endpoint (a production restore that failed twice). */
     servedBy: text('served_by'),
+    /** Set while the old primary of a failed-over instance is fenced (refuses writes); only the failback's switch lifts it. */
+    fencedAt: timestamp('fenced_at', { withTimezone: true }),
     lockedByRun: text('locked_by_run'),
     lockedRunbook: text('locked_runbook'),
     lockedAt: timestamp('locked_at', { withTimezone: true }),

@@ -1,0 +1,1 @@
+ALTER TABLE "instances" ADD COLUMN "fenced_at" timestamp with time zone;
