@@ -24,6 +24,8 @@ export interface ActivityDeps {
   taskQueue: string;
   /** Start time (UTC HH:MM) of a new instance's daily backup schedule. */
   defaultBackupStartTime?: string;
+  /** Failover readiness: the default RPO target (lag, seconds), the oldest a good backup may be, how often an unchanged readiness is stored again, and how old a lag measurement may be. */
+  readiness?: { rpoTargetSeconds: number; backupMaxAgeHours: number; refreshSeconds: number; measureMaxAgeSeconds: number };
   /** Test-only fault hooks; never set in production. */
   faults?: FaultHooks;
 }

@@ -2,10 +2,11 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import { backups, failovers, instances, regions as regionsTable, replicas, type InstanceRow, type LossEstimate, type MeasuredLoss, type ReplicaRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
-import { PUBLICATION, alternateName, ensureReplication, type ReplicationPair, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
+import { PUBLICATION, classifyFailoverTargets, ensureReplication, legacySecondaryDatabase, type ReplicationPair, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
 import { FailureTypes, Runbooks } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { ownerTag } from './names.js';
+import { assessReadiness, lastGoodBackups, recordReadiness } from '../lib/readiness.js';
 
 const HEARTBEAT_MS = 2_000;
 /** How far past the highest number in use an unplanned promotion moves each sequence: the old primary may have issued some that never arrived. */
@@ -81,7 +82,7 @@ export function replicationActivities(deps: ActivityDeps) {
   }
 
   /** Measures one forward replication and records lag, caught-up time and drift. */
-  async function measure(inst: InstanceRow, row: ReplicaRow): Promise<void> {
+  async function measure(inst: InstanceRow, row: ReplicaRow): Promise<{ subscriptionEnabled: boolean | null }> {
     const p = replicationPair(deps.regions, inst, row.direction);
     const now = new Date();
     const pos = await p.source.engine.slotPosition(p.subscription);
@@ -118,6 +119,36 @@ export function replicationActivities(deps: ActivityDeps) {
       const marks = Object.fromEntries(Object.entries(await p.source.engine.sequences(p.sourceDatabase)).filter((e): e is [string, string] => e[1] !== null));
       if (Object.keys(marks).length) await p.target.engine.advanceSequences(p.targetDatabase, marks);
     }
+    return { subscriptionEnabled: sub ? sub.enabled : null };
+  }
+
+  /**
+   * Judges and records the failover readiness of the region's production
+   * instances (see lib/readiness.ts): at every check, stored when it changes
+   * (an audited event) and at least every READINESS_REFRESH_SECONDS.
+   */
+  async function checkReadiness(homed: InstanceRow[], pairReachable: boolean, subscriptionEnabled: Map<string, boolean | null>): Promise<string[]> {
+    const prod = homed.filter((i) => i.type === 'production' && i.state !== 'provisioning');
+    if (!prod.length) return [];
+    const cfg = { rpoTargetSeconds: 5, backupMaxAgeHours: 26, refreshSeconds: 60, measureMaxAgeSeconds: 30, ...deps.readiness };
+    const reps = await deps.db.select().from(replicas).where(inArray(replicas.instanceId, prod.map((i) => i.id)));
+    const backupsAt = await lastGoodBackups(deps.db, prod.map((i) => i.id));
+    const changed: string[] = [];
+    for (const inst of prod) {
+      const replica = reps.find((r) => r.instanceId === inst.id && r.direction === 'forward');
+      const r = assessReadiness(inst, {
+        now: new Date(),
+        rpoTargetSeconds: inst.rpoTargetSeconds ?? cfg.rpoTargetSeconds,
+        backupMaxAgeHours: cfg.backupMaxAgeHours,
+        measureMaxAgeSeconds: cfg.measureMaxAgeSeconds,
+        secondaryReachable: pairReachable,
+        subscriptionEnabled: subscriptionEnabled.get(inst.id) ?? null,
+        replica,
+        lastGoodBackupAt: backupsAt.get(inst.id) ?? null,
+      });
+      if (await recordReadiness(deps.db, inst, r, cfg.refreshSeconds)) changed.push(inst.id);
+    }
+    return changed;
   }
 
   /** The promotion itself (see promoteSecondary). */
@@ -153,21 +184,34 @@ export function replicationActivities(deps: ActivityDeps) {
   }
 
   /**
-   * Fences an instance's old primary: its home database refuses writes
-   * (read-only by default, no new connections, client sessions ended), and
-   * the instance shows since when. Idempotent: a fence someone lifted by hand
-   * is put back at the next check.
+   * Fences an instance's old primary: its home database refuses writes, and
+   * the instance shows since when. The fence is the database's
+   * `default_transaction_read_only`, with every session that began before it
+   * ended (the door is shut while they are ended, then opened again). The
+   * database keeps accepting connections on purpose: a client given the
+   * multi-host URI (`target_session_attrs=read-write`) must find it read-only
+   * and move on to the promoted side; a refused connection would stop it at
+   * the first host. For the same reason a home region that came back without
+   * the database gets an empty, read-only placeholder of that name. Idempotent:
+   * a fence someone lifted by hand is put back at the next check.
    */
-  async function fence(inst: InstanceRow, reason: string): Promise<boolean> {
+  async function fence(inst: InstanceRow, reason: string, actor: 'system:monitor' | 'system:runbook'): Promise<boolean> {
     const home = region(deps, inst.homeRegion);
-    if (!(await home.engine.databaseExists(inst.name))) return false;
-    const holding = (await home.engine.readOnly(inst.name)) && !(await home.engine.connectionsAllowed(inst.name));
-    if (!holding) await home.engine.blockWrites(inst.name);
-    if (!inst.fencedAt || !holding) {
+    let placeholder = false;
+    if (!(await home.engine.databaseExists(inst.name))) {
+      await home.engine.createDatabase(inst.name, ownerTag(inst.id), { readOnly: true });
+      placeholder = true;
+    }
+    const holding = !placeholder && (await home.engine.readOnly(inst.name)) && (await home.engine.connectionsAllowed(inst.name));
+    if (!holding) {
+      const ended = await home.engine.blockWrites(inst.name);
+      await home.engine.setConnectionsAllowed(inst.name, true);
       await deps.db.transaction(async (tx) => {
         await tx.update(instances).set({ fencedAt: inst.fencedAt ?? new Date(), updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
-        await audit(tx, { actor: 'system:monitor', action: 'instance.fenced', instanceId: inst.id, subject: inst.name, details: { database: inst.name, region: home.name, reason } });
+        await audit(tx, { actor, action: 'instance.fenced', instanceId: inst.id, subject: inst.name, details: { database: inst.name, region: home.name, reason, sessionsEnded: ended, ...(placeholder ? { placeholder: true } : {}) } });
       });
+    } else if (!inst.fencedAt) {
+      await deps.db.update(instances).set({ fencedAt: new Date(), updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
     }
     return !holding;
   }
@@ -182,7 +226,14 @@ export function replicationActivities(deps: ActivityDeps) {
       const inst = await loadInstance(deps, input.instanceId);
       if (inst.type !== 'production' || inst.activeRegion !== inst.homeRegion) return { created: false, repaired: [] };
       const p = replicationPair(deps.regions, inst, 'forward');
-      const existing = await replicaRow(inst.id);
+      let existing = await replicaRow(inst.id);
+      if (existing?.direction === 'forward' && existing.targetDatabase === legacySecondaryDatabase(inst.name) && existing.targetDatabase !== p.targetDatabase) {
+        // A secondary made before 0.2 (`<name>--s`) cannot share a multi-host URI with its primary: it is replaced by a fresh copy.
+        await removeReplication({ ...p, targetDatabase: existing.targetDatabase }, inst.id, { dropTarget: true });
+        await deps.db.delete(replicas).where(eq(replicas.instanceId, inst.id));
+        await audited('replication.removed', inst, { targetRegion: existing.targetRegion, targetDatabase: existing.targetDatabase, reason: 'replaced by a secondary of the same database name' });
+        existing = undefined;
+      }
       if (!existing) await recordReplica(deps.db, p, inst.id, { state: 'seeding' });
       let progress: SeedProgress = { phase: 'schema', tablesReady: 0, tables: 0 };
       const signal = Context.current().cancellationSignal;
@@ -260,9 +311,13 @@ export function replicationActivities(deps: ActivityDeps) {
         (homed.length ? await deps.db.select().from(replicas).where(and(inArray(replicas.instanceId, homed.map((i) => i.id)), eq(replicas.direction, 'reverse'))) : []).map((r) => r.instanceId),
       );
       for (const inst of homed.filter((i) => i.state === 'failed_over' && i.activeRegion !== input.region && i.lockedRunbook !== 'failback' && !rebuilding.has(i.id))) {
-        if (await fence(inst, 'the region answers again while the instance is failed over')) out.fenced.push(inst.id);
+        if (await fence(inst, 'the region answers again while the instance is failed over', 'system:monitor')) out.fenced.push(inst.id);
       }
-      if (!pair || !(await pair.engine.ping())) return out;
+      const subscriptionEnabled = new Map<string, boolean | null>();
+      if (!pair || !(await pair.engine.ping())) {
+        await checkReadiness(homed, false, subscriptionEnabled);
+        return out;
+      }
       const rows = homed.length ? await deps.db.select().from(replicas).where(inArray(replicas.instanceId, homed.map((i) => i.id))) : [];
       const deadline = Date.now() + (input.budgetMs ?? 60_000);
       const due = homed
@@ -284,7 +339,10 @@ export function replicationActivities(deps: ActivityDeps) {
           let state = row?.state;
           if (row && row.direction === 'forward' && row.state !== 'seeding' && quiet) {
             const failed = await within(10_000, measure(inst, row)).then(
-              () => null,
+              (m) => {
+                subscriptionEnabled.set(inst.id, m.subscriptionEnabled);
+                return null;
+              },
               (err: unknown) => err,
             );
             if (failed) {
@@ -300,10 +358,14 @@ export function replicationActivities(deps: ActivityDeps) {
               state = (await replicaRow(inst.id))?.state;
             }
           }
-          if (inst.state === 'active' && !inst.lockedByRun && (!row || state === 'drift' || state === 'broken')) out.needReplica.push(inst.id);
+          const legacy = row?.direction === 'forward' && row.targetDatabase !== inst.name;
+          if (inst.state === 'active' && !inst.lockedByRun && (!row || legacy || state === 'drift' || state === 'broken')) out.needReplica.push(inst.id);
         }
       };
       await Promise.all(Array.from({ length: 4 }, lane));
+      // Fresh rows: the lanes may have changed an instance (a fence, a lock) since the list was read.
+      const fresh = homed.length ? await deps.db.select().from(instances).where(inArray(instances.id, homed.map((i) => i.id))) : [];
+      await checkReadiness(fresh, !serversDown, subscriptionEnabled);
       return out;
     },
 
@@ -313,22 +375,18 @@ export function replicationActivities(deps: ActivityDeps) {
       const reachable = await r.engine.ping();
       const rows = await deps.db.select().from(instances).where(and(eq(instances.activeRegion, input.region), eq(instances.homeRegion, input.region), eq(instances.type, 'production')));
       const reps = rows.length ? await deps.db.select().from(replicas).where(inArray(replicas.instanceId, rows.map((i) => i.id))) : [];
-      const targets: FailoverTarget[] = [];
-      const skipped: { instanceId: string; name: string; reason: string }[] = [];
-      for (const inst of rows.sort((a, b) => a.id.localeCompare(b.id))) {
-        const rep = reps.find((x) => x.instanceId === inst.id);
-        if (inst.state !== 'active') skipped.push({ instanceId: inst.id, name: inst.name, reason: `it is ${inst.state}, not active: it takes no writes to move` });
-        else if (!rep || rep.direction !== 'forward' || rep.state === 'seeding') skipped.push({ instanceId: inst.id, name: inst.name, reason: 'it has no geo-secondary that finished seeding' });
-        else targets.push({ instanceId: inst.id, name: inst.name });
-      }
-      return { reachable, targets, skipped };
+      const { targets, skipped } = classifyFailoverTargets(rows, reps);
+      return { reachable, targets: targets.map((t) => ({ instanceId: t.id, name: t.name })), skipped };
     },
 
     /** What the instance could lose if its secondary were promoted now without the primary: the last lag seen, and when. */
     async estimateLoss(input: { instanceId: string; declaredAt: string }): Promise<LossEstimate> {
       const row = await replicaRow(input.instanceId);
       const caughtUpAt = row?.caughtUpAt ?? null;
+      const [inst] = await deps.db.select({ readiness: instances.readiness }).from(instances).where(eq(instances.id, input.instanceId));
+      const r = inst?.readiness;
       return {
+        readiness: r ? { state: r.state, reasons: r.reasons, checkedAt: r.checkedAt } : null,
         planned: false,
         lagBytes: row?.lagBytes ?? null,
         lagSeconds: row?.lagSeconds ?? null,
@@ -348,7 +406,7 @@ export function replicationActivities(deps: ActivityDeps) {
       const inst = await loadInstance(deps, input.instanceId);
       const p = replicationPair(deps.regions, inst, 'forward');
       // The old primary is fenced the same way as after an outage, before the secondary is promoted.
-      await fence(inst, 'planned switchover');
+      await fence(inst, 'planned switchover', 'system:runbook');
       return drain(p, input.timeoutSeconds);
     },
 
@@ -364,8 +422,8 @@ export function replicationActivities(deps: ActivityDeps) {
     },
 
     /**
-     * Switches the instance's endpoint to its alternate (`<name>--s` in the
-     * paired region; limited mode `failed_over`) or back home (`active`),
+     * Switches the instance's endpoint to its alternate (`<name>--s`: the
+     * database of the same name in the paired region; limited mode `failed_over`) or back home (`active`),
      * with the EndpointSwitchRequired and EndpointSwitched events around the
      * change. Idempotent.
      */
@@ -373,7 +431,8 @@ export function replicationActivities(deps: ActivityDeps) {
       const inst = await loadInstance(deps, input.instanceId);
       const home = region(deps, inst.homeRegion);
       const toRegion = input.to === 'alternate' ? region(deps, home.pair) : home;
-      const database = input.to === 'alternate' ? alternateName(inst.name) : inst.name;
+      // The alternate's database has the instance's name on the paired server.
+      const database = inst.name;
       const endpoint = toRegion.engine.endpoint(database);
       const state = input.to === 'alternate' ? 'failed_over' : 'active';
       const workflowId = callerWorkflowId();
@@ -476,7 +535,7 @@ export function replicationActivities(deps: ActivityDeps) {
         const byTable = new Map<string, typeof changes>();
         for (const c of changes) byTable.set(c.table, [...(byTable.get(c.table) ?? []), c]);
         for (const [table, list] of byTable) {
-          const present = await heartbeating(() => ({ phase: 'comparing', table }), () => alt.engine.rowsPresent(alternateName(inst.name), table, list.map((c) => c.row)));
+          const present = await heartbeating(() => ({ phase: 'comparing', table }), () => alt.engine.rowsPresent(inst.name, table, list.map((c) => c.row)));
           list.forEach((c, i) => {
             // An insert or update arrived when the secondary holds the row as the change left it; a delete, when it holds no such row.
             if (c.op === 'DELETE' ? !present[i] : present[i]) return;
@@ -560,7 +619,7 @@ export function replicationActivities(deps: ActivityDeps) {
       const alt = region(deps, home.pair);
       const [a, b] = await heartbeating(
         () => ({ phase: 'checksums', when: input.when }),
-        () => Promise.all([alt.engine.tableChecksums(alternateName(inst.name)), home.engine.tableChecksums(inst.name)]),
+        () => Promise.all([alt.engine.tableChecksums(inst.name), home.engine.tableChecksums(inst.name)]),
       );
       const differ = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((t) => a[t]?.rows !== b[t]?.rows || a[t]?.digest !== b[t]?.digest);
       if (differ.length) throw new Error(`${input.when}: the home copy differs from the secondary in ${differ.length} table(s): ${differ.slice(0, 5).join(', ')}`);
@@ -620,7 +679,7 @@ export function replicationActivities(deps: ActivityDeps) {
       const inst = await loadInstance(deps, input.instanceId);
       const home = region(deps, inst.homeRegion);
       const r = input.which === 'home' ? home : region(deps, home.pair);
-      const database = input.which === 'home' ? inst.name : alternateName(inst.name);
+      const database = inst.name;
       if (!(await r.engine.databaseExists(database))) return;
       await r.engine.setReadOnly(database, false);
       await r.engine.setConnectionsAllowed(database, true);

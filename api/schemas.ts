@@ -62,6 +62,23 @@ export const InstanceSchema = z
     servedBy: z.string().nullable().openapi({ description: 'another instance serving this one\'s endpoint (after a failed production restore)' }),
     fencedSince: z.string().nullable().openapi({ description: 'since when the old primary of a failed-over instance refuses writes (fenced); null otherwise' }),
     lockedBy: z.object({ workflowId: z.string(), runbook: z.string() }).nullable(),
+    rpoTargetSeconds: z.number().nullable().openapi({ description: 'production: the replication lag (seconds) above which a failover counts as not ready; null: the default (RPO_TARGET_SECONDS)' }),
+    readiness: z
+      .object({
+        state: z.enum(['ready', 'degraded']),
+        reasons: z.array(z.string()),
+        checkedAt: z.string(),
+        rpoTargetSeconds: z.number(),
+        secondaryReachable: z.boolean(),
+        subscriptionEnabled: z.boolean().nullable(),
+        lagBytes: z.number().nullable(),
+        lagSeconds: z.number().nullable(),
+        caughtUpAt: z.string().nullable(),
+        drift: z.array(z.string()),
+        lastGoodBackupAt: z.string().nullable(),
+      })
+      .nullable()
+      .openapi({ description: 'production: whether a failover would work now (`ready`, or `degraded` with the reasons), as the readiness check last found it' }),
     createdAt: z.string(),
     updatedAt: z.string(),
   })
@@ -81,6 +98,8 @@ export function instanceDto(r: InstanceRow): InstanceDto {
     servedBy: r.servedBy,
     fencedSince: r.fencedAt?.toISOString() ?? null,
     lockedBy: r.lockedByRun ? { workflowId: r.lockedByRun, runbook: r.lockedRunbook ?? 'unknown' } : null,
+    rpoTargetSeconds: r.rpoTargetSeconds,
+    readiness: r.readiness ?? null,
     createdAt: r.createdAt.toISOString(),
     updatedAt: r.updatedAt.toISOString(),
   };

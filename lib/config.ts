@@ -1,5 +1,15 @@
 import { z } from 'zod';
 
+/** host:port of a PostgreSQL URL, for telling servers apart. */
+const serverOf = (url: string) => {
+  try {
+    const u = new URL(url);
+    return `${u.hostname}:${u.port || '5432'}`;
+  } catch {
+    return url;
+  }
+};
+
 /** Roles a bearer token can carry. `approver` signs off runbooks that may lose data. */
 export const Roles = ['viewer', 'operator', 'approver'] as const;
 export type Role = (typeof Roles)[number];
@@ -63,6 +73,10 @@ export const configSchema = z
     REGION_MONITORS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
     /** Seconds between a region monitor's health checks (each also measures replication lag and copies sequences). */
     REGION_CHECK_SECONDS: z.coerce.number().int().min(1).max(3600).default(5),
+    /** Failover readiness: the replication lag (seconds) above which a production instance is not ready, unless it has its own target. */
+    RPO_TARGET_SECONDS: z.coerce.number().min(0.1).max(86_400).default(5),
+    /** Failover readiness: how old the newest good backup may be (hours). */
+    BACKUP_MAX_AGE_HOURS: z.coerce.number().min(1).max(24 * 365).default(26),
     /** Consecutive failed checks after which a monitor declares a region outage. */
     OUTAGE_AFTER_FAILED_CHECKS: z.coerce.number().int().min(1).max(1000).default(3),
     /** Start a failover when an outage is declared; it still waits for sign-off when data can be lost. */
@@ -87,6 +101,9 @@ export const configSchema = z
           path: ['REGIONS'],
           message: `region ${r.name} must name an existing, different region as its pair, and that region must pair back`,
         });
+      } else if (serverOf(pair.postgresUrl) === serverOf(r.postgresUrl)) {
+        // A geo-secondary has its primary's database name: on one server the two would be the same database.
+        ctx.addIssue({ code: 'custom', path: ['REGIONS'], message: `regions ${r.name} and ${pair.name} are paired but use the same PostgreSQL server (${serverOf(r.postgresUrl)}): paired regions need different servers` });
       }
     }
     const tokens = new Set(cfg.API_TOKENS.map((t) => t.token));

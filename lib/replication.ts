@@ -15,8 +15,46 @@ import type { InstanceEngine } from './engine/types.js';
 /** The publication every replicated database carries (FOR ALL TABLES, so new tables are published too). */
 export const PUBLICATION = 'bcdr_pub';
 
-/** The alternate name (the Dynamics convention): the geo-secondary's database, and the endpoint after a failover. */
+/**
+ * The alternate's name (the Dynamics convention `<name>--s`). Its database
+ * keeps the instance's own name on the paired region's server, so one
+ * multi-host URI (`target_session_attrs=read-write`) reaches whichever side
+ * takes writes.
+ */
 export const alternateName = (name: string) => `${name}--s`;
+
+/**
+ * One URI for both sides of an instance (`postgres://u@h1:p1,h2:p2/db`) that
+ * lands on whichever takes writes. The user is the first side's; the
+ * connect timeout keeps a side that does not answer from stalling clients.
+ */
+export function multiHostUri(endpoints: string[]): string {
+  const urls = endpoints.map((e) => new URL(e));
+  const first = urls[0]!;
+  const user = first.username ? `${first.username}@` : '';
+  const hosts = urls.map((u) => `${u.hostname}:${u.port || '5432'}`).join(',');
+  return `postgres://${user}${hosts}${first.pathname}?target_session_attrs=read-write&connect_timeout=5`;
+}
+
+/**
+ * Which production instances of a region a failover moves (active, with a
+ * geo-secondary that finished seeding) and why the others are skipped.
+ * `rows`: the production instances served from their home region.
+ */
+export function classifyFailoverTargets(rows: InstanceRow[], reps: ReplicaRow[]): { targets: InstanceRow[]; skipped: { instanceId: string; name: string; reason: string }[] } {
+  const targets: InstanceRow[] = [];
+  const skipped: { instanceId: string; name: string; reason: string }[] = [];
+  for (const inst of [...rows].sort((a, b) => a.id.localeCompare(b.id))) {
+    const rep = reps.find((x) => x.instanceId === inst.id);
+    if (inst.state !== 'active') skipped.push({ instanceId: inst.id, name: inst.name, reason: `it is ${inst.state}, not active: it takes no writes to move` });
+    else if (!rep || rep.direction !== 'forward' || rep.state === 'seeding') skipped.push({ instanceId: inst.id, name: inst.name, reason: 'it has no geo-secondary that finished seeding' });
+    else targets.push(inst);
+  }
+  return { targets, skipped };
+}
+
+/** The database of a geo-secondary before 0.2 (`<name>--s`): replaced by one of the instance's own name. */
+export const legacySecondaryDatabase = (name: string) => `${name}--s`;
 
 /** Subscription (and publisher slot) name of an instance's replication, one per direction; unique per cluster. */
 export function subscriptionName(instanceId: string, direction: 'forward' | 'reverse'): string {
@@ -40,8 +78,9 @@ export function replicationPair(regions: Map<string, RegionHandles>, inst: Pick<
   if (!home) throw new Error(`region ${inst.homeRegion} is not configured`);
   const pair = regions.get(home.pair);
   if (!pair) throw new Error(`region ${home.pair} (the pair of ${home.name}) is not configured`);
+  // Both sides use the instance's name: paired regions are different servers (the config refuses one server for both).
   const homeDb = inst.name;
-  const alt = alternateName(inst.name);
+  const alt = inst.name;
   const subscription = subscriptionName(inst.id, direction);
   return direction === 'forward'
     ? { direction, source: home, sourceDatabase: homeDb, target: pair, targetDatabase: alt, subscription }
@@ -103,6 +142,8 @@ export async function ensureReplication(
     await target.engine.unsubscribe(p.targetDatabase, p.subscription);
     subscribed = false;
   }
+  // A disabled subscription (by hand, or a killed attempt) is enabled again: its slot kept every change meanwhile.
+  if (subscribed) await target.engine.setSubscriptionEnabled(p.targetDatabase, p.subscription, true);
   if (!subscribed && opts.keepTarget) {
     await source.engine.dropSlot(p.subscription);
     await source.engine.createSlot(p.sourceDatabase, p.subscription);
@@ -114,10 +155,11 @@ export async function ensureReplication(
     opts.onProgress?.({ phase: 'schema', tablesReady: 0, tables: 0 });
     await target.engine.dropDatabase(p.targetDatabase, tag);
     await source.engine.dropSlot(p.subscription);
-    await target.engine.createDatabase(p.targetDatabase, tag);
+    // Read-only from its first moment: a client given the multi-host URI must never write into a copy.
+    await target.engine.createDatabase(p.targetDatabase, tag, { readOnly: true });
     if ((await target.engine.ownerTag(p.targetDatabase)) !== tag) throw new Error(`database ${p.targetDatabase} in region ${target.name} does not belong to instance ${instanceId}`);
-    await copySchema(source.engine, p.sourceDatabase, target.engine, p.targetDatabase);
     await target.engine.setReadOnly(p.targetDatabase, true);
+    await copySchema(source.engine, p.sourceDatabase, target.engine, p.targetDatabase);
     await source.engine.createSlot(p.sourceDatabase, p.subscription);
     await target.engine.subscribe(p.targetDatabase, { subscription: p.subscription, publication: PUBLICATION, source: source.engine.replicationSource(p.sourceDatabase), copyData: opts.copyData });
   }

@@ -47,6 +47,12 @@ export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { c
       temporal: client,
       taskQueue: cfg.TEMPORAL_TASK_QUEUE,
       defaultBackupStartTime: cfg.DEFAULT_BACKUP_START_TIME,
+      readiness: {
+        rpoTargetSeconds: cfg.RPO_TARGET_SECONDS,
+        backupMaxAgeHours: cfg.BACKUP_MAX_AGE_HOURS,
+        refreshSeconds: 60,
+        measureMaxAgeSeconds: Math.max(30, cfg.REGION_CHECK_SECONDS * 4),
+      },
       faults: cfg.BCDR_FAULT_FILE ? fileFaults(cfg.BCDR_FAULT_FILE) : undefined,
     }),
   });

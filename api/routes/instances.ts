@@ -2,7 +2,7 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomBytes } from 'node:crypto';
 import { and, asc, desc, eq, isNull, sql } from 'drizzle-orm';
 import { Editions, failovers, instances, InstanceStates, InstanceTypes, replicas, type FailoverRow, type InstanceRow, type ReplicaRow } from '../../db/schema/index.js';
-import { alternateName, removeGeoSecondary, yieldGeoSecondary } from '../../lib/replication.js';
+import { alternateName, multiHostUri, removeGeoSecondary, yieldGeoSecondary } from '../../lib/replication.js';
 import { audit } from '../../lib/audit.js';
 import { resumeInstance, servedBy, servingRefusal } from '../../lib/instances.js';
 import { acquireLock, releaseLock } from '../../lib/locks.js';
@@ -115,7 +115,7 @@ export function instancesApp(deps: ApiDeps) {
   const alternateOf = (row: InstanceRow) => {
     if (row.type !== 'production') return null;
     const pair = deps.regions.get(deps.regions.get(row.homeRegion)?.pair ?? '');
-    return pair ? { name: alternateName(row.name), region: pair.name, endpoint: pair.engine.endpoint(alternateName(row.name)) } : null;
+    return pair ? { name: alternateName(row.name), region: pair.name, endpoint: pair.engine.endpoint(row.name) } : null;
   };
 
   const app = new OpenAPIHono<ApiEnv>();
@@ -229,7 +229,16 @@ export function instancesApp(deps: ApiDeps) {
             alternate: z
               .object({ name: z.string(), region: z.string(), endpoint: z.string() })
               .nullable()
-              .openapi({ description: 'the geo-secondary `<name>--s` in the paired region (production instances): read-only until a failover promotes it' }),
+              .openapi({ description: 'the geo-secondary `<name>--s` in the paired region (production instances): a database of the same name there, read-only until a failover promotes it' }),
+            autoSwitchEnabled: z.boolean().openapi({ description: 'true when a healthy alternate can take over (a streaming geo-secondary, or the alternate serving after a failover): clients may follow a switch by themselves' }),
+            multiHost: z
+              .string()
+              .nullable()
+              .openapi({
+                description:
+                  'production: one URI listing both sides with `target_session_attrs=read-write`. Exactly one side takes writes (the secondary is read-only until promoted; a fenced old primary refuses writes), so libpq clients and postgres.js land on it with no code change',
+                example: 'postgres://postgres@127.0.0.1:55433,127.0.0.1:55434/contoso?target_session_attrs=read-write&connect_timeout=5',
+              }),
           }),
           'endpoint',
         ),
@@ -241,6 +250,9 @@ export function instancesApp(deps: ApiDeps) {
       const server = row.servedBy ? await findInstance(deps, row.servedBy) : row;
       const region = deps.regions.get(server.activeRegion);
       if (!region) throw new ApiError(409, 'region_unknown', `instance ${server.name} lives in region ${server.activeRegion}, which is not configured`);
+      const alternate = row.servedBy ? null : alternateOf(row);
+      const home = deps.regions.get(row.homeRegion);
+      const [rep] = alternate ? await deps.db.select().from(replicas).where(eq(replicas.instanceId, row.id)) : [];
       return c.json(
         {
           endpoint: region.engine.endpoint(server.databaseName),
@@ -248,7 +260,9 @@ export function instancesApp(deps: ApiDeps) {
           servedBy: row.servedBy ? { id: server.id, name: server.name } : null,
           acceptsConnections: server.state !== 'suspended',
           failedOver: row.state === 'failed_over',
-          alternate: alternateOf(row),
+          alternate,
+          autoSwitchEnabled: !!alternate && (row.state === 'failed_over' || (rep?.direction === 'forward' && rep.state === 'streaming')),
+          multiHost: alternate && home ? multiHostUri([home.engine.endpoint(row.name), alternate.endpoint]) : null,
         },
         200,
       );

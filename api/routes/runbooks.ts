@@ -1,7 +1,8 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomBytes } from 'node:crypto';
-import { eq } from 'drizzle-orm';
-import { backups, Editions, instances, type BackupRow } from '../../db/schema/index.js';
+import { and, eq, inArray } from 'drizzle-orm';
+import { backups, Editions, instances, replicas, type BackupRow } from '../../db/schema/index.js';
+import { classifyFailoverTargets } from '../../lib/replication.js';
 import { audit } from '../../lib/audit.js';
 import { servedBy, servingRefusal } from '../../lib/instances.js';
 import { backupRefusal, editionAtLeast, targetRefusal, type Refusal } from '../../lib/restore-rules.js';
@@ -45,14 +46,41 @@ const RegionRef = Ref(50).openapi({ example: 'primary' });
 const RegionFailoverBody = z
   .object({
     region: RegionRef.openapi({ description: 'the region whose production instances move to their paired region' }),
-    reason: FreeText({ max: 500, example: 'primary region unreachable since 03:12' }),
+    reason: FreeText({ max: 500, example: 'primary region unreachable since 03:12' }).optional().openapi({ description: 'why (required unless dryRun)' }),
+    dryRun: z.boolean().default(false).openapi({ description: "answer at once with each instance's readiness and what it could lose; start nothing, change nothing" }),
     mode: z.enum(['auto', 'unplanned']).default('auto').openapi({ description: 'auto: a planned switchover (no loss, no sign-off) when the region answers, else unplanned; unplanned: never touch the primary' }),
     signoffTimeoutMinutes: z.number().min(0.25, 'must be at least 0.25 minutes (15 s)').max(7 * 24 * 60, 'must be at most 7 days').optional(),
     signoffRemindEveryMinutes: z.number().min(0.25, 'must be at least 0.25 minutes (15 s)').max(24 * 60, 'must be at most a day').optional(),
     concurrency: z.number().int().min(1, 'must be at least 1').max(64, 'must be at most 64').optional(),
   })
   .strict()
+  .refine((b) => b.dryRun || b.reason !== undefined, { path: ['reason'], message: 'is required (say why the region fails over), unless dryRun is true' })
   .openapi('StartRegionFailover');
+
+const DryRunSchema = z
+  .object({
+    dryRun: z.literal(true),
+    region: z.string(),
+    reachable: z.boolean().openapi({ description: 'the region answered just now' }),
+    kind: z.enum(['planned', 'unplanned']).openapi({ description: 'what a real run would do now: planned (writes blocked until zero lag, no sign-off) or unplanned (promote after sign-off)' }),
+    signoffRequired: z.boolean(),
+    instances: z.array(
+      z.object({
+        id: z.string(),
+        name: z.string(),
+        readiness: InstanceSchema.shape.readiness,
+        couldLose: z.object({
+          lagBytes: z.number().nullable(),
+          lagSeconds: z.number().nullable(),
+          caughtUpAt: z.string().nullable(),
+          checkedAt: z.string().nullable(),
+          couldLoseSeconds: z.number().nullable().openapi({ description: 'unplanned: seconds since the secondary was last known caught up; planned: 0' }),
+        }),
+      }),
+    ),
+    skipped: z.array(z.object({ instanceId: z.string(), name: z.string(), reason: z.string() })),
+  })
+  .openapi('RegionFailoverDryRun');
 
 const FailbackBody = z
   .object({
@@ -274,18 +302,57 @@ export function runbooksApp(deps: ApiDeps) {
       summary: "Fail a region over to its pair: a planned switchover when it answers, otherwise after an approver's sign-off",
       middleware: [requireRole('operator')] as const,
       request: { body: { content: { 'application/json': { schema: RegionFailoverBody } }, required: true } },
-      responses: { 202: json(z.object({ run: RunRefSchema }), 'failover started; follow the run'), ...errors },
+      responses: { 202: json(z.object({ run: RunRefSchema }), 'failover started; follow the run'), 200: json(DryRunSchema, 'dryRun: what a failover would do now (nothing started, nothing changed)'), ...errors },
     }),
     async (c) => {
       const body = c.req.valid('json');
       const actor = c.get('principal').identity;
-      if (!deps.regions.has(body.region)) throw badRequest('region', `must be one of the configured regions: ${[...deps.regions.keys()].join(', ')}`);
+      const region = deps.regions.get(body.region);
+      if (!region) throw badRequest('region', `must be one of the configured regions: ${[...deps.regions.keys()].join(', ')}`);
+      if (body.dryRun) {
+        // Reads only: the catalog (readiness and lag as the monitor last found them) and a ping of the region.
+        const reachable = await region.engine.ping();
+        const kind: 'planned' | 'unplanned' = reachable && body.mode === 'auto' ? 'planned' : 'unplanned';
+        const rows = await deps.db
+          .select()
+          .from(instances)
+          .where(and(eq(instances.activeRegion, body.region), eq(instances.homeRegion, body.region), eq(instances.type, 'production')));
+        const reps = rows.length ? await deps.db.select().from(replicas).where(inArray(replicas.instanceId, rows.map((i) => i.id))) : [];
+        const { targets, skipped } = classifyFailoverTargets(rows, reps);
+        const now = Date.now();
+        return c.json(
+          {
+            dryRun: true as const,
+            region: body.region,
+            reachable,
+            kind,
+            signoffRequired: kind === 'unplanned' && targets.length > 0,
+            instances: targets.map((t) => {
+              const rep = reps.find((r) => r.instanceId === t.id);
+              return {
+                id: t.id,
+                name: t.name,
+                readiness: t.readiness ?? null,
+                couldLose: {
+                  lagBytes: rep?.lagBytes ?? null,
+                  lagSeconds: rep?.lagSeconds ?? null,
+                  caughtUpAt: rep?.caughtUpAt?.toISOString() ?? null,
+                  checkedAt: rep?.checkedAt?.toISOString() ?? null,
+                  couldLoseSeconds: kind === 'planned' ? 0 : rep?.caughtUpAt ? Math.max(0, (now - rep.caughtUpAt.getTime()) / 1000) : null,
+                },
+              };
+            }),
+            skipped,
+          },
+          200,
+        );
+      }
       const workflowId = workflowIds.regionFailover(body.region, suffix());
       const args: [RegionFailoverInput] = [
         {
           region: body.region,
           requestedBy: actor,
-          reason: body.reason,
+          reason: body.reason ?? '',
           mode: body.mode,
           signoffTimeoutMinutes: body.signoffTimeoutMinutes ?? deps.cfg.FAILOVER_SIGNOFF_MINUTES,
           signoffRemindEveryMinutes: body.signoffRemindEveryMinutes ?? deps.cfg.FAILOVER_REMIND_SECONDS / 60,

@@ -1,4 +1,4 @@
-import { pgTable, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import { doublePrecision, jsonb, pgTable, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
 
 /** Instance types: production instances are never restored into directly. */
 export const InstanceTypes = ['production', 'sandbox'] as const;
@@ -15,6 +15,22 @@ export type Edition = (typeof Editions)[number];
  */
 export const InstanceStates = ['provisioning', 'active', 'busy', 'suspended', 'failed', 'resetting', 'failed_over', 'degraded'] as const;
 export type InstanceState = (typeof InstanceStates)[number];
+
+/** Whether a failover of a production instance would work now, and why not. */
+export interface Readiness {
+  state: 'ready' | 'degraded';
+  /** Empty when ready; otherwise each reason in words an operator can act on. */
+  reasons: string[];
+  checkedAt: string;
+  rpoTargetSeconds: number;
+  secondaryReachable: boolean;
+  subscriptionEnabled: boolean | null;
+  lagBytes: number | null;
+  lagSeconds: number | null;
+  caughtUpAt: string | null;
+  drift: string[];
+  lastGoodBackupAt: string | null;
+}
 
 /**
  * A tenant database. `lockedBy*` is the exclusion lock: the workflow id of the
@@ -36,6 +52,10 @@ export const instances = pgTable(
     servedBy: text('served_by'),
     /** Set while the old primary of a failed-over instance is fenced (refuses writes); only the failback's switch lifts it. */
     fencedAt: timestamp('fenced_at', { withTimezone: true }),
+    /** Production only: the most data a failover may lose (replication lag, seconds) before the instance counts as not ready. Null: the default (RPO_TARGET_SECONDS). */
+    rpoTargetSeconds: doublePrecision('rpo_target_seconds'),
+    /** Production only: whether a failover would work now, as the readiness check last found it. */
+    readiness: jsonb('readiness').$type<Readiness>(),
     lockedByRun: text('locked_by_run'),
     lockedRunbook: text('locked_runbook'),
     lockedAt: timestamp('locked_at', { withTimezone: true }),

@@ -46,6 +46,8 @@ export interface LossEstimate {
   checkedAt: string | null;
   /** Upper bound of the seconds of writes that may be lost (outage declared − last caught up), null when unknown. */
   couldLoseSeconds: number | null;
+  /** The instance's failover readiness as the readiness check last found it before the outage was declared. */
+  readiness?: { state: 'ready' | 'degraded'; reasons: string[]; checkedAt: string } | null;
 }
 
 /** What a failback found the old primary had committed that never reached the secondary. */
@@ -91,3 +93,39 @@ export const failovers = pgTable(
   (t) => [index('failovers_instance').on(t.instanceId, t.declaredAt)],
 );
 export type FailoverRow = typeof failovers.$inferSelect;
+
+/**
+ * A row the old primary had, after a failover, that the secondary lacked or
+ * held differently (decoded from the WAL the old primary's slot kept, before
+ * the failback dropped it; the same rows are in the old primary's backup).
+ * One row per table and key, as the old primary last had it. `status`:
+ * `pending` until an operator replays it; `replayed`; `present` (the serving
+ * database held it already, identical); `conflict` (its key now holds other
+ * values: never overwritten); `skipped` (a delete: not replayed).
+ */
+export const DivergentRowStatuses = ['pending', 'replayed', 'present', 'conflict', 'skipped'] as const;
+export type DivergentRowStatus = (typeof DivergentRowStatuses)[number];
+
+export const divergentRows = pgTable(
+  'divergent_rows',
+  {
+    /** `<failover id>/<n>`: stable, so measuring again writes the same rows. */
+    id: text('id').primaryKey(),
+    failoverId: text('failover_id').notNull(),
+    instanceId: text('instance_id').notNull(),
+    table: text('table_name').notNull(),
+    /** The key columns' values (the whole row for a table without a primary key), as text. */
+    key: jsonb('key').$type<Record<string, string | null>>().notNull(),
+    /** `insert`/`update`: the row as the old primary had it; `delete`: the old primary deleted it. */
+    op: text('op', { enum: ['insert', 'update', 'delete'] }).notNull(),
+    row: jsonb('row').$type<Record<string, string | null>>(),
+    committedAt: timestamp('committed_at', { withTimezone: true }),
+    status: text('status', { enum: DivergentRowStatuses }).notNull().default('pending'),
+    /** For a conflict: the serving database's row under the same key. */
+    conflict: jsonb('conflict').$type<Record<string, string | null>>(),
+    replayedAt: timestamp('replayed_at', { withTimezone: true }),
+    replayedBy: text('replayed_by'),
+  },
+  (t) => [index('divergent_rows_instance_idx').on(t.instanceId, t.failoverId)],
+);
+export type DivergentRow = typeof divergentRows.$inferSelect;

@@ -66,7 +66,7 @@ export class PostgresEngine implements InstanceEngine {
     return this.binDir ? path.join(this.binDir, tool) : tool;
   }
 
-  async createDatabase(name: string, ownerTag: string): Promise<void> {
+  async createDatabase(name: string, ownerTag: string, opts: { readOnly?: boolean } = {}): Promise<void> {
     const conflict = (tag: string | null) =>
       new DatabaseConflictError(
         `database ${name} already exists on this server and does not belong to this instance (owner: ${tag ?? 'none'}); it was left untouched: drop or rename it, or choose another instance name`,
@@ -85,6 +85,8 @@ export class PostgresEngine implements InstanceEngine {
       await this.admin`CREATE DATABASE ${this.admin(staging)}`;
       await this.admin.unsafe(`COMMENT ON DATABASE ${quoteIdent(staging)} IS ${quoteLiteral(ownerTag)}`);
     }
+    // Set before the rename (the setting follows the database): a client given a multi-host URI never finds it writable.
+    if (opts.readOnly) await this.admin`ALTER DATABASE ${this.admin(staging)} SET default_transaction_read_only = on`;
     try {
       await this.admin`ALTER DATABASE ${this.admin(staging)} RENAME TO ${this.admin(name)}`;
     } catch (err) {
@@ -453,6 +455,16 @@ export class PostgresEngine implements InstanceEngine {
       await sql.unsafe(`ALTER SUBSCRIPTION ${sub} DISABLE`);
       await sql.unsafe(`ALTER SUBSCRIPTION ${sub} SET (slot_name = NONE)`);
       await sql.unsafe(`DROP SUBSCRIPTION ${sub}`);
+      return true;
+    });
+  }
+
+  async setSubscriptionEnabled(name: string, subscription: string, enabled: boolean): Promise<boolean> {
+    if (!(await this.databaseExists(name))) return false;
+    return this.withDatabase(name, async (sql) => {
+      const [existing] = await sql<{ enabled: boolean }[]>`SELECT subenabled AS enabled FROM pg_subscription WHERE subname = ${subscription} AND subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`;
+      if (!existing) return false;
+      if (existing.enabled !== enabled) await sql.unsafe(`ALTER SUBSCRIPTION ${quoteIdent(subscription)} ${enabled ? 'ENABLE' : 'DISABLE'}`);
       return true;
     });
   }

@@ -65,7 +65,8 @@ export interface InstanceEngine extends ReplicationEngine {
    * exists with the same tag (a retry); throws DatabaseConflictError if a
    * database of that name exists without it, so a stray database is never adopted.
    */
-  createDatabase(name: string, ownerTag: string): Promise<void>;
+  /** `readOnly`: new transactions are read-only by default from the moment the name appears (a replica's target). */
+  createDatabase(name: string, ownerTag: string, opts?: { readOnly?: boolean }): Promise<void>;
   /**
    * Drops a database, ending its sessions first; does nothing if it is absent.
    * With `ownerTag`, drops it only if it carries that tag; returns whether it dropped.
@@ -209,6 +210,8 @@ export interface ReplicationEngine {
    */
   unsubscribe(name: string, subscription: string): Promise<boolean>;
   subscriptionState(name: string, subscription: string): Promise<SubscriptionState | null>;
+  /** Enables or disables a subscription (false when there is none). Idempotent. */
+  setSubscriptionEnabled(name: string, subscription: string, enabled: boolean): Promise<boolean>;
   /** Takes tables added to the publication since the subscription was made (their rows are copied). */
   refreshSubscription(name: string, subscription: string): Promise<void>;
   /** Every ordinary table, as `schema.table`. */

@@ -34,6 +34,14 @@ describe('configuration', () => {
     expect(() => loadConfig({ ...base, REGIONS: lonely })).toThrow(/must name an existing, different region as its pair/);
   });
 
+  it('refuses paired regions on one server (a geo-secondary keeps its primary\'s database name)', () => {
+    const one = JSON.stringify([
+      { name: 'primary', pair: 'secondary', postgresUrl: 'postgres://u:secret@db1:5432/postgres', blobDir: '/b/p' },
+      { name: 'secondary', pair: 'primary', postgresUrl: 'postgres://other@db1/postgres', blobDir: '/b/s' },
+    ]);
+    expect(() => loadConfig({ ...base, REGIONS: one })).toThrow(/use the same PostgreSQL server \(db1:5432\)/);
+  });
+
   it('refuses duplicate tokens', () => {
     const t = { token: 'same-token-123', identity: 'a', roles: ['viewer'] };
     expect(() => loadConfig({ ...base, API_TOKENS: JSON.stringify([t, { ...t, identity: 'b' }]) })).toThrow(/tokens must be unique/);

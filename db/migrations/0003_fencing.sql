@@ -1,1 +1,0 @@
-ALTER TABLE "instances" ADD COLUMN "fenced_at" timestamp with time zone;

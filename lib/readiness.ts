@@ -1,0 +1,99 @@
+import { and, eq, inArray, max } from 'drizzle-orm';
+import type { Database } from '../db/client.js';
+import { backups, instances, type InstanceRow, type Readiness, type ReplicaRow } from '../db/schema/index.js';
+import { audit } from './audit.js';
+
+/** What the readiness of one production instance is judged on. */
+export interface ReadinessFacts {
+  now: Date;
+  rpoTargetSeconds: number;
+  backupMaxAgeHours: number;
+  /** How old a lag measurement may be before it no longer counts (a few health checks). */
+  measureMaxAgeSeconds: number;
+  /** The paired region's server answers. */
+  secondaryReachable: boolean;
+  /** As last seen on the secondary; null when it could not be asked. */
+  subscriptionEnabled: boolean | null;
+  replica: ReplicaRow | undefined;
+  lastGoodBackupAt: Date | null;
+}
+
+/**
+ * Whether a failover of the instance would work now: ready, or degraded with
+ * each reason in words an operator can act on. Pure.
+ */
+export function assessReadiness(inst: Pick<InstanceRow, 'state' | 'activeRegion' | 'homeRegion'>, f: ReadinessFacts): Readiness {
+  const reasons: string[] = [];
+  const rep = f.replica;
+  if (inst.state === 'failed_over' || inst.activeRegion !== inst.homeRegion) {
+    reasons.push(`failed over: served from ${inst.activeRegion}, with no geo-secondary until it fails back`);
+  } else if (!rep) {
+    reasons.push('no geo-secondary yet: the region monitor makes one');
+  } else {
+    if (!f.secondaryReachable) reasons.push("the secondary's region does not answer");
+    if (rep.state === 'seeding') reasons.push('the geo-secondary is still copying: it cannot be promoted yet');
+    if (f.subscriptionEnabled === false) reasons.push('the subscription is disabled: nothing reaches the secondary (the monitor re-enables it)');
+    else if (rep.state === 'broken') reasons.push(`replication is broken: ${rep.error ?? 'unknown error'} (the monitor remakes it)`);
+    if (rep.drift?.length) reasons.push(`schema drift: the secondary lacks ${rep.drift.join(', ')} (the monitor repairs it)`);
+    if (rep.lagSeconds === null || !rep.checkedAt) reasons.push('replication lag not measured yet');
+    else if (rep.lagSeconds > f.rpoTargetSeconds) reasons.push(`replication lag ${rep.lagSeconds.toFixed(1)} s is above the RPO target of ${f.rpoTargetSeconds} s`);
+    if (rep.checkedAt && (f.now.getTime() - rep.checkedAt.getTime()) / 1000 > f.measureMaxAgeSeconds) {
+      reasons.push(`replication lag last measured ${Math.round((f.now.getTime() - rep.checkedAt.getTime()) / 1000)} s ago`);
+    }
+  }
+  if (!f.lastGoodBackupAt) reasons.push('no completed backup');
+  else if ((f.now.getTime() - f.lastGoodBackupAt.getTime()) / 3600_000 > f.backupMaxAgeHours) {
+    reasons.push(`the last good backup is ${((f.now.getTime() - f.lastGoodBackupAt.getTime()) / 3600_000).toFixed(1)} h old (more than ${f.backupMaxAgeHours} h)`);
+  }
+  return {
+    state: reasons.length ? 'degraded' : 'ready',
+    reasons,
+    checkedAt: f.now.toISOString(),
+    rpoTargetSeconds: f.rpoTargetSeconds,
+    secondaryReachable: f.secondaryReachable,
+    subscriptionEnabled: f.subscriptionEnabled,
+    lagBytes: rep?.lagBytes ?? null,
+    lagSeconds: rep?.lagSeconds ?? null,
+    caughtUpAt: rep?.caughtUpAt?.toISOString() ?? null,
+    drift: rep?.drift ?? [],
+    lastGoodBackupAt: f.lastGoodBackupAt?.toISOString() ?? null,
+  };
+}
+
+/** Newest completed backup per instance. */
+export async function lastGoodBackups(db: Database, instanceIds: string[]): Promise<Map<string, Date>> {
+  if (!instanceIds.length) return new Map();
+  const rows = await db
+    .select({ instanceId: backups.instanceId, at: max(backups.completedAt) })
+    .from(backups)
+    .where(and(inArray(backups.instanceId, instanceIds), eq(backups.status, 'completed')))
+    .groupBy(backups.instanceId);
+  return new Map(rows.filter((r) => r.at).map((r) => [r.instanceId, r.at!]));
+}
+
+/**
+ * Stores a readiness when it changed (state or reasons), or when the stored
+ * one is older than `refreshSeconds`; a change is audited
+ * (`instance.readiness`), so it is on the event stream. Returns whether the
+ * state or the reasons changed.
+ */
+export async function recordReadiness(db: Database, inst: InstanceRow, r: Readiness, refreshSeconds: number): Promise<boolean> {
+  const prev = inst.readiness;
+  const changed = !prev || prev.state !== r.state || prev.reasons.join('\n') !== r.reasons.join('\n');
+  if (!changed && Date.parse(r.checkedAt) - Date.parse(prev.checkedAt) < refreshSeconds * 1000) return false;
+  await db.transaction(async (tx) => {
+    await tx.update(instances).set({ readiness: r }).where(eq(instances.id, inst.id));
+    if (changed) {
+      await audit(tx, {
+        actor: 'system:monitor',
+        action: 'instance.readiness',
+        instanceId: inst.id,
+        subject: inst.name,
+        details: { from: prev?.state ?? null, to: r.state, reasons: r.reasons, lagSeconds: r.lagSeconds, rpoTargetSeconds: r.rpoTargetSeconds },
+      });
+    }
+  });
+  inst.readiness = r;
+  return changed;
+}
+
