@@ -1,11 +1,13 @@
+import { createHash } from 'node:crypto';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray, sql } from 'drizzle-orm';
-import { backups, failovers, instances, regions as regionsTable, replicas, type InstanceRow, type LossEstimate, type MeasuredLoss, type ReplicaRow } from '../db/schema/index.js';
+import { backups, divergentRows, failovers, instances, regions as regionsTable, replicas, type InstanceRow, type LossEstimate, type MeasuredLoss, type ReplicaRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
 import { PUBLICATION, classifyFailoverTargets, ensureReplication, legacySecondaryDatabase, type ReplicationPair, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
 import { FailureTypes, Runbooks } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { ownerTag } from './names.js';
+import type { UnconfirmedChange } from '../lib/engine/types.js';
 import { assessReadiness, lastGoodBackups, recordReadiness } from '../lib/readiness.js';
 
 const HEARTBEAT_MS = 2_000;
@@ -149,6 +151,40 @@ export function replicationActivities(deps: ActivityDeps) {
       if (await recordReadiness(deps.db, inst, r, cfg.refreshSeconds)) changed.push(inst.id);
     }
     return changed;
+  }
+
+  /**
+   * The rows behind a failover's lost changes, for salvage: per table and
+   * key (the whole row without a primary key), the row as the old primary
+   * last had it against the secondary's. Only rows that differ are kept:
+   * `insert` (the secondary lacks it), `update` (it holds other values),
+   * `delete` (the old primary no longer had it).
+   */
+  async function divergentRowsOf(inst: InstanceRow, failoverId: string, byTable: Map<string, UnconfirmedChange[]>): Promise<(typeof divergentRows.$inferInsert)[]> {
+    const home = region(deps, inst.homeRegion);
+    const alt = region(deps, home.pair);
+    const out: (typeof divergentRows.$inferInsert)[] = [];
+    for (const [table, changes] of byTable) {
+      const keyCols = await home.engine.keyColumns(inst.name, table);
+      const keys = new Map<string, { key: Record<string, string | null>; committedAt: string | null; op: UnconfirmedChange['op'] }>();
+      for (const c of changes) {
+        const key = keyCols && keyCols.every((k) => k in c.row) ? Object.fromEntries(keyCols.map((k) => [k, c.row[k] ?? null])) : c.row;
+        const id = JSON.stringify(key);
+        keys.delete(id); // the latest change of a key wins, in commit order
+        keys.set(id, { key, committedAt: c.committedAt, op: c.op });
+      }
+      const list = [...keys.values()];
+      const [old, sec] = await Promise.all([home.engine.rowsByKey(inst.name, table, list.map((k) => k.key)), alt.engine.rowsByKey(inst.name, table, list.map((k) => k.key))]);
+      list.forEach((k, i) => {
+        const o = old[i] ?? null;
+        const s = sec[i] ?? null;
+        const op = o !== null && s === null ? 'insert' : o !== null && s !== null && o !== s ? 'update' : o === null && s !== null && (keyCols || k.op === 'DELETE') ? 'delete' : null;
+        if (!op) return;
+        const digest = createHash('sha256').update(`${table}\n${JSON.stringify(k.key)}`).digest('hex').slice(0, 24);
+        out.push({ id: `${failoverId}/${digest}`, failoverId, instanceId: inst.id, table, key: k.key, op, row: o, secondaryRow: s, committedAt: k.committedAt ? new Date(k.committedAt) : null });
+      });
+    }
+    return out;
   }
 
   /** The promotion itself (see promoteSecondary). */
@@ -530,6 +566,7 @@ export function replicationActivities(deps: ActivityDeps) {
       const home = region(deps, inst.homeRegion);
       const alt = region(deps, home.pair);
       const measured: MeasuredLoss = { rows: 0, seconds: 0, byTable: {}, firstLostAt: null, lastLostAt: null };
+      let divergent: (typeof divergentRows.$inferInsert)[] = [];
       if (fo.slot && (await home.engine.slotPosition(fo.slot)) && (await home.engine.databaseExists(inst.name))) {
         const changes = await heartbeating(() => ({ phase: 'decoding' }), () => home.engine.unconfirmedChanges(inst.name, fo.slot!));
         const byTable = new Map<string, typeof changes>();
@@ -545,12 +582,14 @@ export function replicationActivities(deps: ActivityDeps) {
             if (c.committedAt && (!measured.lastLostAt || c.committedAt > measured.lastLostAt)) measured.lastLostAt = c.committedAt;
           });
         }
+        divergent = await heartbeating(() => ({ phase: 'listing divergent rows' }), () => divergentRowsOf(inst, fo.id, byTable));
         if (measured.firstLostAt && measured.lastLostAt) measured.seconds = (Date.parse(measured.lastLostAt) - Date.parse(measured.firstLostAt)) / 1000;
         const caughtUp = fo.estimate.caughtUpAt ? Date.parse(fo.estimate.caughtUpAt) : null;
         if (measured.lastLostAt && caughtUp !== null) measured.windowSeconds = Math.max(0, (Date.parse(measured.lastLostAt) - caughtUp) / 1000);
       }
       await deps.db.transaction(async (tx) => {
         await tx.update(failovers).set({ measured, oldPrimaryBackupId: input.backupId, failbackWorkflowId: callerWorkflowId() }).where(eq(failovers.id, fo.id));
+        for (let i = 0; i < divergent.length; i += 500) await tx.insert(divergentRows).values(divergent.slice(i, i + 500)).onConflictDoNothing();
         await audit(tx, { actor: 'system:runbook', action: 'failover.loss-measured', instanceId: inst.id, subject: inst.name, details: { failoverId: fo.id, estimate: fo.estimate, measured, oldPrimaryBackupId: input.backupId } });
       });
       return measured;

@@ -7,6 +7,7 @@ import type { ApiDeps, ApiEnv } from './deps.js';
 import { onError, zodIssues } from './errors.js';
 import { auditApp } from './routes/audit.js';
 import { backupsApp } from './routes/backups.js';
+import { divergenceApp } from './routes/divergence.js';
 import { eventsApp } from './routes/events.js';
 import { instancesApp } from './routes/instances.js';
 import { regionsApp } from './routes/regions.js';
@@ -52,6 +53,7 @@ export function createApp(deps: ApiDeps) {
   v1.route('/instances', instancesApp(deps));
   v1.route('/instances', backups.byInstance);
   v1.route('/instances', schedulesApp(deps));
+  v1.route('/instances', divergenceApp(deps));
   v1.route('/backups', backups.byId);
   v1.route('/runs', runsApp(deps));
   v1.route('/audit', auditApp(deps));

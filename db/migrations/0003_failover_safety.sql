@@ -5,10 +5,12 @@ CREATE TABLE "divergent_rows" (
 	"table_name" text NOT NULL,
 	"key" jsonb NOT NULL,
 	"op" text NOT NULL,
-	"row" jsonb,
+	"row" text,
+	"secondary_row" text,
 	"committed_at" timestamp with time zone,
 	"status" text DEFAULT 'pending' NOT NULL,
-	"conflict" jsonb,
+	"conflict" text,
+	"note" text,
 	"replayed_at" timestamp with time zone,
 	"replayed_by" text
 );

@@ -116,13 +116,18 @@ export const divergentRows = pgTable(
     table: text('table_name').notNull(),
     /** The key columns' values (the whole row for a table without a primary key), as text. */
     key: jsonb('key').$type<Record<string, string | null>>().notNull(),
-    /** `insert`/`update`: the row as the old primary had it; `delete`: the old primary deleted it. */
+    /** `insert`: the secondary lacked the row; `update`: it held other values; `delete`: the old primary no longer had it. */
     op: text('op', { enum: ['insert', 'update', 'delete'] }).notNull(),
-    row: jsonb('row').$type<Record<string, string | null>>(),
+    /** The row as the old primary last had it (`to_jsonb` text, kept as text so big numbers stay exact); null for a delete. */
+    row: text('row'),
+    /** The secondary's row under the key when measured, if any. */
+    secondaryRow: text('secondary_row'),
     committedAt: timestamp('committed_at', { withTimezone: true }),
     status: text('status', { enum: DivergentRowStatuses }).notNull().default('pending'),
-    /** For a conflict: the serving database's row under the same key. */
-    conflict: jsonb('conflict').$type<Record<string, string | null>>(),
+    /** For a conflict: the serving database's row under the same key (null when another unique constraint refused it). */
+    conflict: text('conflict'),
+    /** Why a replay left the row alone, in words. */
+    note: text('note'),
     replayedAt: timestamp('replayed_at', { withTimezone: true }),
     replayedBy: text('replayed_by'),
   },

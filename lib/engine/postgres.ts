@@ -589,6 +589,72 @@ export class PostgresEngine implements InstanceEngine {
     });
   }
 
+  async keyColumns(name: string, table: string): Promise<string[] | null> {
+    return this.withDatabase(name, async (sql) => {
+      const cols = await sql<{ col: string }[]>`
+        SELECT quote_ident(a.attname) AS col FROM pg_index i
+        JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+        WHERE i.indrelid = to_regclass(${table}) AND i.indisprimary
+        ORDER BY array_position(i.indkey::int2[], a.attnum)`;
+      return cols.length ? cols.map((c) => c.col) : null;
+    });
+  }
+
+  async rowsByKey(name: string, table: string, keys: Record<string, string | null>[]): Promise<(string | null)[]> {
+    if (!keys.length) return [];
+    return this.withDatabase(name, async (sql) => {
+      await canonicalText(sql);
+      const [rel] = await sql<{ t: string | null }[]>`SELECT to_regclass(${table})::text AS t`;
+      if (!rel?.t) return keys.map(() => null);
+      const out: (string | null)[] = [];
+      for (const key of keys) {
+        const cols = Object.keys(key).filter((c) => key[c] !== UNCHANGED_TOAST);
+        if (!cols.length || !cols.every(isIdentifier)) {
+          out.push(null);
+          continue;
+        }
+        const where = cols.map((c, i) => `x.${c}::text IS NOT DISTINCT FROM $${i + 1}`).join(' AND ');
+        const [row] = await sql.unsafe<{ j: string }[]>(`SELECT to_jsonb(x)::text AS j FROM ${rel.t} x WHERE ${where} LIMIT 1`, cols.map((c) => key[c] ?? null));
+        out.push(row?.j ?? null);
+      }
+      return out;
+    });
+  }
+
+  async insertRowIfAbsent(name: string, table: string, row: string, keyColumns: string[] | null): Promise<{ outcome: 'inserted' | 'present' | 'conflict'; existing: string | null }> {
+    if (keyColumns && !keyColumns.every(isIdentifier)) throw new Error(`bad key columns for ${table}`);
+    return this.withDatabase(name, async (conn) => {
+      await canonicalText(conn);
+      return conn.begin(async (sql) => {
+        const [rel] = await sql<{ t: string | null }[]>`SELECT to_regclass(${table})::text AS t`;
+        if (!rel?.t) throw new Error(`table ${table} does not exist in ${name}`);
+        const cols = (
+          await sql<{ col: string }[]>`
+            SELECT quote_ident(attname) AS col FROM pg_attribute
+            WHERE attrelid = to_regclass(${table}) AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`
+        ).map((c) => c.col);
+        const src = `jsonb_populate_record(NULL::${rel.t}, $1::jsonb)`;
+        let existing: string | null = null;
+        if (keyColumns) {
+          const match = keyColumns.map((k) => `x.${k} IS NOT DISTINCT FROM r.${k}`).join(' AND ');
+          const [found] = await sql.unsafe<{ j: string; same: boolean }[]>(
+            `SELECT to_jsonb(x)::text AS j, to_jsonb(x) = $1::jsonb AS same FROM ${rel.t} x, ${src} r WHERE ${match} FOR UPDATE OF x`,
+            [row],
+          );
+          if (found) return { outcome: found.same ? ('present' as const) : ('conflict' as const), existing: found.j };
+        } else {
+          const [found] = await sql.unsafe(`SELECT 1 FROM ${rel.t} x WHERE to_jsonb(x) = $1::jsonb LIMIT 1`, [row]);
+          if (found) return { outcome: 'present' as const, existing: null };
+        }
+        const list = cols.join(', ');
+        const inserted = await sql.unsafe(`INSERT INTO ${rel.t} (${list}) OVERRIDING SYSTEM VALUE SELECT ${list} FROM ${src} ON CONFLICT DO NOTHING RETURNING 1`, [row]);
+        // Nothing inserted with no row under the key: another unique constraint holds the values.
+        if (!inserted.length) existing = null;
+        return { outcome: inserted.length ? ('inserted' as const) : ('conflict' as const), existing };
+      });
+    });
+  }
+
   async close(): Promise<void> {
     await this.admin.end({ timeout: 5 });
   }

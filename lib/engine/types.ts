@@ -243,6 +243,20 @@ export interface ReplicationEngine {
    * confirmed, decoded from the WAL the slot retains (the slot is left as it is).
    */
   unconfirmedChanges(name: string, slot: string): Promise<UnconfirmedChange[]>;
+  /** The primary key's columns of `table` (as quote_ident prints them), or null for a table without one. */
+  keyColumns(name: string, table: string): Promise<string[] | null>;
+  /**
+   * For each key (column → value as text), the first row matching it as
+   * `to_jsonb` text in canonical settings (UTC), or null when there is none.
+   */
+  rowsByKey(name: string, table: string, keys: Record<string, string | null>[]): Promise<(string | null)[]>;
+  /**
+   * Inserts `row` (`to_jsonb` text) unless its key (the whole row for a
+   * table without a primary key) is there already: `present` when the row
+   * there is identical, `conflict` (with the row there) when it differs or
+   * another unique constraint refuses it. Never overwrites.
+   */
+  insertRowIfAbsent(name: string, table: string, row: string, keyColumns: string[] | null): Promise<{ outcome: 'inserted' | 'present' | 'conflict'; existing: string | null }>;
   /** For each row, whether database `name` holds it: by primary key, or whole-row for tables without one. */
   rowsPresent(name: string, table: string, rows: Record<string, string | null>[]): Promise<boolean[]>;
 }
