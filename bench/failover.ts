@@ -206,7 +206,7 @@ async function benchOnce(n: number) {
       for (const i of instances) {
         const d = await call('GET', `/v1/instances/${i.id}`);
         if (d.replication?.state !== 'streaming' || d.replication.drift) return false;
-        if (!(await onDb(dbUrl(west, `${i.name}--s`), async (sql) => (await sql`select to_regclass('public.writes') as t`)[0]!.t))) return false;
+        if (!(await onDb(dbUrl(west, i.name), async (sql) => (await sql`select to_regclass('public.writes') as t`)[0]!.t))) return false;
       }
       return true;
     }, 120_000 + n * 10_000);

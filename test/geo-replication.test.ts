@@ -1,7 +1,10 @@
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEvents } from '../db/schema/index.js';
 import { subscriptionName } from '../lib/replication.js';
+import { ensurePostgres } from '../scripts/lib/tools.js';
 import { recordHistory } from './record.js';
 import { createInstance, databasesLike, eventually, openContext, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
 
@@ -22,11 +25,18 @@ describe('geo-secondary of a production instance', () => {
     const name = uniqueName('geo');
     const inst = await createInstance(ctx, name, { type: 'production' });
     const detail = await ctx.call('GET', `/v1/instances/${inst.id}`);
-    expect(detail.body.replication).toMatchObject({ state: 'streaming', direction: 'forward', targetRegion: 'secondary', targetDatabase: `${name}--s` });
+    expect(detail.body.replication).toMatchObject({ state: 'streaming', direction: 'forward', targetRegion: 'secondary', targetDatabase: name });
     await recordHistory(ctx, `provision-instance-${inst.id}`, 'provision-instance-production');
-    expect(await databasesLike(ctx, `${name}--s`, 'secondary')).toEqual([`${name}--s`]);
+    expect(await databasesLike(ctx, name, 'secondary')).toEqual([name]);
     const ep = await ctx.call('GET', `/v1/instances/${inst.id}/endpoint`);
     expect(ep.body.alternate).toMatchObject({ name: `${name}--s`, region: 'secondary' });
+    // One multi-host URI lists both sides; libpq lands on the one that takes writes (the secondary is read-only).
+    expect(ep.body.autoSwitchEnabled).toBe(true);
+    expect(ep.body.multiHost).toMatch(new RegExp(`^postgres://[^@]+@[^/]+,[^/]+/${name}\\?target_session_attrs=read-write`));
+    const primaryPort = new URL(ep.body.endpoint).port;
+    const psql = spawnSync(path.join(ensurePostgres(), 'psql'), [ep.body.multiHost, '-Atc', 'select inet_server_port()'], { encoding: 'utf8' });
+    expect(psql.stderr).toBe('');
+    expect(psql.stdout.trim()).toBe(primaryPort);
 
     await withInstanceDb(ctx, name, async (sql) => {
       await sql`create table orders (id serial primary key, v text)`;
@@ -38,7 +48,7 @@ describe('geo-secondary of a production instance', () => {
       await sql`insert into notes values (1, 'a'), (2, 'b')`;
     });
     await eventually('the new tables and their rows on the secondary', () =>
-      withInstanceDb(ctx, `${name}--s`, async (sql) => {
+      withInstanceDb(ctx, name, async (sql) => {
         const [o] = await sql`select count(*)::int n from orders`;
         const [n] = await sql`select count(*)::int n from notes`;
         return o!.n === 500 && n!.n === 2;
@@ -53,13 +63,13 @@ describe('geo-secondary of a production instance', () => {
 
     await withInstanceDb(ctx, name, (sql) => sql`update notes set v = 'changed' where k = 2`);
     await eventually('a keyless update on the secondary', () =>
-      withInstanceDb(ctx, `${name}--s`, async (sql) => (await sql`select v from notes where k = 2`)[0]?.v === 'changed', 'secondary'),
+      withInstanceDb(ctx, name, async (sql) => (await sql`select v from notes where k = 2`)[0]?.v === 'changed', 'secondary'),
     );
     // Clients cannot write into the secondary.
-    await expect(withInstanceDb(ctx, `${name}--s`, (sql) => sql`insert into orders (v) values ('x')`, 'secondary')).rejects.toThrow(/read-only/);
+    await expect(withInstanceDb(ctx, name, (sql) => sql`insert into orders (v) values ('x')`, 'secondary')).rejects.toThrow(/read-only/);
     // Sequences are copied at the monitor's checks.
     await eventually('the sequence copied to the secondary', () =>
-      withInstanceDb(ctx, `${name}--s`, async (sql) => Number((await sql`select last_value from orders_id_seq`)[0]!.last_value) >= 500, 'secondary'),
+      withInstanceDb(ctx, name, async (sql) => Number((await sql`select last_value from orders_id_seq`)[0]!.last_value) >= 500, 'secondary'),
     );
     const after = await eventually('lag and caught-up time measured', async () => {
       const d = (await ctx.call('GET', `/v1/instances/${inst.id}`)).body;
@@ -77,7 +87,7 @@ describe('geo-secondary of a production instance', () => {
     const patched = await ctx.call('PATCH', `/v1/instances/${inst.id}`, { body: { type: 'sandbox' } });
     expect(patched.status).toBe(200);
     expect(await slotsOn('primary', slot)).toBe(0);
-    expect(await databasesLike(ctx, `${name}--s`, 'secondary')).toEqual([]);
+    expect(await databasesLike(ctx, name, 'secondary')).toEqual([]);
     expect((await ctx.call('GET', `/v1/instances/${inst.id}`)).body.replication).toBeNull();
 
     expect((await ctx.call('PATCH', `/v1/instances/${inst.id}`, { body: { type: 'production' } })).status).toBe(200);
@@ -95,7 +105,7 @@ describe('geo-secondary of a production instance', () => {
     const del = await ctx.call('DELETE', `/v1/instances/${inst.id}`);
     expect(del.status).toBe(200);
     expect(await slotsOn('primary', slot)).toBe(0);
-    expect(await databasesLike(ctx, `${name}--s`, 'secondary')).toEqual([]);
+    expect(await databasesLike(ctx, name, 'secondary')).toEqual([]);
     expect(await databasesLike(ctx, name, 'primary')).toEqual([]);
   });
 });
