@@ -7,7 +7,7 @@ import { and, eq, inArray } from 'drizzle-orm';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrateCatalog } from '../db/migrate.js';
-import { auditEvents, backups, failovers } from '../db/schema/index.js';
+import { auditEvents, backups, failovers, instances as instancesTable, signoffs } from '../db/schema/index.js';
 import { loadConfig, type Config } from '../lib/config.js';
 import { runSearchAttributes } from '../lib/temporal.js';
 import type { RegionFailoverInput } from '../workflows/contract.js';
@@ -17,8 +17,9 @@ import { ensurePostgres } from '../scripts/lib/tools.js';
 import { createBcdrWorker, type BcdrWorker } from '../worker/create.js';
 import { eventually, openContext, startWorkerProcess, uniqueName, type TestContext } from './helpers.js';
 import { readEvents } from './sse.js';
+import { connectInstance } from '../client/index.js';
 import { recordHistory } from './record.js';
-import { APPROVER, SELF_APPROVER } from './tokens.js';
+import { APPROVER, SELF_APPROVER, VIEWER } from './tokens.js';
 
 /**
  * Region failover and failback on clusters of their own (east, paired with
@@ -129,6 +130,12 @@ beforeAll(async () => {
     }
     return true;
   });
+  // A good backup each, so their failover readiness can be `ready`.
+  for (const i of instances) {
+    const bk = await ctx.call('POST', `/v1/instances/${i.id}/backups`, { body: { label: 'baseline' } });
+    expect(bk.status, JSON.stringify(bk.body)).toBe(202);
+    await ctx.temporal.workflow.getHandle(bk.body.run.workflowId).result();
+  }
 }, 240_000);
 
 afterAll(async () => {
@@ -156,6 +163,80 @@ const unchanged = async () => {
   await onDb(dbUrl(east, instances[0]!.name), (sql) => sql`insert into writes (note) values ('still writable')`);
 };
 
+const readinessOf = async (id: string) => (await ctx.call('GET', `/v1/instances/${id}`)).body.readiness as { state: string; reasons: string[] } | null;
+const allReady = async () => {
+  for (const i of instances) if ((await readinessOf(i.id))?.state !== 'ready') return false;
+  return true;
+};
+
+/** What a dry run must not change: the catalog's instances, replicas, failovers and sign-offs, and both servers' databases and settings. */
+async function snapshot() {
+  const rows = await ctx.db.select().from(instancesTable);
+  const dbs = async (c: PgCluster) =>
+    onDb(c.url, (sql) => sql`select d.datname, d.datallowconn, coalesce(s.setconfig::text, '') as cfg from pg_database d left join pg_db_role_setting s on s.setdatabase = d.oid and s.setrole = 0 order by 1`);
+  const subs = await onDb(dbUrl(west, instances[0]!.name), (sql) => sql`select subname, subenabled from pg_subscription order by 1`);
+  return {
+    instances: rows.map((r) => ({ ...r, readiness: undefined, updatedAt: undefined })).sort((a, b) => a.id.localeCompare(b.id)),
+    failovers: (await ctx.db.select().from(failovers)).length,
+    signoffs: (await ctx.db.select().from(signoffs)).length,
+    east: await dbs(east),
+    west: await dbs(west),
+    subs,
+    slots: await slotNames(east),
+  };
+}
+
+describe('failover readiness', () => {
+  it('is ready when every check passes; a dry run answers at once and changes nothing', async () => {
+    await eventually('every instance ready', allReady, 60_000);
+    const before = await snapshot();
+    const dry = await ctx.call('POST', '/v1/runbooks/region-failover', { body: { region: 'east', dryRun: true } });
+    expect(dry.status, JSON.stringify(dry.body)).toBe(200);
+    expect(dry.body).toMatchObject({ dryRun: true, region: 'east', reachable: true, kind: 'planned', signoffRequired: false });
+    expect(dry.body.instances.map((i: { id: string }) => i.id).sort()).toEqual(instances.map((i) => i.id).sort());
+    for (const i of dry.body.instances) expect(i).toMatchObject({ readiness: { state: 'ready', reasons: [] }, couldLose: { couldLoseSeconds: 0 } });
+    const unplanned = await ctx.call('POST', '/v1/runbooks/region-failover', { body: { region: 'east', dryRun: true, mode: 'unplanned' } });
+    expect(unplanned.body).toMatchObject({ kind: 'unplanned', signoffRequired: true });
+    for (const i of unplanned.body.instances) expect(i.couldLose.lagBytes).toEqual(expect.any(Number));
+    // Bad input is refused, and a real run needs a reason.
+    expect((await ctx.call('POST', '/v1/runbooks/region-failover', { body: { region: 'east' } })).body.error.message).toMatch(/reason: is required/);
+    expect((await ctx.call('POST', '/v1/runbooks/region-failover', { token: VIEWER, body: { region: 'east', dryRun: true } })).status).toBe(403);
+    expect((await ctx.call('POST', '/v1/runbooks/region-failover', { body: { region: 'east', dryRun: true, reason: 'x\u0000y' } })).status).toBe(400);
+    expect((await ctx.call('POST', '/v1/runbooks/region-failover', { body: { region: 'east', dryRun: 'yes' } })).status).toBe(400);
+    expect(await snapshot()).toEqual(before);
+  }, 120_000);
+
+  it('turns degraded when the subscription is disabled, and ready again once the monitor re-enables it', async () => {
+    const victim = instances[1]!;
+    const since = new Date();
+    await onDb(dbUrl(west, victim.name), (sql) => sql.unsafe(`alter subscription ${subscriptionName(victim.id, 'forward')} disable`));
+    const degraded = await eventually('a readiness event: degraded, subscription disabled', async () => {
+      const evs = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, victim.id), eq(auditEvents.action, 'instance.readiness')));
+      return evs.find((e) => e.at >= since && (e.details as { to: string }).to === 'degraded' && JSON.stringify(e.details).includes('subscription is disabled'));
+    }, 30_000);
+    expect(degraded.actor).toBe('system:monitor');
+    await eventually('ready again', async () => (await readinessOf(victim.id))?.state === 'ready', 60_000);
+    const [sub] = await onDb(dbUrl(west, victim.name), (sql) => sql<{ e: boolean }[]>`select subenabled as e from pg_subscription`);
+    expect(sub!.e).toBe(true);
+  }, 120_000);
+
+  it("turns degraded while the secondary's cluster is stopped, and ready again when it is back", async () => {
+    await west.stop();
+    try {
+      await eventually('every instance degraded: secondary unreachable', async () => {
+        for (const i of instances) if (!(await readinessOf(i.id))?.reasons.some((r) => /does not answer/.test(r))) return false;
+        return true;
+      }, 30_000);
+      // A dry run now says so too.
+      const dry = await ctx.call('POST', '/v1/runbooks/region-failover', { body: { region: 'east', dryRun: true } });
+      for (const i of dry.body.instances) expect(i.readiness.state).toBe('degraded');
+    } finally {
+      west = await startCluster({ name: 'west', pgBin, dataDir: west.dataDir, port: Number(new URL(west.url).port) });
+    }
+    await eventually('every instance ready again', allReady, 90_000);
+  }, 180_000);
+});
+
 describe('region failover with sign-off, and failback', () => {
   it('asks for sign-off when data can be lost: self-approval is refused, reminders come, a rejection changes nothing', async () => {
     const start = await ctx.call('POST', '/v1/runbooks/region-failover', {
@@ -168,7 +249,8 @@ describe('region failover with sign-off, and failback', () => {
       const list = (await ctx.call('GET', '/v1/signoffs?status=pending')).body.signoffs as { workflowId: string; risk: Record<string, unknown> }[];
       return list.find((s) => s.workflowId === id);
     });
-    for (const i of instances) expect(pending.risk[i.name]).toMatchObject({ planned: false, couldLoseSeconds: expect.any(Number) });
+    // The approver sees what each instance could lose, and its readiness when the outage was declared.
+    for (const i of instances) expect(pending.risk[i.name]).toMatchObject({ planned: false, couldLoseSeconds: expect.any(Number), readiness: { state: 'ready', reasons: [] } });
     const self = await ctx.call('POST', `/v1/runs/${id}/signoff`, { token: SELF_APPROVER, body: { decision: 'approve', statement: 'I started it and approve it' } });
     expect(self.status).toBe(403);
     await eventually('a reminder', async () => (await ctx.db.select().from(auditEvents).where(eq(auditEvents.action, 'signoff.reminder'))).some((a) => (a.details as { workflowId: string }).workflowId === id), 40_000);
@@ -253,6 +335,28 @@ describe('region failover with sign-off, and failback', () => {
 
   it('fails over after the region dies, with sign-off, and fails back with every divergent row kept and counted', async () => {
     const writers = instances.map((i) => startWriter(dbUrl(east, i.name)));
+    // A libpq client given the multi-host URI: it writes to the primary now, and to the promoted secondary later, with no change.
+    const mhInst = instances[1]!;
+    const mh = (await ctx.call('GET', `/v1/instances/${mhInst.id}/endpoint`)).body.multiHost as string;
+    const psqlInsert = (note: string) => spawnSync(path.join(pgBin, 'psql'), [mh, '-qAtc', `insert into writes (note) values ('${note}') returning inet_server_port()`], { encoding: 'utf8' });
+    const before = psqlInsert('mh-before');
+    expect(before.stderr).toBe('');
+    expect(before.stdout.trim()).toBe(String(eastPort));
+    // An application on the client helper, connected to the primary now.
+    const helperInst = instances[2]!;
+    const app = await connectInstance({
+      api: 'http://bcdr.test',
+      token: VIEWER,
+      instance: helperInst.name,
+      waitForSwitchMs: 240_000,
+      postgres: { max: 1, connect_timeout: 3, onnotice: () => {} },
+      fetch: ((url: string | URL | Request, init?: RequestInit) => ctx.app.request(String(url), init)) as typeof fetch,
+    });
+    expect(app.autoSwitchEnabled).toBe(true);
+    const appEvents: string[] = [];
+    app.on('EndpointSwitchRequired', () => appEvents.push('EndpointSwitchRequired'));
+    app.on('EndpointSwitched', () => appEvents.push('EndpointSwitched'));
+    await app.run((sql) => sql`select 1`);
     await sleep(2000);
     // The first instance's replication falls behind before the region dies: its walsender on east is frozen, so the
     // writes of its last second are committed on east and never sent. They are lost at the failover, and found again at the failback.
@@ -264,6 +368,8 @@ describe('region failover with sign-off, and failback', () => {
     process.kill(sender!.pid, 'SIGKILL');
     await killEast();
     await Promise.all(writers.map((w) => w.stop()));
+    // The application writes during the outage: the call fails on the dead primary, waits for the switch, and is retried once there.
+    const appInsert = app.run((sql) => sql<{ id: string }[]>`insert into writes (note) values ('helper') returning id`, { retrySafe: true });
     // The monitor declares the outage and starts the failover itself; it waits for sign-off.
     const run = await eventually('the monitor-started failover waiting for sign-off', async () => {
       const list = (await ctx.call('GET', '/v1/signoffs?status=pending')).body.signoffs as { workflowId: string }[];
@@ -273,6 +379,22 @@ describe('region failover with sign-off, and failback', () => {
     expect(regions.find((r) => r.name === 'east')).toMatchObject({ health: 'unreachable', monitor: { health: 'outage' } });
     const ok = await ctx.call('POST', `/v1/runs/${run.workflowId}/signoff`, { token: APPROVER, body: { decision: 'approve', statement: 'east is gone; promote west' } });
     expect([200, 202]).toContain(ok.status);
+    const signedAt = Date.now();
+    // The same multi-host URI: the first write that succeeds lands on the promoted secondary.
+    let after = psqlInsert('mh-after');
+    while (after.status !== 0 && Date.now() - signedAt < 60_000) {
+      await sleep(100);
+      after = psqlInsert('mh-after');
+    }
+    expect(after.stderr).toBe('');
+    expect(after.stdout.trim()).toBe(new URL(west.url).port);
+    console.log(`first write through the multi-host URI ${((Date.now() - signedAt) / 1000).toFixed(2)} s after sign-off`);
+    const [appRow] = await appInsert;
+    console.log(`first write through the client helper ${((Date.now() - signedAt) / 1000).toFixed(2)} s after sign-off (its call began before the sign-off)`);
+    expect(appEvents).toEqual(['EndpointSwitchRequired', 'EndpointSwitched']);
+    expect(app.endpoint).toContain(`:${new URL(west.url).port}/${helperInst.name}`);
+    expect(await onDb(dbUrl(west, helperInst.name), (sql) => sql`select id from writes where note = 'helper'`)).toEqual([{ id: appRow!.id }]);
+    await app.close();
     const done = await runResult(run.workflowId);
     expect(done.result, JSON.stringify(done)).toMatchObject({ outcome: 'completed', kind: 'unplanned', signedOffBy: 'anna.approver' });
     await recordHistory(ctx, run.workflowId, 'region-failover-unplanned');
@@ -329,7 +451,13 @@ describe('region failover with sign-off, and failback', () => {
       await expect(onDb(dbUrl(east, i.name), (sql) => sql`insert into writes (note) values ('split brain')`)).rejects.toThrow(/read-only transaction/);
       const fenced = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, i.id), eq(auditEvents.action, 'instance.fenced')));
       expect(fenced.length).toBeGreaterThan(0);
+      // Nothing was written on the old primary after the failover.
+      const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.kind, 'unplanned')));
+      expect(await onDb(dbUrl(east, i.name), (sql) => sql`select count(*)::int as n from writes where at >= ${fo!.servingAt}`)).toEqual([{ n: 0 }]);
     }
+    // The multi-host URI skips the fenced old primary: still the promoted secondary.
+    const fencedWrite = psqlInsert('mh-fenced');
+    expect(fencedWrite.stdout.trim()).toBe(new URL(west.url).port);
     await failBack('failback-after-outage');
     for (const [k, i] of instances.entries()) {
       const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.kind, 'unplanned')));
@@ -346,8 +474,44 @@ describe('region failover with sign-off, and failback', () => {
       const kept = new Set(dump.stdout.split('\n').filter((l) => /^\d+\t/.test(l)).map((l) => Number(l.split('\t')[0])));
       expect(lostBefore[k]!.filter((x) => !kept.has(x))).toEqual([]);
     }
-  }, 300_000);
+    await salvage(instances[0]!, lostBefore[0]!);
+  }, 360_000);
 });
+
+/** The rows the lagging instance lost are listed by key; replaying them lands them home, and a key taken meanwhile is a conflict left alone. */
+async function salvage(inst: { id: string; name: string }, lost: number[]) {
+  const div = await ctx.call('GET', `/v1/instances/${inst.id}/divergence`);
+  expect(div.status, JSON.stringify(div.body)).toBe(200);
+  expect(div.body.failover).toMatchObject({ kind: 'unplanned', measured: true });
+  const table = (div.body.tables as { table: string; rows: { id: string; key: { id: string }; op: string; status: string; row: { note: string } }[] }[]).find((t) => t.table === 'public.writes')!;
+  const listed = table.rows.map((r) => Number(r.key.id));
+  expect(listed).toEqual(expect.arrayContaining(lost));
+  expect(listed.length).toBeLessThanOrEqual(lost.length + 1);
+  for (const r of table.rows) expect(r).toMatchObject({ op: 'insert', status: 'pending', row: { note: 'w' } });
+  // Someone wrote a row under one of the lost keys since: replaying must not overwrite it.
+  const taken = lost[0]!;
+  await onDb(dbUrl(east, inst.name), (sql) => sql`insert into writes (id, note) values (${taken}, 'taken meanwhile')`);
+  const url = `/v1/instances/${inst.id}/divergence/replay`;
+  expect((await ctx.call('POST', url, { token: VIEWER, body: { all: true, statement: 'viewer tries' } })).status).toBe(403);
+  expect((await ctx.call('POST', url, { body: { all: true, statement: 'nul \u0000 inside' } })).status).toBe(400);
+  expect((await ctx.call('POST', url, { body: { all: true, statement: 'x'.repeat(100_000) } })).status).toBe(400);
+  expect((await ctx.call('POST', url, { body: { all: true } })).status).toBe(400);
+  expect((await ctx.call('POST', url, { body: { rows: ['nope'], statement: 'unknown row' } })).body.error.message).toMatch(/not divergent rows/);
+  expect((await ctx.call('GET', `/v1/instances/${inst.id}/divergence?status=bogus`)).status).toBe(400);
+  const rep = await ctx.call('POST', url, { body: { all: true, statement: 'Reviewed: the writes of the last second before the outage are kept.' } });
+  expect(rep.status, JSON.stringify(rep.body)).toBe(200);
+  const byKey = new Map((rep.body.results as { key: { id: string }; outcome: string; existing: { note: string } | null }[]).map((r) => [Number(r.key.id), r]));
+  expect(byKey.get(taken)).toMatchObject({ outcome: 'conflict', existing: { note: 'taken meanwhile' } });
+  for (const id of listed.filter((x) => x !== taken)) expect(byKey.get(id)?.outcome).toBe('replayed');
+  const home = await onDb(dbUrl(east, inst.name), (sql) => sql<{ id: string; note: string }[]>`select id, note from writes where id = any(${listed})`);
+  expect(home.find((r) => Number(r.id) === taken)!.note).toBe('taken meanwhile');
+  expect(home.filter((r) => r.note === 'w').map((r) => Number(r.id)).sort((a, b) => a - b)).toEqual(listed.filter((x) => x !== taken).sort((a, b) => a - b));
+  // Replaying again changes nothing; the conflict stays reported.
+  const again = await ctx.call('POST', url, { body: { rows: table.rows.map((r) => r.id), statement: 'again' } });
+  expect(again.body.counts).toEqual({ present: listed.length - 1, conflict: 1 });
+  const audited = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, inst.id), eq(auditEvents.action, 'divergence.replayed')));
+  expect(audited.map((a) => (a.details as { statement: string }).statement)).toContain('Reviewed: the writes of the last second before the outage are kept.');
+}
 
 async function killEast() {
   const { spawnSync } = await import('node:child_process');

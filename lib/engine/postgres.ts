@@ -633,17 +633,17 @@ export class PostgresEngine implements InstanceEngine {
             SELECT quote_ident(attname) AS col FROM pg_attribute
             WHERE attrelid = to_regclass(${table}) AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`
         ).map((c) => c.col);
-        const src = `jsonb_populate_record(NULL::${rel.t}, $1::jsonb)`;
+        const src = `jsonb_populate_record(NULL::${rel.t}, $1::text::jsonb)`;
         let existing: string | null = null;
         if (keyColumns) {
           const match = keyColumns.map((k) => `x.${k} IS NOT DISTINCT FROM r.${k}`).join(' AND ');
           const [found] = await sql.unsafe<{ j: string; same: boolean }[]>(
-            `SELECT to_jsonb(x)::text AS j, to_jsonb(x) = $1::jsonb AS same FROM ${rel.t} x, ${src} r WHERE ${match} FOR UPDATE OF x`,
+            `SELECT to_jsonb(x)::text AS j, to_jsonb(x) = $1::text::jsonb AS same FROM ${rel.t} x, ${src} r WHERE ${match} FOR UPDATE OF x`,
             [row],
           );
           if (found) return { outcome: found.same ? ('present' as const) : ('conflict' as const), existing: found.j };
         } else {
-          const [found] = await sql.unsafe(`SELECT 1 FROM ${rel.t} x WHERE to_jsonb(x) = $1::jsonb LIMIT 1`, [row]);
+          const [found] = await sql.unsafe(`SELECT 1 FROM ${rel.t} x WHERE to_jsonb(x) = $1::text::jsonb LIMIT 1`, [row]);
           if (found) return { outcome: 'present' as const, existing: null };
         }
         const list = cols.join(', ');
