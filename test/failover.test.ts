@@ -209,7 +209,10 @@ describe('failover readiness', () => {
   it('turns degraded when the subscription is disabled, and ready again once the monitor re-enables it', async () => {
     const victim = instances[1]!;
     const since = new Date();
-    await onDb(dbUrl(west, victim.name), (sql) => sql.unsafe(`alter subscription ${subscriptionName(victim.id, 'forward')} disable`));
+    await onDb(dbUrl(west, victim.name), async (sql) => {
+      await sql`set default_transaction_read_only = off`;
+      await sql.unsafe(`alter subscription ${subscriptionName(victim.id, 'forward')} disable`);
+    });
     const degraded = await eventually('a readiness event: degraded, subscription disabled', async () => {
       const evs = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, victim.id), eq(auditEvents.action, 'instance.readiness')));
       return evs.find((e) => e.at >= since && (e.details as { to: string }).to === 'degraded' && JSON.stringify(e.details).includes('subscription is disabled'));
@@ -501,9 +504,9 @@ async function salvage(inst: { id: string; name: string }, lost: number[]) {
   const rep = await ctx.call('POST', url, { body: { all: true, statement: 'Reviewed: the writes of the last second before the outage are kept.' } });
   expect(rep.status, JSON.stringify(rep.body)).toBe(200);
   const byKey = new Map((rep.body.results as { key: { id: string }; outcome: string; existing: { note: string } | null }[]).map((r) => [Number(r.key.id), r]));
-  expect(byKey.get(taken)).toMatchObject({ outcome: 'conflict', existing: { note: 'taken meanwhile' } });
+  expect(byKey.get(taken), JSON.stringify(rep.body.results.slice(0, 3))).toMatchObject({ outcome: 'conflict', existing: { note: 'taken meanwhile' } });
   for (const id of listed.filter((x) => x !== taken)) expect(byKey.get(id)?.outcome).toBe('replayed');
-  const home = await onDb(dbUrl(east, inst.name), (sql) => sql<{ id: string; note: string }[]>`select id, note from writes where id = any(${listed})`);
+  const home = await onDb(dbUrl(east, inst.name), (sql) => sql<{ id: string; note: string }[]>`select id, note from writes where id in ${sql(listed)}`);
   expect(home.find((r) => Number(r.id) === taken)!.note).toBe('taken meanwhile');
   expect(home.filter((r) => r.note === 'w').map((r) => Number(r.id)).sort((a, b) => a - b)).toEqual(listed.filter((x) => x !== taken).sort((a, b) => a - b));
   // Replaying again changes nothing; the conflict stays reported.

@@ -65,6 +65,14 @@ const probes = (): Probe[] => [
   { where: 'GET audit ?actor', method: 'GET', path: (v) => `/v1/audit?actor=${e(v)}` },
   { where: 'GET instances ?state', method: 'GET', path: (v) => `/v1/instances?state=${e(v)}` },
   { where: 'GET schedule', method: 'GET', path: (v) => `/v1/instances/${e(v)}/backup-schedule` },
+  { where: 'dry-run failover reason', method: 'POST', path: () => '/v1/runbooks/region-failover', body: (v) => ({ region: 'primary', dryRun: true, reason: v }) },
+  { where: 'dry-run failover region', method: 'POST', path: () => '/v1/runbooks/region-failover', body: (v) => ({ region: v, dryRun: true }) },
+  { where: 'GET divergence', method: 'GET', path: (v) => `/v1/instances/${e(v)}/divergence` },
+  { where: 'GET divergence ?failover', method: 'GET', path: (v) => `/v1/instances/${inst.id}/divergence?failover=${e(v)}` },
+  { where: 'replay statement', method: 'POST', path: () => `/v1/instances/${inst.id}/divergence/replay`, body: (v) => ({ all: true, statement: v }) },
+  { where: 'replay rows', method: 'POST', path: () => `/v1/instances/${inst.id}/divergence/replay`, body: (v) => ({ rows: [v], statement: 'ok' }) },
+  { where: 'replay failover', method: 'POST', path: () => `/v1/instances/${inst.id}/divergence/replay`, body: (v) => ({ all: true, statement: 'ok', failover: v }) },
+  { where: 'replay instance', method: 'POST', path: (v) => `/v1/instances/${e(v)}/divergence/replay`, body: () => ({ all: true, statement: 'ok' }) },
 ];
 
 describe('hostile input', () => {

@@ -26,9 +26,19 @@ const CreateInstanceBody = z
   .openapi('CreateInstance');
 
 const PatchInstanceBody = z
-  .object({ type: z.enum(InstanceTypes).optional(), edition: z.enum(Editions).optional() })
+  .object({
+    type: z.enum(InstanceTypes).optional(),
+    edition: z.enum(Editions).optional(),
+    rpoTargetSeconds: z
+      .number()
+      .min(0.1, 'must be at least 0.1 seconds')
+      .max(86_400, 'must be at most a day (86400 seconds)')
+      .nullable()
+      .optional()
+      .openapi({ description: 'production: the replication lag above which failover readiness is degraded; null: back to the default (RPO_TARGET_SECONDS)' }),
+  })
   .strict()
-  .refine((b) => b.type !== undefined || b.edition !== undefined, 'give type, edition, or both')
+  .refine((b) => b.type !== undefined || b.edition !== undefined || b.rpoTargetSeconds !== undefined, 'give type, edition, rpoTargetSeconds, or several')
   .openapi('UpdateInstance');
 
 const errors = errorResponses('no such instance', 'conflict: the name is taken, or a run holds the instance (named in the body)');
@@ -293,11 +303,23 @@ export function instancesApp(deps: ApiDeps) {
       const changed = await deps.db.transaction(async (tx) => {
         const rows = await tx
           .update(instances)
-          .set({ ...(body.type ? { type: body.type } : {}), ...(body.edition ? { edition: body.edition } : {}), updatedAt: sql`now()` })
-          .where(and(eq(instances.id, inst.id), isNull(instances.lockedByRun)))
+          .set({
+            ...(body.type ? { type: body.type } : {}),
+            ...(body.edition ? { edition: body.edition } : {}),
+            ...(body.rpoTargetSeconds !== undefined ? { rpoTargetSeconds: body.rpoTargetSeconds } : {}),
+            updatedAt: sql`now()`,
+          })
+          // A type or an edition waits for the run holding the instance; an RPO target is only a setting.
+          .where(and(eq(instances.id, inst.id), ...(body.type || body.edition ? [isNull(instances.lockedByRun)] : [])))
           .returning();
         if (rows.length) {
-          await audit(tx, { actor, action: 'instance.update', instanceId: inst.id, subject: inst.name, details: { from: { type: inst.type, edition: inst.edition }, to: body } });
+          await audit(tx, {
+            actor,
+            action: 'instance.update',
+            instanceId: inst.id,
+            subject: inst.name,
+            details: { from: { type: inst.type, edition: inst.edition, rpoTargetSeconds: inst.rpoTargetSeconds }, to: body },
+          });
         }
         return rows;
       });
