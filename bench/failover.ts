@@ -39,6 +39,7 @@ import { ensureDatabase, freePort, startCluster, startTemporal, type PgCluster }
 import { ensurePostgres, ensureTemporalCli } from '../scripts/lib/tools.js';
 import { createBcdrWorker, workflowsPath } from '../worker/create.js';
 import type { FailbackResult, RegionFailoverResult } from '../workflows/contract.js';
+import { connectInstance } from '../client/index.js';
 import { fmt, median } from './lib.js';
 
 const OPERATOR = 'bench-operator-token';
@@ -212,6 +213,23 @@ async function benchOnce(n: number) {
     }, 120_000 + n * 10_000);
     log(`N=${n}: ${n} instances created and streaming in ${fmt(elapsed(t))} s`);
 
+    // --- clients that follow the switch: one per instance on the multi-host URI, one on the client helper ---
+    const multiHost = await Promise.all(instances.map(async (i) => (await call('GET', `/v1/instances/${i.id}/endpoint`)).multiHost as string));
+    const apps = await Promise.all(
+      instances.map((i) =>
+        connectInstance({
+          api: 'http://bench.local',
+          token: OPERATOR,
+          instance: i.id,
+          waitForSwitchMs: 600_000,
+          postgres: { max: 1, connect_timeout: 2, onnotice: () => {} },
+          fetch: ((url: string | URL | Request, init?: RequestInit) => app.request(String(url), init)) as typeof fetch,
+        }),
+      ),
+    );
+    cleanup.push(() => Promise.all(apps.map((a) => a.close())));
+    await Promise.all(apps.map((a) => a.run((sql) => sql`select 1`)));
+
     // --- failover: writers on east, east killed, the monitor declares the outage, approve, wait until all serve ---
     const foWriters = instances.map((i) => writeTo(dbUrl(east, i.name)));
     await sleep(3000);
@@ -219,6 +237,10 @@ async function benchOnce(n: number) {
     const kill = spawnSync('runuser', ['-u', 'postgres', '--', path.join(pgBin, 'pg_ctl'), 'stop', '-D', east.dataDir, '-m', 'immediate', '-w'], { encoding: 'utf8' });
     if (kill.status !== 0) throw new Error(`could not kill east: ${kill.stderr}`);
     await Promise.all(foWriters.map((w) => w.stop()));
+    // From now on each client keeps trying to write: the multi-host prober with a fresh connection every 50 ms, the helper's one
+    // call waiting for the switch. A success before the sign-off would be a write on a side that must not take one.
+    const probers = multiHost.map((uri) => firstWriteThrough(uri));
+    const helperWrites = apps.map((a) => a.run((sql) => sql`insert into writes (note) values ('helper')`, { retrySafe: true }).then(() => performance.now(), () => NaN));
     log(`N=${n}: east killed after ${foWriters.reduce((s, w) => s + w.committed.size, 0)} writes; waiting for the monitor's failover`);
     const pending = await eventually('the monitor-started failover waiting for sign-off', async () => {
       const list = (await call('GET', '/v1/signoffs?status=pending')).signoffs as { workflowId: string }[];
@@ -241,6 +263,13 @@ async function benchOnce(n: number) {
       if (foInst[k]?.promoted) writerLost.push(lostOf(foWriters[k]!, await idsIn((await call('GET', `/v1/instances/${i.id}/endpoint`)).endpoint)));
     }
     log(`N=${n}: failover ${fo.outcome} ${fmt(failoverRunSeconds)} s after sign-off; outage declared ${fmt((Date.parse(fo.declaredAt) - killedAt) / 1000)} s after the kill`);
+    const within = <T>(p: Promise<T>, fallback: T) => Promise.race([p, sleep(60_000).then(() => fallback)]);
+    const mhAt = await Promise.all(probers.map((pr) => within(pr.done, NaN)));
+    probers.forEach((pr) => pr.stop());
+    const helperAt = await Promise.all(helperWrites.map((h) => within(h, NaN)));
+    const sinceSignoff = (ts: number[]) => ts.map((x) => (x - signoffT) / 1000);
+    const clients = { multiHost: sinceSignoff(mhAt), helper: sinceSignoff(helperAt) };
+    log(`N=${n}: first write after sign-off through the multi-host URI max ${fmt(max(clients.multiHost))} s, through the helper max ${fmt(max(clients.helper))} s`);
 
     // --- failback: east back, writers on the promoted secondaries, failback, writers stopped ---
     t = performance.now();
@@ -285,6 +314,14 @@ async function benchOnce(n: number) {
         writers: { rows: writerLost.reduce((s, l) => s + l.length, 0), seconds: span(writerLost.flat()), maxInstanceRows: max(writerLost.map((l) => l.length)) },
       },
       rto: { fromDeclaredMaxSeconds: max(rtoDeclared), fromSignoffMaxSeconds: max(rtoSignoff), failoverRunSeconds, notPromoted },
+      // Seconds from sign-off to each instance's first successful write (NaN: none within a minute; negative: a write before sign-off).
+      firstWrite: {
+        multiHostMaxSeconds: max(clients.multiHost),
+        multiHostMedianSeconds: med(clients.multiHost),
+        helperMaxSeconds: max(clients.helper),
+        helperMedianSeconds: med(clients.helper),
+        beforeSignoff: [...clients.multiHost, ...clients.helper].filter((x) => x < 0).length,
+      },
       failback: { outcome: fb?.outcome ?? 'did not end', writeBlockedMaxSeconds: max(blocked), writeBlockedMedianSeconds: med(blocked), runSeconds: failbackRunSeconds },
       failbackDetail: { notDone: instances.filter((i) => !home.includes(i)).map((i) => i.name), writesLost: failbackLost, stuck: fbRun.stuck },
     };
@@ -296,6 +333,27 @@ async function benchOnce(n: number) {
 }
 type Figures = Awaited<ReturnType<typeof benchOnce>>;
 
+/** Tries an insert through `uri` on a fresh connection every 50 ms until one succeeds; `done` resolves with when. */
+function firstWriteThrough(uri: string) {
+  let stopped = false;
+  const done = (async () => {
+    while (!stopped) {
+      const sql = postgres(uri, { max: 1, connect_timeout: 2, onnotice: () => {}, fetch_types: false });
+      try {
+        await sql`insert into writes (note) values ('multi-host')`;
+        return performance.now();
+      } catch {
+        /* not writable yet */
+      } finally {
+        await sql.end({ timeout: 1 }).catch(() => {});
+      }
+      await sleep(50);
+    }
+    return NaN;
+  })();
+  return { done, stop: () => (stopped = true) };
+}
+
 console.log(`machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown cpu'}), ${fmt(os.totalmem() / 1e9)} GB`);
 console.log(`command: npx tsx bench/failover.ts ${process.argv.slice(2).join(' ')}`.trimEnd());
 const results: (Figures | { n: number; error: string })[] = [];
@@ -305,11 +363,11 @@ for (const n of ns) {
 }
 
 const ok = (pass: boolean) => (pass ? 'ok' : 'MISSED');
-const widths = [5, 6, 8, 9, 16, 18, 20, 29, 12];
+const widths = [5, 6, 8, 9, 16, 18, 20, 22, 18, 29, 12];
 const line = (cells: string[]) => console.log(cells.map((c, k) => c.padStart(widths[k]!)).join(' | '));
 console.log(`\ntargets: RPO <= ${TARGET_RPO_SECONDS} s of writes; RTO from sign-off <= ${TARGET_RTO_SIGNOFF_SECONDS} s for 50 instances`);
 console.log('detect = kill -> outage declared; lost = writes lost at the failover, catalog measured / counted by the writers; span = first to last lost commit');
-line(['N', 'writes', 'detect s', 'lost rows', 'lost span s', 'RTO declared max s', 'RTO sign-off max s', 'failback blocked max/median s', 'failback s']);
+line(['N', 'writes', 'detect s', 'lost rows', 'lost span s', 'RTO declared max s', 'RTO sign-off max s', 'write multi-host max s', 'write helper max s', 'failback blocked max/median s', 'failback s']);
 for (const r of results) {
   if ('error' in r) {
     console.log(`${String(r.n).padStart(5)} | FAILED: ${r.error}`);
@@ -320,9 +378,11 @@ for (const r of results) {
     String(r.n), String(r.writes), fmt(r.detectSeconds), `${rpo.catalog.rows}/${rpo.writers.rows}`,
     `${fmt(rpo.catalog.seconds)}/${fmt(rpo.writers.seconds)} ${ok(Math.max(rpo.catalog.seconds, rpo.writers.seconds) <= TARGET_RPO_SECONDS)}`,
     fmt(rto.fromDeclaredMaxSeconds), `${fmt(rto.fromSignoffMaxSeconds)} ${r.n >= 50 ? ok(rto.fromSignoffMaxSeconds <= TARGET_RTO_SIGNOFF_SECONDS) : '(target@50)'}`,
+    fmt(r.firstWrite.multiHostMaxSeconds), fmt(r.firstWrite.helperMaxSeconds),
     `${fmt(fb.writeBlockedMaxSeconds)}/${fmt(fb.writeBlockedMedianSeconds)}`, `${fmt(fb.runSeconds)}${fb.outcome === 'completed' ? '' : ` ${fb.outcome}`}`,
   ]);
   if (rto.notPromoted.length) console.log(`      not promoted: ${rto.notPromoted.join(', ')}`);
+  if (r.firstWrite.beforeSignoff) console.log(`      ${r.firstWrite.beforeSignoff} client write(s) succeeded before the sign-off: a side took writes it must not`);
   if (fd.notDone.length) console.log(`      not failed back (${fd.notDone.length}): ${fd.notDone.join(', ')}`);
   if (fd.stuck) console.log(`      ${fd.stuck}`);
   if (rpo.catalog.unmeasured) console.log(`      ${rpo.catalog.unmeasured} instance(s) without a measured loss in the catalog`);
