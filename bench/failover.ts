@@ -321,6 +321,9 @@ async function benchOnce(n: number) {
         helperMaxSeconds: max(clients.helper),
         helperMedianSeconds: med(clients.helper),
         beforeSignoff: [...clients.multiHost, ...clients.helper].filter((x) => x < 0).length,
+        // Clients with no successful write within a minute of the failover's end.
+        multiHostMissing: clients.multiHost.filter((x) => !Number.isFinite(x)).length,
+        helperMissing: clients.helper.filter((x) => !Number.isFinite(x)).length,
       },
       failback: { outcome: fb?.outcome ?? 'did not end', writeBlockedMaxSeconds: max(blocked), writeBlockedMedianSeconds: med(blocked), runSeconds: failbackRunSeconds },
       failbackDetail: { notDone: instances.filter((i) => !home.includes(i)).map((i) => i.name), writesLost: failbackLost, stuck: fbRun.stuck },
@@ -382,6 +385,7 @@ for (const r of results) {
     `${fmt(fb.writeBlockedMaxSeconds)}/${fmt(fb.writeBlockedMedianSeconds)}`, `${fmt(fb.runSeconds)}${fb.outcome === 'completed' ? '' : ` ${fb.outcome}`}`,
   ]);
   if (rto.notPromoted.length) console.log(`      not promoted: ${rto.notPromoted.join(', ')}`);
+  if (r.firstWrite.multiHostMissing || r.firstWrite.helperMissing) console.log(`      no write within a minute: ${r.firstWrite.multiHostMissing} multi-host client(s), ${r.firstWrite.helperMissing} helper client(s)`);
   if (r.firstWrite.beforeSignoff) console.log(`      ${r.firstWrite.beforeSignoff} client write(s) succeeded before the sign-off: a side took writes it must not`);
   if (fd.notDone.length) console.log(`      not failed back (${fd.notDone.length}): ${fd.notDone.join(', ')}`);
   if (fd.stuck) console.log(`      ${fd.stuck}`);
