@@ -168,7 +168,9 @@ export function replicationActivities(deps: ActivityDeps) {
       const keyCols = await home.engine.keyColumns(inst.name, table);
       const keys = new Map<string, { key: Record<string, string | null>; committedAt: string | null; op: UnconfirmedChange['op'] }>();
       for (const c of changes) {
-        const key = keyCols && keyCols.every((k) => k in c.row) ? Object.fromEntries(keyCols.map((k) => [k, c.row[k] ?? null])) : c.row;
+        // Values the WAL left out (TOASTed and unchanged: a marker holding NUL, which no text value can) are no part of a key.
+        const known = Object.fromEntries(Object.entries(c.row).filter(([, v]) => !v?.includes('\u0000')));
+        const key = keyCols && keyCols.every((k) => k in known) ? Object.fromEntries(keyCols.map((k) => [k, known[k] ?? null])) : known;
         const id = JSON.stringify(key);
         keys.delete(id); // the latest change of a key wins, in commit order
         keys.set(id, { key, committedAt: c.committedAt, op: c.op });
@@ -200,6 +202,9 @@ export function replicationActivities(deps: ActivityDeps) {
         FailureTypes.invalidState,
       );
     }
+    // An unplanned promotion with the old primary answering (it came back during the sign-off, or an operator chose
+    // `unplanned`): it is fenced first, so the two sides never both take writes.
+    if (!input.planned && (await p.source.engine.ping(1500))) await fence(inst.id, 'promotion of the secondary while the old primary answers', 'system:runbook', { onlyIfFailedOver: false });
     await p.target.engine.unsubscribe(p.targetDatabase, p.subscription);
     await deps.faults?.hold('promote', inst.id);
     const marks = await p.target.engine.sequencesInUse(p.targetDatabase);
@@ -231,25 +236,38 @@ export function replicationActivities(deps: ActivityDeps) {
    * the database gets an empty, read-only placeholder of that name. Idempotent:
    * a fence someone lifted by hand is put back at the next check.
    */
-  async function fence(inst: InstanceRow, reason: string, actor: 'system:monitor' | 'system:runbook'): Promise<boolean> {
-    const home = region(deps, inst.homeRegion);
-    let placeholder = false;
-    if (!(await home.engine.databaseExists(inst.name))) {
-      await home.engine.createDatabase(inst.name, ownerTag(inst.id), { readOnly: true });
-      placeholder = true;
-    }
-    const holding = !placeholder && (await home.engine.readOnly(inst.name)) && (await home.engine.connectionsAllowed(inst.name));
-    if (!holding) {
-      const ended = await home.engine.blockWrites(inst.name);
-      await home.engine.setConnectionsAllowed(inst.name, true);
-      await deps.db.transaction(async (tx) => {
-        await tx.update(instances).set({ fencedAt: inst.fencedAt ?? new Date(), updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+  async function fence(instanceId: string, reason: string, actor: 'system:monitor' | 'system:runbook', opts: { onlyIfFailedOver: boolean }): Promise<boolean> {
+    return deps.db.transaction(async (tx) => {
+      // The instance's row stays locked while its database is fenced: a failback taking the instance meanwhile waits,
+      // and one that took it first is seen here (the monitor never fences a home database a failback is rebuilding).
+      const [inst] = await tx.select().from(instances).where(eq(instances.id, instanceId)).for('update');
+      if (!inst) return false;
+      if (opts.onlyIfFailedOver) {
+        if (inst.state !== 'failed_over' || inst.activeRegion === inst.homeRegion || inst.lockedRunbook === Runbooks.failback) return false;
+        const [reverse] = await tx.select().from(replicas).where(and(eq(replicas.instanceId, inst.id), eq(replicas.direction, 'reverse')));
+        if (reverse) return false;
+      }
+      const home = region(deps, inst.homeRegion);
+      const tag = ownerTag(inst.id);
+      let placeholder = false;
+      if (!(await home.engine.databaseExists(inst.name))) {
+        await home.engine.createDatabase(inst.name, tag, { readOnly: true, placeholder: true });
+        placeholder = true;
+      } else if ((await home.engine.ownerTag(inst.name)) !== tag) {
+        throw new Error(`database ${inst.name} in region ${home.name} does not belong to instance ${inst.id}: it is not fenced (rename it, then the monitor fences the instance's own)`);
+      }
+      const holding = !placeholder && (await home.engine.readOnly(inst.name)) && (await home.engine.connectionsAllowed(inst.name));
+      if (!holding) {
+        const ended = await home.engine.blockWrites(inst.name);
+        await home.engine.setConnectionsAllowed(inst.name, true);
+        // Not updatedAt: a retried endpoint switch reads it as the time it switched.
+        await tx.update(instances).set({ fencedAt: inst.fencedAt ?? new Date() }).where(eq(instances.id, inst.id));
         await audit(tx, { actor, action: 'instance.fenced', instanceId: inst.id, subject: inst.name, details: { database: inst.name, region: home.name, reason, sessionsEnded: ended, ...(placeholder ? { placeholder: true } : {}) } });
-      });
-    } else if (!inst.fencedAt) {
-      await deps.db.update(instances).set({ fencedAt: new Date(), updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
-    }
-    return !holding;
+      } else if (!inst.fencedAt) {
+        await tx.update(instances).set({ fencedAt: new Date() }).where(eq(instances.id, inst.id));
+      }
+      return !holding;
+    });
   }
 
   return {
@@ -264,11 +282,17 @@ export function replicationActivities(deps: ActivityDeps) {
       const p = replicationPair(deps.regions, inst, 'forward');
       let existing = await replicaRow(inst.id);
       if (existing?.direction === 'forward' && existing.targetDatabase === legacySecondaryDatabase(inst.name) && existing.targetDatabase !== p.targetDatabase) {
-        // A secondary made before 0.2 (`<name>--s`) cannot share a multi-host URI with its primary: it is replaced by a fresh copy.
-        await removeReplication({ ...p, targetDatabase: existing.targetDatabase }, inst.id, { dropTarget: true });
-        await deps.db.delete(replicas).where(eq(replicas.instanceId, inst.id));
-        await audited('replication.removed', inst, { targetRegion: existing.targetRegion, targetDatabase: existing.targetDatabase, reason: 'replaced by a secondary of the same database name' });
-        existing = undefined;
+        // A secondary made before 0.2 (`<name>--s`) cannot share a multi-host URI with its primary: it takes the
+        // instance's name in place (its subscription paused meanwhile; the slot keeps every change), with no new copy.
+        const legacy = existing.targetDatabase;
+        if (await p.target.engine.databaseExists(legacy)) {
+          await p.target.engine.setSubscriptionEnabled(legacy, p.subscription, false);
+          await p.target.engine.renameDatabase(legacy, p.targetDatabase, ownerTag(inst.id));
+        }
+        await p.target.engine.setSubscriptionEnabled(p.targetDatabase, p.subscription, true);
+        await deps.db.update(replicas).set({ targetDatabase: p.targetDatabase, updatedAt: sql`now()` }).where(eq(replicas.instanceId, inst.id));
+        await audited('replication.renamed', inst, { targetRegion: p.target.name, from: legacy, to: p.targetDatabase });
+        existing = await replicaRow(inst.id);
       }
       if (!existing) await recordReplica(deps.db, p, inst.id, { state: 'seeding' });
       let progress: SeedProgress = { phase: 'schema', tablesReady: 0, tables: 0 };
@@ -340,15 +364,19 @@ export function replicationActivities(deps: ActivityDeps) {
       const r = region(deps, input.region);
       const pair = deps.regions.get(r.pair);
       const out = { needReplica: [] as string[], dropReplica: [] as string[], measured: 0, fenced: [] as string[] };
-      const homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
+      let homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
       // First, before anything else runs there: the old primaries of failed-over instances refuse writes.
-      // A home database a failback is rebuilding (reverse replication, or the failback holding the instance) is not the old primary.
-      const rebuilding = new Set(
-        (homed.length ? await deps.db.select().from(replicas).where(and(inArray(replicas.instanceId, homed.map((i) => i.id)), eq(replicas.direction, 'reverse'))) : []).map((r) => r.instanceId),
-      );
-      for (const inst of homed.filter((i) => i.state === 'failed_over' && i.activeRegion !== input.region && i.lockedRunbook !== 'failback' && !rebuilding.has(i.id))) {
-        if (await fence(inst, 'the region answers again while the instance is failed over', 'system:monitor')) out.fenced.push(inst.id);
+      // Each is re-checked under its row lock (a failback may have taken it since the list was read).
+      const failedOver = homed.filter((i) => i.state === 'failed_over' && i.activeRegion !== input.region && i.lockedRunbook !== Runbooks.failback);
+      for (const inst of failedOver) {
+        try {
+          if (await fence(inst.id, 'the region answers again while the instance is failed over', 'system:monitor', { onlyIfFailedOver: true })) out.fenced.push(inst.id);
+        } catch (err) {
+          // One instance that cannot be fenced must not stop the region's checks: it is audited, and tried again at the next check.
+          await audit(deps.db, { actor: 'system:monitor', action: 'instance.fence-failed', instanceId: inst.id, subject: inst.name, details: { error: String((err as Error).message ?? err).slice(0, 500) } });
+        }
       }
+      if (failedOver.length) homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
       const subscriptionEnabled = new Map<string, boolean | null>();
       if (!pair || !(await pair.engine.ping())) {
         await checkReadiness(homed, false, subscriptionEnabled);
@@ -442,7 +470,7 @@ export function replicationActivities(deps: ActivityDeps) {
       const inst = await loadInstance(deps, input.instanceId);
       const p = replicationPair(deps.regions, inst, 'forward');
       // The old primary is fenced the same way as after an outage, before the secondary is promoted.
-      await fence(inst, 'planned switchover', 'system:runbook');
+      await fence(inst.id, 'planned switchover', 'system:runbook', { onlyIfFailedOver: false });
       return drain(p, input.timeoutSeconds);
     },
 
@@ -548,7 +576,9 @@ export function replicationActivities(deps: ActivityDeps) {
     /** Whether the old primary's database still exists in the home region (it may be gone with the region's disks). */
     async oldPrimaryExists(input: { instanceId: string }): Promise<boolean> {
       const inst = await loadInstance(deps, input.instanceId);
-      return region(deps, inst.homeRegion).engine.databaseExists(inst.name);
+      const home = region(deps, inst.homeRegion);
+      // A placeholder the fence made (the region came back without the database) is not the old primary.
+      return (await home.engine.databaseExists(inst.name)) && !(await home.engine.isPlaceholder(inst.name));
     },
 
     /**
@@ -720,9 +750,25 @@ export function replicationActivities(deps: ActivityDeps) {
       const r = input.which === 'home' ? home : region(deps, home.pair);
       const database = inst.name;
       if (!(await r.engine.databaseExists(database))) return;
+      if (input.which === 'home') {
+        const p = replicationPair(deps.regions, inst, 'forward');
+        // A secondary that cannot be asked (its region is down) was not promoted by this run's switchover.
+        const promoted = await (async () =>
+          (await p.target.engine.databaseExists(p.targetDatabase)) &&
+          !(await p.target.engine.readOnly(p.targetDatabase)) &&
+          (await p.target.engine.subscriptionState(p.targetDatabase, p.subscription)) === null)().catch(() => false);
+        if (promoted) {
+          // The secondary was promoted but the switch did not follow: opening home too would make both sides writable.
+          await audited('failover.stranded', inst, { database, region: r.name, next: 'the old primary stays fenced; run the region failover again to finish the switch' });
+          return;
+        }
+      }
       await r.engine.setReadOnly(database, false);
       await r.engine.setConnectionsAllowed(database, true);
-      if (input.which === 'home') await deps.db.update(instances).set({ fencedAt: null, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+      if (input.which === 'home' && inst.fencedAt) {
+        await deps.db.update(instances).set({ fencedAt: null }).where(eq(instances.id, inst.id));
+        await audited('instance.unfenced', inst, { database, region: r.name, fencedSince: inst.fencedAt.toISOString(), reason: 'a switchover that did not promote' });
+      }
       await audited('instance.writes-reopened', inst, { database, region: r.name });
     },
 

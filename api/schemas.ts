@@ -67,6 +67,7 @@ export const InstanceSchema = z
       .object({
         state: z.enum(['ready', 'degraded']),
         reasons: z.array(z.string()),
+        codes: z.array(z.string()).openapi({ description: 'a stable code per reason: secondary-unreachable, subscription-disabled, broken, drift, seeding, no-secondary, lag-above-target, lag-unmeasured, lag-stale, no-backup, backup-old, failed-over' }),
         checkedAt: z.string(),
         rpoTargetSeconds: z.number(),
         secondaryReachable: z.boolean(),

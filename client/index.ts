@@ -214,7 +214,8 @@ export class InstanceClient extends EventEmitter<InstanceClientEvents> {
         const old = this.#sql;
         this.#info = info;
         this.#sql = openPool(info.endpoint, this.#opts);
-        const ending = old.end({ timeout: 1 }).catch(() => {});
+        // Calls still running on the old pool (reads on a fenced old primary) get a grace period to finish.
+        const ending = old.end({ timeout: 30 }).catch(() => {});
         this.#retiring.add(ending);
         void ending.finally(() => this.#retiring.delete(ending));
         this.emit('EndpointSwitched', { instance, from, to: info.endpoint, activeRegion: info.activeRegion });

@@ -4,7 +4,9 @@ import { z } from 'zod';
 const serverOf = (url: string) => {
   try {
     const u = new URL(url);
-    return `${u.hostname}:${u.port || '5432'}`;
+    // A Unix socket (no host in the URL) is named by its host parameter; localhost is the loopback address.
+    const host = u.hostname || u.searchParams.get('host') || 'socket';
+    return `${host === 'localhost' ? '127.0.0.1' : host}:${u.port || '5432'}`;
   } catch {
     return url;
   }

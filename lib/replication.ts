@@ -150,6 +150,13 @@ export async function ensureReplication(
     await target.engine.subscribe(p.targetDatabase, { subscription: p.subscription, publication: PUBLICATION, source: source.engine.replicationSource(p.sourceDatabase), copyData: opts.copyData });
     created = true;
   } else if (!subscribed) {
+    if ((await target.engine.databaseExists(p.targetDatabase)) && !(await target.engine.readOnly(p.targetDatabase))) {
+      // A copy is read-only from its first moment: a writable target without its subscription was promoted, and may hold writes.
+      throw new Error(
+        `${p.targetDatabase} in region ${target.name} is writable and has no subscription: it was promoted by a failover that did not finish its switch. ` +
+          'It is kept: run the region failover again to finish it, or make it read-only by hand once its writes are saved',
+      );
+    }
     created = true;
     await opts.onRecreate?.();
     opts.onProgress?.({ phase: 'schema', tablesReady: 0, tables: 0 });
@@ -240,7 +247,10 @@ export async function removeGeoSecondary(db: Database, regions: Map<string, Regi
   const [row] = await db.select().from(replicas).where(eq(replicas.instanceId, inst.id));
   // A failback's reverse copy lands in the home database itself: only its subscription goes, never the database.
   if (row?.direction === 'reverse') await removeReplication(replicationPair(regions, inst, 'reverse'), inst.id, { dropTarget: false });
-  await removeReplication(replicationPair(regions, inst, 'forward'), inst.id, { dropTarget: true });
+  const forward = replicationPair(regions, inst, 'forward');
+  // A secondary made before 0.2 has its own database name (`<name>--s`): that one goes.
+  if (row?.direction === 'forward' && row.targetDatabase !== forward.targetDatabase) await removeReplication({ ...forward, targetDatabase: row.targetDatabase }, inst.id, { dropTarget: true });
+  await removeReplication(forward, inst.id, { dropTarget: true });
   if (!row) return false;
   await db.transaction(async (tx) => {
     await tx.delete(replicas).where(eq(replicas.instanceId, inst.id));

@@ -2,7 +2,9 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { auditEvents } from '../db/schema/index.js';
+import { ownerTag } from '../activities/names.js';
+import { auditEvents, replicas } from '../db/schema/index.js';
+import { acquireLock, releaseLock } from '../lib/locks.js';
 import { subscriptionName } from '../lib/replication.js';
 import { ensurePostgres } from '../scripts/lib/tools.js';
 import { recordHistory } from './record.js';
@@ -95,6 +97,36 @@ describe('geo-secondary of a production instance', () => {
     await ctx.temporal.workflow.getHandle(`geo-secondary-${inst.id}`).result();
     await recordHistory(ctx, `geo-secondary-${inst.id}`, 'geo-secondary');
     expect(await slotsOn('primary', slot)).toBe(1);
+  });
+
+  it('made before 0.2 as <name>--s, takes the instance\'s name in place: no new copy, nothing lost', async () => {
+    const name = uniqueName('geo-old');
+    const inst = await createInstance(ctx, name, { type: 'production' });
+    await withInstanceDb(ctx, name, (sql) => sql`create table t (id int primary key)`);
+    await eventually('the table reaches the secondary', async () => (await ctx.call('GET', `/v1/instances/${inst.id}`)).body.replication?.state === 'streaming' && (await databasesLike(ctx, name, 'secondary')).length === 1);
+    await eventually('the table streams', () => withInstanceDb(ctx, name, async (sql) => (await sql`select to_regclass('public.t') as r`)[0]!.r !== null, 'secondary'));
+    await withInstanceDb(ctx, name, (sql) => sql`insert into t select generate_series(1, 100)`);
+    await eventually('rows streamed', () => withInstanceDb(ctx, name, async (sql) => (await sql`select count(*)::int as n from t`)[0]!.n === 100, 'secondary'));
+    // Make it look as 0.1 left it, holding the instance meanwhile so the monitor stays away.
+    const sec = ctx.regions.get('secondary')!.engine;
+    const sub = subscriptionName(inst.id, 'forward');
+    const holder = `legacy-setup-${inst.id}`;
+    expect((await acquireLock(ctx.db, { instanceId: inst.id, workflowId: holder, runbook: 'test' }, async () => true)).ok).toBe(true);
+    await sec.setSubscriptionEnabled(name, sub, false);
+    await sec.renameDatabase(name, `${name}--s`, ownerTag(inst.id));
+    await sec.setSubscriptionEnabled(`${name}--s`, sub, true);
+    await ctx.db.update(replicas).set({ targetDatabase: `${name}--s` }).where(eq(replicas.instanceId, inst.id));
+    await withInstanceDb(ctx, name, (sql) => sql`insert into t select generate_series(101, 150)`);
+    await releaseLock(ctx.db, inst.id, holder);
+    await eventually('renamed by the monitor', async () => (await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, inst.id), eq(auditEvents.action, 'replication.renamed')))).length > 0, 60_000);
+    expect(await databasesLike(ctx, name, 'secondary')).toEqual([name]);
+    // No new copy: never removed or created again; every row, including those written while it was renamed, arrives.
+    const actions = (await ctx.db.select().from(auditEvents).where(eq(auditEvents.instanceId, inst.id))).map((a) => a.action);
+    expect(actions.filter((a) => a === 'replication.created')).toHaveLength(1);
+    expect(actions).not.toContain('replication.removed');
+    await eventually('every row on the renamed secondary', () => withInstanceDb(ctx, name, async (sql) => (await sql`select count(*)::int as n from t`)[0]!.n === 150, 'secondary'));
+    expect((await ctx.call('GET', `/v1/instances/${inst.id}`)).body.replication).toMatchObject({ targetDatabase: name });
+    await ctx.call('DELETE', `/v1/instances/${inst.id}`);
   });
 
   it('is removed when the instance is deleted: no slot, publication or database is left', async () => {

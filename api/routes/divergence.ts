@@ -5,6 +5,10 @@ import { audit } from '../../lib/audit.js';
 import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
 import { ApiError, badRequest, errorResponses, json } from '../errors.js';
+import { randomBytes } from 'node:crypto';
+import { acquireLock, releaseLock } from '../../lib/locks.js';
+import { yieldGeoSecondary } from '../../lib/replication.js';
+import { isRunRunning } from '../../lib/runs.js';
 import { busyError, findInstance } from '../runbooks.js';
 import { FreeText, Ref } from '../schemas.js';
 
@@ -18,7 +22,7 @@ const DivergentRowSchema = z
     table: z.string(),
     key: z.record(z.string(), z.string().nullable()).openapi({ description: "the primary key's values (the whole row for a table without one), as text" }),
     op: z.enum(['insert', 'update', 'delete']).openapi({ description: 'insert: the secondary lacked the row; update: it held other values; delete: the old primary no longer had it' }),
-    row: z.record(z.string(), z.unknown()).nullable().openapi({ description: 'the row as the old primary last had it' }),
+    row: z.record(z.string(), z.unknown()).nullable().openapi({ description: 'the row as the old primary last had it (operators only: tenant data)' }),
     secondaryRow: z.record(z.string(), z.unknown()).nullable().openapi({ description: "the secondary's row under the key when measured" }),
     committedAt: z.string().nullable(),
     status: z.enum(DivergentRowStatuses),
@@ -78,16 +82,17 @@ const ReplayResultSchema = z
 
 const parse = (s: string | null): Record<string, unknown> | null => (s === null ? null : (JSON.parse(s) as Record<string, unknown>));
 
-const rowDto = (r: DivergentRow) => ({
+/** A divergent row; tenant values (beyond the key) only for operators. */
+const rowDto = (r: DivergentRow, values: boolean) => ({
   id: r.id,
   table: r.table,
   key: r.key,
   op: r.op,
-  row: parse(r.row),
-  secondaryRow: parse(r.secondaryRow),
+  row: values ? parse(r.row) : null,
+  secondaryRow: values ? parse(r.secondaryRow) : null,
   committedAt: r.committedAt?.toISOString() ?? null,
   status: r.status,
-  conflict: parse(r.conflict),
+  conflict: values ? parse(r.conflict) : null,
   note: r.note,
   replayedAt: r.replayedAt?.toISOString() ?? null,
   replayedBy: r.replayedBy,
@@ -143,7 +148,8 @@ export function divergenceApp(deps: ApiDeps) {
         .orderBy(asc(divergentRows.table), asc(divergentRows.committedAt), asc(divergentRows.id))
         .limit(10_000);
       const tables = new Map<string, ReturnType<typeof rowDto>[]>();
-      for (const r of rows) tables.set(r.table, [...(tables.get(r.table) ?? []), rowDto(r)]);
+      const values = c.get('principal').roles.includes('operator');
+      for (const r of rows) tables.set(r.table, [...(tables.get(r.table) ?? []), rowDto(r, values)]);
       const message = !fo.measured
         ? 'not measured yet: the failback (POST /v1/runbooks/failback) measures it before it rebuilds the old primary'
         : fo.kind === 'planned'
@@ -175,65 +181,79 @@ export function divergenceApp(deps: ApiDeps) {
       responses: { 200: json(ReplayResultSchema, 'what happened to each row'), ...errors },
     }),
     async (c) => {
-      const inst = await findInstance(deps, c.req.valid('param').id);
+      const found = await findInstance(deps, c.req.valid('param').id);
       const body = c.req.valid('json');
       const actor = c.get('principal').identity;
-      if (inst.lockedByRun) throw busyError(deps, inst.name, { workflowId: inst.lockedByRun, runbook: inst.lockedRunbook ?? 'unknown' });
-      if (inst.state !== 'active' && inst.state !== 'failed_over') {
-        throw new ApiError(409, 'not_serving', `instance ${inst.name} is ${inst.state}: rows are replayed only into a database that serves writes (active or failed_over)`);
+      // Held like a run for the moment it takes, so no runbook (a failback draining the serving side) starts on it half way.
+      await yieldGeoSecondary(deps.db, deps.temporal, found.id);
+      const holder = `divergence-replay-${found.id}-${randomBytes(4).toString('hex')}`;
+      const lock = await acquireLock(deps.db, { instanceId: found.id, workflowId: holder, runbook: 'divergence-replay' }, (id) => isRunRunning(deps.temporal, id));
+      if (!lock.ok) throw lock.reason === 'busy' ? busyError(deps, found.name, lock.holder) : new ApiError(404, 'instance_not_found', `instance ${found.name} does not exist`);
+      try {
+        return c.json(await replay(found.id, body, actor), 200);
+      } finally {
+        await releaseLock(deps.db, found.id, holder);
       }
-      const fo = await failoverOf(inst.id, body.failover);
-      if (!fo) throw new ApiError(404, 'not_found', body.failover ? `instance ${inst.name} has no failover ${body.failover}` : `instance ${inst.name} never failed over: nothing to replay`);
-      if (!fo.measured) throw new ApiError(409, 'not_measured', `failover ${fo.id} is not measured yet: the failback (POST /v1/runbooks/failback) lists the divergent rows first`);
-      const wanted = body.rows
-        ? await deps.db.select().from(divergentRows).where(and(eq(divergentRows.failoverId, fo.id), inArray(divergentRows.id, body.rows)))
-        : await deps.db.select().from(divergentRows).where(and(eq(divergentRows.failoverId, fo.id), eq(divergentRows.status, 'pending'))).orderBy(asc(divergentRows.committedAt)).limit(1000);
-      if (body.rows) {
-        const unknown = body.rows.filter((id) => !wanted.some((w) => w.id === id));
-        if (unknown.length) throw badRequest('rows', `${unknown.length} id(s) are not divergent rows of failover ${fo.id} (first: ${unknown[0]})`);
-      }
-      const region = deps.regions.get(inst.activeRegion);
-      if (!region) throw new ApiError(409, 'region_unknown', `instance ${inst.name} is served from region ${inst.activeRegion}, which is not configured`);
-      const keyCols = new Map<string, string[] | null>();
-      const results: z.infer<typeof ReplayResultSchema>['results'] = [];
-      for (const r of wanted) {
-        const base = { id: r.id, table: r.table, key: r.key };
-        if (r.status === 'replayed' || r.status === 'present') {
-          results.push({ ...base, outcome: 'present', existing: null, note: `already ${r.status}` });
-          continue;
-        }
-        if (r.op === 'delete' || r.row === null) {
-          const note = 'a delete is not replayed: remove the row by hand if it should go';
-          await deps.db.update(divergentRows).set({ status: 'skipped', note }).where(eq(divergentRows.id, r.id));
-          results.push({ ...base, outcome: 'skipped', existing: null, note });
-          continue;
-        }
-        try {
-          if (!keyCols.has(r.table)) keyCols.set(r.table, await region.engine.keyColumns(inst.databaseName, r.table));
-          const out = await region.engine.insertRowIfAbsent(inst.databaseName, r.table, r.row, keyCols.get(r.table) ?? null);
-          const status = out.outcome === 'inserted' ? 'replayed' : out.outcome;
-          const note = out.outcome === 'conflict' ? (out.existing ? 'the key now holds other values: left alone' : 'another unique constraint refuses the row: left alone') : null;
-          await deps.db
-            .update(divergentRows)
-            .set({ status, conflict: out.outcome === 'conflict' ? out.existing : null, note, ...(status === 'replayed' ? { replayedAt: new Date(), replayedBy: actor } : {}) })
-            .where(eq(divergentRows.id, r.id));
-          results.push({ ...base, outcome: status, existing: parse(out.existing), note });
-        } catch (err) {
-          results.push({ ...base, outcome: 'error', existing: null, note: String((err as Error).message ?? err).slice(0, 500) });
-        }
-      }
-      const counts: Record<string, number> = {};
-      for (const r of results) counts[r.outcome] = (counts[r.outcome] ?? 0) + 1;
-      await audit(deps.db, {
-        actor,
-        action: 'divergence.replayed',
-        instanceId: inst.id,
-        subject: inst.name,
-        details: { failoverId: fo.id, statement: body.statement, counts, rows: results.map((r) => ({ id: r.id, outcome: r.outcome })) },
-      });
-      return c.json({ failoverId: fo.id, replayedInto: { region: region.name, database: inst.databaseName }, counts, results }, 200);
     },
   );
+
+  /** The replay itself, under the instance's lock. */
+  async function replay(instanceId: string, body: z.infer<typeof ReplayBody>, actor: string): Promise<z.infer<typeof ReplayResultSchema>> {
+    const inst = await findInstance(deps, instanceId);
+    if (inst.state !== 'active' && inst.state !== 'failed_over') {
+      throw new ApiError(409, 'not_serving', `instance ${inst.name} is ${inst.state}: rows are replayed only into a database that serves writes (active or failed_over)`);
+    }
+    const fo = await failoverOf(inst.id, body.failover);
+    if (!fo) throw new ApiError(404, 'not_found', body.failover ? `instance ${inst.name} has no failover ${body.failover}` : `instance ${inst.name} never failed over: nothing to replay`);
+    if (!fo.measured) throw new ApiError(409, 'not_measured', `failover ${fo.id} is not measured yet: the failback (POST /v1/runbooks/failback) lists the divergent rows first`);
+    const wanted = body.rows
+      ? await deps.db.select().from(divergentRows).where(and(eq(divergentRows.failoverId, fo.id), inArray(divergentRows.id, body.rows)))
+      : await deps.db.select().from(divergentRows).where(and(eq(divergentRows.failoverId, fo.id), eq(divergentRows.status, 'pending'))).orderBy(asc(divergentRows.committedAt)).limit(1000);
+    if (body.rows) {
+      const unknown = body.rows.filter((id) => !wanted.some((w) => w.id === id));
+      if (unknown.length) throw badRequest('rows', `${unknown.length} id(s) are not divergent rows of failover ${fo.id} (first: ${unknown[0]})`);
+    }
+    const region = deps.regions.get(inst.activeRegion);
+    if (!region) throw new ApiError(409, 'region_unknown', `instance ${inst.name} is served from region ${inst.activeRegion}, which is not configured`);
+    const keyCols = new Map<string, string[] | null>();
+    const results: z.infer<typeof ReplayResultSchema>['results'] = [];
+    for (const r of wanted) {
+      const base = { id: r.id, table: r.table, key: r.key };
+      if (r.status === 'replayed' || r.status === 'present') {
+        results.push({ ...base, outcome: 'present', existing: null, note: `already ${r.status}` });
+        continue;
+      }
+      if (r.op === 'delete' || r.row === null) {
+        const note = 'a delete is not replayed: remove the row by hand if it should go';
+        await deps.db.update(divergentRows).set({ status: 'skipped', note }).where(eq(divergentRows.id, r.id));
+        results.push({ ...base, outcome: 'skipped', existing: null, note });
+        continue;
+      }
+      try {
+        if (!keyCols.has(r.table)) keyCols.set(r.table, await region.engine.keyColumns(inst.databaseName, r.table));
+        const out = await region.engine.insertRowIfAbsent(inst.databaseName, r.table, r.row, keyCols.get(r.table) ?? null);
+        const status = out.outcome === 'inserted' ? 'replayed' : out.outcome;
+        const note = out.outcome === 'conflict' ? (out.existing ? 'the key now holds other values: left alone' : 'another unique constraint refuses the row: left alone') : null;
+        await deps.db
+          .update(divergentRows)
+          .set({ status, conflict: out.outcome === 'conflict' ? out.existing : null, note, ...(status === 'replayed' ? { replayedAt: new Date(), replayedBy: actor } : {}) })
+          .where(eq(divergentRows.id, r.id));
+        results.push({ ...base, outcome: status, existing: parse(out.existing), note });
+      } catch (err) {
+        results.push({ ...base, outcome: 'error', existing: null, note: String((err as Error).message ?? err).slice(0, 500) });
+      }
+    }
+    const counts: Record<string, number> = {};
+    for (const r of results) counts[r.outcome] = (counts[r.outcome] ?? 0) + 1;
+    await audit(deps.db, {
+      actor,
+      action: 'divergence.replayed',
+      instanceId: inst.id,
+      subject: inst.name,
+      details: { failoverId: fo.id, statement: body.statement, counts, rows: results.map((r) => ({ id: r.id, outcome: r.outcome })) },
+    });
+    return { failoverId: fo.id, replayedInto: { region: region.name, database: inst.databaseName }, counts, results };
+  }
 
   return app;
 }

@@ -272,7 +272,8 @@ export function instancesApp(deps: ApiDeps) {
           failedOver: row.state === 'failed_over',
           alternate,
           autoSwitchEnabled: !!alternate && (row.state === 'failed_over' || (rep?.direction === 'forward' && rep.state === 'streaming')),
-          multiHost: alternate && home ? multiHostUri([home.engine.endpoint(row.name), alternate.endpoint]) : null,
+          // The serving side first: clients try it first, so a side that came back is never tried before the one that serves.
+          multiHost: alternate && home ? multiHostUri(row.activeRegion === row.homeRegion ? [home.engine.endpoint(row.name), alternate.endpoint] : [alternate.endpoint, home.engine.endpoint(row.name)]) : null,
         },
         200,
       );
@@ -307,6 +308,8 @@ export function instancesApp(deps: ApiDeps) {
             ...(body.type ? { type: body.type } : {}),
             ...(body.edition ? { edition: body.edition } : {}),
             ...(body.rpoTargetSeconds !== undefined ? { rpoTargetSeconds: body.rpoTargetSeconds } : {}),
+            // A sandbox has no failover readiness.
+            ...(body.type === 'sandbox' ? { readiness: null } : {}),
             updatedAt: sql`now()`,
           })
           // A type or an edition waits for the run holding the instance; an RPO target is only a setting.

@@ -2,7 +2,7 @@ import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomBytes } from 'node:crypto';
 import { and, eq, inArray } from 'drizzle-orm';
 import { backups, Editions, instances, replicas, type BackupRow } from '../../db/schema/index.js';
-import { classifyFailoverTargets } from '../../lib/replication.js';
+import { classifyFailoverTargets, legacySecondaryDatabase } from '../../lib/replication.js';
 import { audit } from '../../lib/audit.js';
 import { servedBy, servingRefusal } from '../../lib/instances.js';
 import { backupRefusal, editionAtLeast, targetRefusal, type Refusal } from '../../lib/restore-rules.js';
@@ -392,6 +392,17 @@ export function runbooksApp(deps: ApiDeps) {
         }
       }
       if (!(await region.engine.ping())) throw new ApiError(409, 'region_unreachable', `region ${body.region} does not answer; fail back once it is healthy (GET /v1/regions)`);
+      // Failed over before 0.2, an instance is served from `<name>--s`; this version's failback rebuilds from a database of the instance's name.
+      const legacy = (await deps.db.select().from(instances).where(and(eq(instances.homeRegion, body.region), eq(instances.state, 'failed_over')))).filter(
+        (i) => (!instanceIds || instanceIds.includes(i.id)) && i.databaseName === legacySecondaryDatabase(i.name),
+      );
+      if (legacy.length) {
+        throw new ApiError(
+          409,
+          'legacy_failover',
+          `instance(s) ${legacy.map((i) => i.name).join(', ')} failed over before version 0.2 and are served from <name>--s: rename that database to the instance's name on its server (ALTER DATABASE … RENAME, with its clients stopped) and set the endpoint, or fail back with the version that failed it over`,
+        );
+      }
       const workflowId = workflowIds.failback(body.region, suffix());
       const args: [FailbackInput] = [{ region: body.region, requestedBy: actor, concurrency: body.concurrency ?? deps.cfg.FAILOVER_CONCURRENCY, ...(instanceIds ? { instanceIds } : {}) }];
       await startRun(deps, { instance: { id: `region:${body.region}`, name: body.region }, runbook: Runbooks.failback, workflowId, workflowType: 'failbackWorkflow', args }, async () => {});

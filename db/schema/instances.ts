@@ -21,6 +21,8 @@ export interface Readiness {
   state: 'ready' | 'degraded';
   /** Empty when ready; otherwise each reason in words an operator can act on. */
   reasons: string[];
+  /** A stable code per reason (`lag-above-target`, `subscription-disabled`, …): a change of codes is an event. */
+  codes: string[];
   checkedAt: string;
   rpoTargetSeconds: number;
   secondaryReachable: boolean;

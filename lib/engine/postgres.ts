@@ -66,7 +66,7 @@ export class PostgresEngine implements InstanceEngine {
     return this.binDir ? path.join(this.binDir, tool) : tool;
   }
 
-  async createDatabase(name: string, ownerTag: string, opts: { readOnly?: boolean } = {}): Promise<void> {
+  async createDatabase(name: string, ownerTag: string, opts: { readOnly?: boolean; placeholder?: boolean } = {}): Promise<void> {
     const conflict = (tag: string | null) =>
       new DatabaseConflictError(
         `database ${name} already exists on this server and does not belong to this instance (owner: ${tag ?? 'none'}); it was left untouched: drop or rename it, or choose another instance name`,
@@ -87,6 +87,7 @@ export class PostgresEngine implements InstanceEngine {
     }
     // Set before the rename (the setting follows the database): a client given a multi-host URI never finds it writable.
     if (opts.readOnly) await this.admin`ALTER DATABASE ${this.admin(staging)} SET default_transaction_read_only = on`;
+    if (opts.placeholder) await this.admin.unsafe(`ALTER DATABASE ${quoteIdent(staging)} SET bcdr.placeholder = 'on'`);
     try {
       await this.admin`ALTER DATABASE ${this.admin(staging)} RENAME TO ${this.admin(name)}`;
     } catch (err) {
@@ -211,6 +212,37 @@ export class PostgresEngine implements InstanceEngine {
   }
 
   /** A database-level setting (ALTER DATABASE … SET), or null. */
+  async renameDatabase(from: string, to: string, ownerTag: string): Promise<void> {
+    if (!(await this.databaseExists(from))) {
+      if ((await this.databaseExists(to)) && (await this.ownerTag(to)) === ownerTag) return;
+      throw new Error(`database ${from} does not exist`);
+    }
+    if ((await this.ownerTag(from)) !== ownerTag) throw new Error(`database ${from} does not belong to ${ownerTag}: not renamed`);
+    if (await this.databaseExists(to)) throw new DatabaseConflictError(`database ${to} already exists: ${from} was not renamed to it`);
+    const allowed = await this.connectionsAllowed(from);
+    await this.admin`ALTER DATABASE ${this.admin(from)} ALLOW_CONNECTIONS false`;
+    try {
+      for (let i = 0; ; i++) {
+        await this.endSessions(from);
+        try {
+          await this.admin`ALTER DATABASE ${this.admin(from)} RENAME TO ${this.admin(to)}`;
+          break;
+        } catch (err) {
+          // 55006 object_in_use: a session was still going away.
+          if ((err as { code?: string }).code !== '55006' || i >= 50) throw err;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+    } finally {
+      const now = (await this.databaseExists(to)) ? to : from;
+      if (allowed) await this.admin`ALTER DATABASE ${this.admin(now)} ALLOW_CONNECTIONS true`;
+    }
+  }
+
+  async isPlaceholder(name: string): Promise<boolean> {
+    return (await this.databaseSetting(name, 'bcdr.placeholder')) === 'on';
+  }
+
   private async databaseSetting(name: string, key: string): Promise<string | null> {
     const [row] = await this.admin<{ value: string | null }[]>`
       SELECT (SELECT substr(c, length(${key}) + 2) FROM unnest(s.setconfig) c WHERE starts_with(c, ${`${key}=`})) AS value

@@ -66,7 +66,17 @@ export interface InstanceEngine extends ReplicationEngine {
    * database of that name exists without it, so a stray database is never adopted.
    */
   /** `readOnly`: new transactions are read-only by default from the moment the name appears (a replica's target). */
-  createDatabase(name: string, ownerTag: string, opts?: { readOnly?: boolean }): Promise<void>;
+  /** `placeholder`: marked as standing in for a database that is gone (see isPlaceholder). */
+  createDatabase(name: string, ownerTag: string, opts?: { readOnly?: boolean; placeholder?: boolean }): Promise<void>;
+  /**
+   * Renames database `from` (tagged `ownerTag`) to `to`: no new connections
+   * meanwhile, its sessions ended (a subscription in it must be disabled
+   * first, or its apply worker comes back). Refuses when `to` exists.
+   * Idempotent: done when `from` is gone and `to` carries the tag.
+   */
+  renameDatabase(from: string, to: string, ownerTag: string): Promise<void>;
+  /** Whether the database is an empty placeholder made by createDatabase with `placeholder` (a fenced old primary whose disks were lost). */
+  isPlaceholder(name: string): Promise<boolean>;
   /**
    * Drops a database, ending its sessions first; does nothing if it is absent.
    * With `ownerTag`, drops it only if it carries that tag; returns whether it dropped.

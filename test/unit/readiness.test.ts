@@ -62,7 +62,9 @@ describe('failover readiness', () => {
   });
 
   it('honours a per-instance RPO target', () => {
-    expect(assessReadiness(active, facts({ rpoTargetSeconds: 0.2 })).reasons).toEqual(['replication lag 0.4 s is above the RPO target of 0.2 s']);
+    const r = assessReadiness(active, facts({ rpoTargetSeconds: 0.2 }));
+    expect(r.reasons).toEqual(['replication lag 0.4 s is above the RPO target of 0.2 s']);
+    expect(r.codes).toEqual(['lag-above-target']);
   });
 
   it('is degraded while failed over, whatever the replica row says', () => {
