@@ -18,6 +18,7 @@ import { createBcdrWorker, type BcdrWorker } from '../worker/create.js';
 import { eventually, openContext, startWorkerProcess, uniqueName, type TestContext } from './helpers.js';
 import { readEvents } from './sse.js';
 import { connectInstance } from '../client/index.js';
+import { acquireLock, releaseLock } from '../lib/locks.js';
 import { recordHistory } from './record.js';
 import { APPROVER, SELF_APPROVER, VIEWER } from './tokens.js';
 
@@ -298,6 +299,28 @@ describe('region failover with sign-off, and failback', () => {
     await failBack();
   }, 240_000);
 
+  it('fences an old primary that answers before an unplanned promotion: the two sides never both take writes', async () => {
+    const start = await ctx.call('POST', '/v1/runbooks/region-failover', { body: { region: 'east', mode: 'unplanned', reason: 'drill: unplanned with east up' } });
+    expect(start.status).toBe(202);
+    const id = start.body.run.workflowId;
+    await eventually('the sign-off request', async () => ((await ctx.call('GET', '/v1/signoffs?status=pending')).body.signoffs as { workflowId: string }[]).some((x) => x.workflowId === id));
+    // Until the sign-off the primary takes writes, and nothing is fenced.
+    await onDb(dbUrl(east, instances[0]!.name), (sql) => sql`insert into writes (note) values ('before sign-off')`);
+    const ok = await ctx.call('POST', `/v1/runs/${id}/signoff`, { token: APPROVER, body: { decision: 'approve', statement: 'drill' } });
+    expect([200, 202]).toContain(ok.status);
+    const run = await runResult(id);
+    expect(run.result, JSON.stringify(run)).toMatchObject({ outcome: 'completed', kind: 'unplanned' });
+    for (const i of instances) {
+      await expect(onDb(dbUrl(east, i.name), (sql) => sql`insert into writes (note) values ('split brain')`)).rejects.toThrow(/read-only transaction/);
+      const fenced = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, i.id), eq(auditEvents.action, 'instance.fenced')));
+      expect(fenced.some((a) => a.actor === 'system:runbook' && /promotion/.test((a.details as { reason: string }).reason))).toBe(true);
+      const ep = (await ctx.call('GET', `/v1/instances/${i.id}/endpoint`)).body;
+      // The serving side is listed first.
+      expect(ep.multiHost).toContain(`@${new URL(west.url).host},`);
+    }
+    await failBack();
+  }, 240_000);
+
   it('ends consistent when the worker is killed mid-promotion and a new worker takes over', async () => {
     const queue = `bcdr-failover-kill-${process.pid}`;
     const faults = env.BCDR_FAULT_FILE!;
@@ -494,7 +517,17 @@ async function salvage(inst: { id: string; name: string }, lost: number[]) {
   // Someone wrote a row under one of the lost keys since: replaying must not overwrite it.
   const taken = lost[0]!;
   await onDb(dbUrl(east, inst.name), (sql) => sql`insert into writes (id, note) values (${taken}, 'taken meanwhile')`);
+  // A viewer sees the keys, not the tenant's values.
+  const asViewer = (await ctx.call('GET', `/v1/instances/${inst.id}/divergence`, { token: VIEWER })).body;
+  expect(asViewer.tables[0].rows[0]).toMatchObject({ row: null, key: expect.any(Object) });
   const url = `/v1/instances/${inst.id}/divergence/replay`;
+  // A run holding the instance keeps the replay out (409 naming it).
+  const holder = `salvage-test-${inst.id}`;
+  expect((await acquireLock(ctx.db, { instanceId: inst.id, workflowId: holder, runbook: 'test' }, async () => true)).ok).toBe(true);
+  const busy = await ctx.call('POST', url, { body: { all: true, statement: 'while held' } });
+  expect(busy.status).toBe(409);
+  expect(busy.body.error.message).toContain(holder);
+  await releaseLock(ctx.db, inst.id, holder);
   expect((await ctx.call('POST', url, { token: VIEWER, body: { all: true, statement: 'viewer tries' } })).status).toBe(403);
   expect((await ctx.call('POST', url, { body: { all: true, statement: 'nul \u0000 inside' } })).status).toBe(400);
   expect((await ctx.call('POST', url, { body: { all: true, statement: 'x'.repeat(100_000) } })).status).toBe(400);

@@ -23,7 +23,8 @@ describe('instances', () => {
     const engine = ctx.regions.get('primary')!.engine;
     expect(await engine.databaseExists(name)).toBe(true);
     expect(await engine.ownerTag(name)).toBe(`bcdr:instance=${inst.id}`);
-    expect(await ctx.regions.get('secondary')!.engine.databaseExists(name)).toBe(false);
+    // Its geo-secondary has the same name in the paired region, read-only.
+    expect(await ctx.regions.get('secondary')!.engine.readOnly(name)).toBe(true);
     await withInstanceDb(ctx, name, async (sql) => expect((await sql`select 1 as one`)[0]!.one).toBe(1));
     const run = await ctx.call('GET', `/v1/runs/provision-instance-${inst.id}`);
     expect(run.body).toMatchObject({ status: 'completed', runbook: 'provision-instance', instanceId: inst.id });
@@ -89,6 +90,6 @@ describe('instances', () => {
     const list = await ctx.call('GET', '/v1/instances?type=sandbox');
     expect(list.body.instances.map((i: { id: string }) => i.id)).toContain(inst.id);
     const endpoint = await ctx.call('GET', `/v1/instances/${inst.id}/endpoint`);
-    expect(endpoint.body).toEqual({ endpoint: inst.endpoint, activeRegion: 'primary', servedBy: null, acceptsConnections: true, failedOver: false, alternate: null });
+    expect(endpoint.body).toEqual({ endpoint: inst.endpoint, activeRegion: 'primary', servedBy: null, acceptsConnections: true, failedOver: false, alternate: null, autoSwitchEnabled: false, multiHost: null });
   });
 });
