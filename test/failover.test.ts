@@ -478,7 +478,7 @@ describe('region failover with sign-off, and failback', () => {
       const fenced = await ctx.db.select().from(auditEvents).where(and(eq(auditEvents.instanceId, i.id), eq(auditEvents.action, 'instance.fenced')));
       expect(fenced.length).toBeGreaterThan(0);
       // Nothing was written on the old primary after the failover.
-      const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.kind, 'unplanned')));
+      const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.workflowId, run.workflowId)));
       expect(await onDb(dbUrl(east, i.name), (sql) => sql`select count(*)::int as n from writes where at >= ${fo!.servingAt}`)).toEqual([{ n: 0 }]);
     }
     // The multi-host URI skips the fenced old primary: still the promoted secondary.
@@ -486,7 +486,7 @@ describe('region failover with sign-off, and failback', () => {
     expect(fencedWrite.stdout.trim()).toBe(new URL(west.url).port);
     await failBack('failback-after-outage');
     for (const [k, i] of instances.entries()) {
-      const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.kind, 'unplanned')));
+      const [fo] = await ctx.db.select().from(failovers).where(and(eq(failovers.instanceId, i.id), eq(failovers.workflowId, run.workflowId)));
       expect(fo!.status).toBe('failed_back');
       // The writer may also have had one commit in flight when east died: durable there, never acknowledged to it.
       expect(fo!.measured!.rows).toBeGreaterThanOrEqual(lostBefore[k]!.length);
