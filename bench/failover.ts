@@ -343,12 +343,13 @@ function firstWriteThrough(uri: string) {
     while (!stopped) {
       const sql = postgres(uri, { max: 1, connect_timeout: 2, onnotice: () => {}, fetch_types: false });
       try {
-        await sql`insert into writes (note) values ('multi-host')`;
-        return performance.now();
+        // Bounded per attempt: a postgres.js connect that finds no writable host may hang rather than fail.
+        const ok = await Promise.race([sql`insert into writes (note) values ('multi-host')`.then(() => true), sleep(3000).then(() => false)]);
+        if (ok) return performance.now();
       } catch {
         /* not writable yet */
       } finally {
-        await sql.end({ timeout: 1 }).catch(() => {});
+        void sql.end({ timeout: 1 }).catch(() => {});
       }
       await sleep(50);
     }
