@@ -48,7 +48,7 @@ const RegionFailoverBody = z
     region: RegionRef.openapi({ description: 'the region whose production instances move to their paired region' }),
     reason: FreeText({ max: 500, example: 'primary region unreachable since 03:12' }).optional().openapi({ description: 'why (required unless dryRun)' }),
     dryRun: z.boolean().default(false).openapi({ description: "answer at once with each instance's readiness and what it could lose; start nothing, change nothing" }),
-    mode: z.enum(['auto', 'unplanned']).default('auto').openapi({ description: 'auto: a planned switchover (no loss, no sign-off) when the region answers, else unplanned; unplanned: never touch the primary' }),
+    mode: z.enum(['auto', 'unplanned']).default('auto').openapi({ description: 'auto: a planned switchover (no loss, no sign-off) when the region answers, else unplanned; unplanned: no drain and always a sign-off; the promotion still fences an old primary that answers' }),
     signoffTimeoutMinutes: z.number().min(0.25, 'must be at least 0.25 minutes (15 s)').max(7 * 24 * 60, 'must be at most 7 days').optional(),
     signoffRemindEveryMinutes: z.number().min(0.25, 'must be at least 0.25 minutes (15 s)').max(24 * 60, 'must be at most a day').optional(),
     concurrency: z.number().int().min(1, 'must be at least 1').max(64, 'must be at most 64').optional(),
