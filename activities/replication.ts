@@ -3,7 +3,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import { backups, divergentRows, failovers, instances, regions as regionsTable, replicas, type InstanceRow, type LossEstimate, type MeasuredLoss, type ReplicaRow } from '../db/schema/index.js';
 import { audit } from '../lib/audit.js';
-import { PUBLICATION, classifyFailoverTargets, ensureReplication, legacySecondaryDatabase, type ReplicationPair, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
+import { PUBLICATION, ensureReplication, failoverCandidates, legacySecondaryDatabase, type ReplicationPair, missingTables, recordReplica, removeGeoSecondary, removeReplication, replicationPair, type SeedProgress } from '../lib/replication.js';
 import { FailureTypes, Runbooks } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { ownerTag } from './names.js';
@@ -127,15 +127,14 @@ export function replicationActivities(deps: ActivityDeps) {
   /**
    * Judges and records the failover readiness of the region's production
    * instances (see lib/readiness.ts): at every check, stored when it changes
-   * (an audited event) and at least every READINESS_REFRESH_SECONDS.
+   * (an audited event) and at least every `readiness.refreshSeconds`.
    */
-  async function checkReadiness(homed: InstanceRow[], pairReachable: boolean, subscriptionEnabled: Map<string, boolean | null>): Promise<string[]> {
+  async function checkReadiness(homed: InstanceRow[], pairReachable: boolean, subscriptionEnabled: Map<string, boolean | null>): Promise<void> {
     const prod = homed.filter((i) => i.type === 'production' && i.state !== 'provisioning');
-    if (!prod.length) return [];
+    if (!prod.length) return;
     const cfg = { rpoTargetSeconds: 5, backupMaxAgeHours: 26, refreshSeconds: 60, measureMaxAgeSeconds: 30, ...deps.readiness };
     const reps = await deps.db.select().from(replicas).where(inArray(replicas.instanceId, prod.map((i) => i.id)));
     const backupsAt = await lastGoodBackups(deps.db, prod.map((i) => i.id));
-    const changed: string[] = [];
     for (const inst of prod) {
       const replica = reps.find((r) => r.instanceId === inst.id && r.direction === 'forward');
       const r = assessReadiness(inst, {
@@ -148,9 +147,8 @@ export function replicationActivities(deps: ActivityDeps) {
         replica,
         lastGoodBackupAt: backupsAt.get(inst.id) ?? null,
       });
-      if (await recordReadiness(deps.db, inst, r, cfg.refreshSeconds)) changed.push(inst.id);
+      await recordReadiness(deps.db, inst, r, cfg.refreshSeconds);
     }
-    return changed;
   }
 
   /**
@@ -222,6 +220,16 @@ export function replicationActivities(deps: ActivityDeps) {
     // Sessions opened while it was read-only keep that default: they go, new ones can write.
     await p.target.engine.terminateSessions(p.targetDatabase);
     return { sequencesAdvanced };
+  }
+
+  /** Lifts an instance's fence in the catalog (its database is opened by the caller), audited as `instance.unfenced`. */
+  async function unfence(inst: InstanceRow, details: Record<string, unknown>): Promise<void> {
+    if (!inst.fencedAt) return;
+    const fencedSince = inst.fencedAt.toISOString();
+    await deps.db.transaction(async (tx) => {
+      await tx.update(instances).set({ fencedAt: null, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
+      await audit(tx, { actor: 'system:runbook', action: 'instance.unfenced', instanceId: inst.id, subject: inst.name, details: { ...details, fencedSince, workflowId: callerWorkflowId() } });
+    });
   }
 
   /**
@@ -364,7 +372,7 @@ export function replicationActivities(deps: ActivityDeps) {
       const r = region(deps, input.region);
       const pair = deps.regions.get(r.pair);
       const out = { needReplica: [] as string[], dropReplica: [] as string[], measured: 0, fenced: [] as string[] };
-      let homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
+      const homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
       // First, before anything else runs there: the old primaries of failed-over instances refuse writes.
       // Each is re-checked under its row lock (a failback may have taken it since the list was read).
       const failedOver = homed.filter((i) => i.state === 'failed_over' && i.activeRegion !== input.region && i.lockedRunbook !== Runbooks.failback);
@@ -376,7 +384,6 @@ export function replicationActivities(deps: ActivityDeps) {
           await audit(deps.db, { actor: 'system:monitor', action: 'instance.fence-failed', instanceId: inst.id, subject: inst.name, details: { error: String((err as Error).message ?? err).slice(0, 500) } });
         }
       }
-      if (failedOver.length) homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
       const subscriptionEnabled = new Map<string, boolean | null>();
       if (!pair || !(await pair.engine.ping())) {
         await checkReadiness(homed, false, subscriptionEnabled);
@@ -437,9 +444,7 @@ export function replicationActivities(deps: ActivityDeps) {
     async failoverTargets(input: { region: string }): Promise<{ reachable: boolean; targets: FailoverTarget[]; skipped: { instanceId: string; name: string; reason: string }[] }> {
       const r = region(deps, input.region);
       const reachable = await r.engine.ping();
-      const rows = await deps.db.select().from(instances).where(and(eq(instances.activeRegion, input.region), eq(instances.homeRegion, input.region), eq(instances.type, 'production')));
-      const reps = rows.length ? await deps.db.select().from(replicas).where(inArray(replicas.instanceId, rows.map((i) => i.id))) : [];
-      const { targets, skipped } = classifyFailoverTargets(rows, reps);
+      const { targets, skipped } = await failoverCandidates(deps.db, input.region);
       return { reachable, targets: targets.map((t) => ({ instanceId: t.id, name: t.name })), skipped };
     },
 
@@ -729,13 +734,7 @@ export function replicationActivities(deps: ActivityDeps) {
       await home.engine.setConnectionsAllowed(inst.name, true);
       // Sessions opened while it was read-only keep that default.
       await home.engine.terminateSessions(inst.name);
-      const fencedSince = inst.fencedAt;
-      if (fencedSince) {
-        await deps.db.transaction(async (tx) => {
-          await tx.update(instances).set({ fencedAt: null, updatedAt: sql`now()` }).where(eq(instances.id, inst.id));
-          await audit(tx, { actor: 'system:runbook', action: 'instance.unfenced', instanceId: inst.id, subject: inst.name, details: { workflowId: callerWorkflowId(), fencedSince: fencedSince.toISOString() } });
-        });
-      }
+      await unfence(inst, {});
       return { openedAt: new Date().toISOString() };
     },
 
@@ -765,10 +764,7 @@ export function replicationActivities(deps: ActivityDeps) {
       }
       await r.engine.setReadOnly(database, false);
       await r.engine.setConnectionsAllowed(database, true);
-      if (input.which === 'home' && inst.fencedAt) {
-        await deps.db.update(instances).set({ fencedAt: null }).where(eq(instances.id, inst.id));
-        await audited('instance.unfenced', inst, { database, region: r.name, fencedSince: inst.fencedAt.toISOString(), reason: 'a switchover that did not promote' });
-      }
+      if (input.which === 'home') await unfence(inst, { database, region: r.name, reason: 'a switchover that did not promote' });
       await audited('instance.writes-reopened', inst, { database, region: r.name });
     },
 

@@ -3,7 +3,7 @@ import { closeSync, mkdtempSync, openSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { eq, sql } from 'drizzle-orm';
+import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { RegionHandles } from '../activities/deps.js';
 import { ownerTag } from '../activities/names.js';
 import type { Database } from '../db/client.js';
@@ -53,8 +53,15 @@ export function classifyFailoverTargets(rows: InstanceRow[], reps: ReplicaRow[])
   return { targets, skipped };
 }
 
-/** The database of a geo-secondary before 0.2 (`<name>--s`): replaced by one of the instance's own name. */
-export const legacySecondaryDatabase = (name: string) => `${name}--s`;
+/** The production instances served from their home `region`, with their replicas, classified for a failover (see classifyFailoverTargets). */
+export async function failoverCandidates(db: Database, region: string): Promise<ReturnType<typeof classifyFailoverTargets> & { reps: ReplicaRow[] }> {
+  const rows = await db.select().from(instances).where(and(eq(instances.activeRegion, region), eq(instances.homeRegion, region), eq(instances.type, 'production')));
+  const reps = rows.length ? await db.select().from(replicas).where(inArray(replicas.instanceId, rows.map((i) => i.id))) : [];
+  return { ...classifyFailoverTargets(rows, reps), reps };
+}
+
+/** The database of a geo-secondary before 0.2 had the alternate's name (`<name>--s`): renamed to the instance's own. */
+export const legacySecondaryDatabase = alternateName;
 
 /** Subscription (and publisher slot) name of an instance's replication, one per direction; unique per cluster. */
 export function subscriptionName(instanceId: string, direction: 'forward' | 'reverse'): string {

@@ -1,8 +1,8 @@
 import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { randomBytes } from 'node:crypto';
-import { and, eq, inArray } from 'drizzle-orm';
-import { backups, Editions, instances, replicas, type BackupRow } from '../../db/schema/index.js';
-import { classifyFailoverTargets, legacySecondaryDatabase } from '../../lib/replication.js';
+import { and, eq } from 'drizzle-orm';
+import { backups, Editions, instances, type BackupRow } from '../../db/schema/index.js';
+import { failoverCandidates, legacySecondaryDatabase } from '../../lib/replication.js';
 import { audit } from '../../lib/audit.js';
 import { servedBy, servingRefusal } from '../../lib/instances.js';
 import { backupRefusal, editionAtLeast, targetRefusal, type Refusal } from '../../lib/restore-rules.js';
@@ -313,12 +313,7 @@ export function runbooksApp(deps: ApiDeps) {
         // Reads only: the catalog (readiness and lag as the monitor last found them) and a ping of the region.
         const reachable = await region.engine.ping();
         const kind: 'planned' | 'unplanned' = reachable && body.mode === 'auto' ? 'planned' : 'unplanned';
-        const rows = await deps.db
-          .select()
-          .from(instances)
-          .where(and(eq(instances.activeRegion, body.region), eq(instances.homeRegion, body.region), eq(instances.type, 'production')));
-        const reps = rows.length ? await deps.db.select().from(replicas).where(inArray(replicas.instanceId, rows.map((i) => i.id))) : [];
-        const { targets, skipped } = classifyFailoverTargets(rows, reps);
+        const { targets, skipped, reps } = await failoverCandidates(deps.db, body.region);
         const now = Date.now();
         return c.json(
           {

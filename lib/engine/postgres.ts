@@ -600,25 +600,8 @@ export class PostgresEngine implements InstanceEngine {
   }
 
   async rowsPresent(name: string, table: string, rows: Record<string, string | null>[]): Promise<boolean[]> {
-    if (!rows.length) return [];
-    return this.withDatabase(name, async (sql) => {
-      await canonicalText(sql);
-      const [rel] = await sql<{ t: string | null }[]>`SELECT to_regclass(${table})::text AS t`;
-      if (!rel?.t) return rows.map(() => false);
-      const out: boolean[] = [];
-      for (const row of rows) {
-        // Every column the change carries must match (values too large to be in the WAL record are left out).
-        const cols = Object.keys(row).filter((c) => row[c] !== UNCHANGED_TOAST);
-        if (!cols.length || !cols.every(isIdentifier)) {
-          out.push(false);
-          continue;
-        }
-        const where = cols.map((c, i) => `${c}::text IS NOT DISTINCT FROM $${i + 1}`).join(' AND ');
-        const found = await sql.unsafe(`SELECT 1 FROM ${rel.t} WHERE ${where} LIMIT 1`, cols.map((c) => row[c] ?? null));
-        out.push(found.length > 0);
-      }
-      return out;
-    });
+    // Every column the change carries must match (values too large to be in the WAL record are left out).
+    return (await this.rowsByKey(name, table, rows)).map((r) => r !== null);
   }
 
   async keyColumns(name: string, table: string): Promise<string[] | null> {
@@ -666,7 +649,6 @@ export class PostgresEngine implements InstanceEngine {
             WHERE attrelid = to_regclass(${table}) AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum`
         ).map((c) => c.col);
         const src = `jsonb_populate_record(NULL::${rel.t}, $1::text::jsonb)`;
-        let existing: string | null = null;
         if (keyColumns) {
           const match = keyColumns.map((k) => `x.${k} IS NOT DISTINCT FROM r.${k}`).join(' AND ');
           const [found] = await sql.unsafe<{ j: string; same: boolean }[]>(
@@ -681,8 +663,7 @@ export class PostgresEngine implements InstanceEngine {
         const list = cols.join(', ');
         const inserted = await sql.unsafe(`INSERT INTO ${rel.t} (${list}) OVERRIDING SYSTEM VALUE SELECT ${list} FROM ${src} ON CONFLICT DO NOTHING RETURNING 1`, [row]);
         // Nothing inserted with no row under the key: another unique constraint holds the values.
-        if (!inserted.length) existing = null;
-        return { outcome: inserted.length ? ('inserted' as const) : ('conflict' as const), existing };
+        return { outcome: inserted.length ? ('inserted' as const) : ('conflict' as const), existing: null };
       });
     });
   }
