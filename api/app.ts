@@ -2,7 +2,10 @@ import { OpenAPIHono } from '@hono/zod-openapi';
 import { sql } from 'drizzle-orm';
 import { bodyLimit } from 'hono/body-limit';
 import { bearerAuth, requireRole } from './auth.js';
+import { consoleApp } from './console/index.js';
 import { docsApp } from './docs.js';
+import { requestLog } from '../lib/log.js';
+import { requestMetrics } from '../lib/metrics.js';
 import type { ApiDeps, ApiEnv } from './deps.js';
 import { onError, zodIssues } from './errors.js';
 import { auditApp } from './routes/audit.js';
@@ -33,6 +36,9 @@ export function createApp(deps: ApiDeps) {
   });
   app.onError(onError);
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } }, 404));
+
+  app.use('*', requestMetrics());
+  app.use('*', requestLog());
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
   app.get('/readyz', async (c) => {
@@ -70,5 +76,6 @@ export function createApp(deps: ApiDeps) {
     security: [{ bearer: [] }],
   });
   app.route('/docs', docsApp('/openapi.json', 'BCDR runbooks API'));
+  app.route('/console', consoleApp(deps));
   return app;
 }

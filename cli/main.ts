@@ -1,0 +1,2 @@
+// Placeholder: the CLI is being written (issue 7).
+console.log('bcdr: not yet');
