@@ -9,6 +9,7 @@ import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './dep
 import { ownerTag } from './names.js';
 import type { UnconfirmedChange } from '../lib/engine/types.js';
 import { assessReadiness, lastGoodBackups, recordReadiness } from '../lib/readiness.js';
+import { recordStaleness } from '../lib/staleness.js';
 
 const HEARTBEAT_MS = 2_000;
 /** How far past the highest number in use an unplanned promotion moves each sequence: the old primary may have issued some that never arrived. */
@@ -384,6 +385,10 @@ export function replicationActivities(deps: ActivityDeps) {
           await audit(deps.db, { actor: 'system:monitor', action: 'instance.fence-failed', instanceId: inst.id, subject: inst.name, details: { error: String((err as Error).message ?? err).slice(0, 500) } });
         }
       }
+      // Backup staleness of every instance homed here (catalog only, so also while the region is down): an event when it changes.
+      await recordStaleness(deps.db, homed, deps.readiness?.backupMaxAgeHours ?? 26).catch((err: unknown) =>
+        audit(deps.db, { actor: 'system:monitor', action: 'instance.staleness-check-failed', subject: input.region, details: { error: String((err as Error).message ?? err).slice(0, 500) } }),
+      );
       const subscriptionEnabled = new Map<string, boolean | null>();
       if (!pair || !(await pair.engine.ping())) {
         await checkReadiness(homed, false, subscriptionEnabled);

@@ -5,7 +5,8 @@ import { bearerAuth, requireRole } from './auth.js';
 import { consoleApp } from './console/index.js';
 import { docsApp } from './docs.js';
 import { requestLog } from '../lib/log.js';
-import { requestMetrics } from '../lib/metrics.js';
+import { apiMetrics } from '../lib/metrics.js';
+import { catalogCache } from '../lib/catalog-cache.js';
 import type { ApiDeps, ApiEnv } from './deps.js';
 import { onError, zodIssues } from './errors.js';
 import { auditApp } from './routes/audit.js';
@@ -37,7 +38,8 @@ export function createApp(deps: ApiDeps) {
   app.onError(onError);
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } }, 404));
 
-  app.use('*', requestMetrics());
+  const metrics = apiMetrics({ db: deps.db, defaultStaleHours: deps.cfg.BACKUP_MAX_AGE_HOURS, processMetrics: deps.processMetrics });
+  app.use('*', metrics.middleware);
   app.use('*', requestLog());
 
   app.get('/healthz', (c) => c.json({ status: 'ok' }));
@@ -51,12 +53,24 @@ export function createApp(deps: ApiDeps) {
     return c.json({ status: ready ? 'ready' : 'not_ready', checks }, ready ? 200 : 503);
   });
 
+  // Prometheus text format; any role's token (scrape with `authorization: { credentials: <token> }`).
+  app.get('/metrics', bearerAuth(deps.cfg.API_TOKENS), requireRole('viewer', 'operator', 'approver'), async (c) => {
+    const { contentType, body } = await metrics.render();
+    return c.body(body, 200, { 'content-type': contentType });
+  });
+
   const v1 = new OpenAPIHono<ApiEnv>({ defaultHook: app.defaultHook });
   v1.use('*', bodyLimit({ maxSize: 1024 * 1024, onError: (c) => c.json({ error: { code: 'payload_too_large', message: 'request body is over 1 MB; nothing was changed' } }, 413) }));
   v1.use('*', bearerAuth(deps.cfg.API_TOKENS));
   v1.use('*', requireRole('viewer', 'operator', 'approver'));
+  // What this process changes in the catalog is seen by its next read at once (the catalog's notification comes a moment later).
+  const cache = catalogCache(deps.db, { maxAgeMs: 5_000 });
+  v1.use('*', async (c, next) => {
+    await next();
+    if (c.req.method !== 'GET' && c.req.method !== 'HEAD') cache.invalidate();
+  });
   const backups = backupsApp(deps);
-  v1.route('/instances', instancesApp(deps));
+  v1.route('/instances', instancesApp(deps, cache));
   v1.route('/instances', backups.byInstance);
   v1.route('/instances', schedulesApp(deps));
   v1.route('/instances', divergenceApp(deps));
@@ -76,6 +90,6 @@ export function createApp(deps: ApiDeps) {
     security: [{ bearer: [] }],
   });
   app.route('/docs', docsApp('/openapi.json', 'BCDR runbooks API'));
-  app.route('/console', consoleApp(deps));
+  app.route('/console', consoleApp(deps, (path, init) => app.request(path, init)));
   return app;
 }

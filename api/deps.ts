@@ -16,6 +16,8 @@ export interface ApiDeps {
   syncWaitMs?: number;
   /** Deadline for starting a run; past it the request answers 503 and undoes what it prepared (default 10 s). */
   startDeadlineMs?: number;
+  /** Also export the process's own metrics (CPU, memory, event loop) on /metrics: the API process sets it. */
+  processMetrics?: boolean;
 }
 
 /** Hono environment of every API sub-app. */

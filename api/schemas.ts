@@ -1,6 +1,7 @@
 import { z } from '@hono/zod-openapi';
 import type { BackupRow, BackupScheduleRow, InstanceRow } from '../db/schema/index.js';
 import { Editions, InstanceTypes } from '../db/schema/index.js';
+import { stalenessOf } from '../lib/staleness.js';
 
 /** DNS-label instance names; `--` is reserved for alternate endpoints (`<name>--s`). */
 export const InstanceName = z
@@ -80,13 +81,19 @@ export const InstanceSchema = z
       })
       .nullable()
       .openapi({ description: 'production: whether a failover would work now (`ready`, or `degraded` with the reasons), as the readiness check last found it' }),
+    lastGoodBackupAt: z.string().nullable().openapi({ description: 'when its newest completed backup completed; null: none yet' }),
+    backupAgeSeconds: z.number().nullable().openapi({ description: 'seconds since then (since it was created, when it has no backup); null while provisioning' }),
+    staleAfterHours: z.number().openapi({ description: 'the threshold that applies: its own (PATCH staleAfterHours) or the default (BACKUP_MAX_AGE_HOURS, 26)' }),
+    stale: z.boolean().openapi({ description: 'no good backup for longer than staleAfterHours (an `instance.stale` event on /v1/events; `instance.fresh` when a backup completes)' }),
     createdAt: z.string(),
     updatedAt: z.string(),
   })
   .openapi('Instance');
 export type InstanceDto = z.infer<typeof InstanceSchema>;
 
-export function instanceDto(r: InstanceRow): InstanceDto {
+/** An instance as the API shows it; `defaultStaleHours` is the staleness threshold of instances without their own. */
+export function instanceDto(r: InstanceRow, defaultStaleHours: number, now = Date.now()): InstanceDto {
+  const { lastGoodBackupAt, backupAgeSeconds, staleAfterHours, stale } = stalenessOf(r, defaultStaleHours, now);
   return {
     id: r.id,
     name: r.name,
@@ -101,6 +108,10 @@ export function instanceDto(r: InstanceRow): InstanceDto {
     lockedBy: r.lockedByRun ? { workflowId: r.lockedByRun, runbook: r.lockedRunbook ?? 'unknown' } : null,
     rpoTargetSeconds: r.rpoTargetSeconds,
     readiness: r.readiness ?? null,
+    lastGoodBackupAt,
+    backupAgeSeconds: backupAgeSeconds === null ? null : Math.round(backupAgeSeconds),
+    staleAfterHours,
+    stale,
     createdAt: r.createdAt.toISOString(),
     updatedAt: r.updatedAt.toISOString(),
   };

@@ -4,6 +4,7 @@ import { and, asc, desc, eq, isNull, sql } from 'drizzle-orm';
 import { Editions, failovers, instances, InstanceStates, InstanceTypes, replicas, type FailoverRow, type InstanceRow, type ReplicaRow } from '../../db/schema/index.js';
 import { alternateName, multiHostUri, removeGeoSecondary, yieldGeoSecondary } from '../../lib/replication.js';
 import { audit } from '../../lib/audit.js';
+import type { CatalogCache } from '../../lib/catalog-cache.js';
 import { resumeInstance, servedBy, servingRefusal } from '../../lib/instances.js';
 import { acquireLock, releaseLock } from '../../lib/locks.js';
 import { editionAtLeast } from '../../lib/restore-rules.js';
@@ -36,9 +37,16 @@ const PatchInstanceBody = z
       .nullable()
       .optional()
       .openapi({ description: 'production: the replication lag above which failover readiness is degraded; null: back to the default (RPO_TARGET_SECONDS)' }),
+    staleAfterHours: z
+      .number()
+      .min(0.1, 'must be at least 0.1 hours')
+      .max(24 * 366, 'must be at most a year (8784 hours)')
+      .nullable()
+      .optional()
+      .openapi({ description: 'hours without a good backup after which the instance is stale; null: back to the default (BACKUP_MAX_AGE_HOURS)' }),
   })
   .strict()
-  .refine((b) => b.type !== undefined || b.edition !== undefined || b.rpoTargetSeconds !== undefined, 'give type, edition, rpoTargetSeconds, or several')
+  .refine((b) => b.type !== undefined || b.edition !== undefined || b.rpoTargetSeconds !== undefined || b.staleAfterHours !== undefined, 'give type, edition, rpoTargetSeconds, staleAfterHours, or several')
   .openapi('UpdateInstance');
 
 const errors = errorResponses('no such instance', 'conflict: the name is taken, or a run holds the instance (named in the body)');
@@ -81,6 +89,10 @@ const FailoverSchema = z
   })
   .openapi('Failover');
 
+const InstanceListItemSchema = InstanceSchema.extend({
+  replication: ReplicationSchema.pick({ state: true, lagBytes: true, lagSeconds: true, caughtUpAt: true, checkedAt: true }).nullable().openapi({ description: 'production: its geo-replication, as the region monitor last measured it' }),
+}).openapi('InstanceListItem');
+
 const InstanceDetailSchema = InstanceSchema.extend({ replication: ReplicationSchema.nullable(), lastFailover: FailoverSchema.nullable() }).openapi('InstanceDetail');
 
 const replicationDto = (r: ReplicaRow) => ({
@@ -120,7 +132,7 @@ const failedOverRefusal = (name: string, what: string) =>
   new ApiError(409, 'failed_over', `instance ${name} is failed over to its geo-secondary (limited mode): you cannot ${what} until it fails back (POST /v1/runbooks/failback); backups continue in the secondary region`);
 
 /** /v1/instances: create (provisions the database and its backup schedule), list, get, delete. */
-export function instancesApp(deps: ApiDeps) {
+export function instancesApp(deps: ApiDeps, cache: CatalogCache) {
   /** The geo-secondary of a production instance, as clients would reach it. */
   const alternateOf = (row: InstanceRow) => {
     if (row.type !== 'production') return null;
@@ -130,6 +142,18 @@ export function instancesApp(deps: ApiDeps) {
 
   const app = new OpenAPIHono<ApiEnv>();
   const waitMs = deps.syncWaitMs ?? 60_000;
+
+  /** Every instance by name, and the replicas, as the catalog has them now (or as last read, if it has not changed). */
+  const fleet = () =>
+    cache.get('instances', async () => {
+      const [rows, reps] = await Promise.all([deps.db.select().from(instances).orderBy(asc(instances.name)), deps.db.select().from(replicas)]);
+      return { rows, reps: new Map(reps.filter((r) => r.direction === 'forward' || !reps.some((x) => x.instanceId === r.instanceId && x.direction === 'forward')).map((r) => [r.instanceId, r])) };
+    });
+  const listItems = (f: Awaited<ReturnType<typeof fleet>>, now: number) =>
+    f.rows.map((r) => {
+      const rep = f.reps.get(r.id);
+      return { ...instanceDto(r, deps.cfg.BACKUP_MAX_AGE_HOURS, now), replication: rep ? { state: rep.state, lagBytes: rep.lagBytes, lagSeconds: rep.lagSeconds, caughtUpAt: rep.caughtUpAt?.toISOString() ?? null, checkedAt: rep.checkedAt?.toISOString() ?? null } : null };
+    });
 
   app.openapi(
     createRoute({
@@ -181,7 +205,7 @@ export function instancesApp(deps: ApiDeps) {
       await audit(deps.db, { actor, action: 'instance.create', instanceId: id, subject: body.name, details: { ...body, workflowId } });
       const outcome = await awaitRun(deps, workflowId, Runbooks.provisionInstance, waitMs);
       const row = await findInstance(deps, id);
-      return c.json({ ...instanceDto(row), run: runRef(deps, workflowId, Runbooks.provisionInstance) }, outcome === 'completed' ? 201 : 202);
+      return c.json({ ...instanceDto(row, deps.cfg.BACKUP_MAX_AGE_HOURS), run: runRef(deps, workflowId, Runbooks.provisionInstance) }, outcome === 'completed' ? 201 : 202);
     },
   );
 
@@ -192,15 +216,28 @@ export function instancesApp(deps: ApiDeps) {
       tags: ['instances'],
       summary: 'List instances',
       request: {
-        query: z.object({ type: z.enum(InstanceTypes).optional(), state: z.enum(InstanceStates).optional(), region: Ref(50).optional() }),
+        query: z.object({
+          type: z.enum(InstanceTypes).optional(),
+          state: z.enum(InstanceStates).optional(),
+          region: Ref(50).optional(),
+          stale: z.enum(['true', 'false']).optional().openapi({ description: 'true: only instances without a good backup for longer than their threshold; false: only the others' }),
+        }),
       },
-      responses: { 200: json(z.object({ instances: z.array(InstanceSchema) }), 'instances'), ...errors },
+      responses: { 200: json(z.object({ instances: z.array(InstanceListItemSchema) }), 'instances, by name, with their replication lag'), ...errors },
     }),
     async (c) => {
       const q = c.req.valid('query');
-      const rows = await deps.db.select().from(instances).orderBy(asc(instances.name));
-      const list = rows.filter((r) => (!q.type || r.type === q.type) && (!q.state || r.state === q.state) && (!q.region || r.activeRegion === q.region));
-      return c.json({ instances: list.map(instanceDto) }, 200);
+      // Served from memory until the catalog changes (lib/catalog-cache.ts): a fleet page or a scraper reading the
+      // list many times a second costs one catalog read per change. The ages in it are at most a second old.
+      if (!q.type && !q.state && !q.region && !q.stale) {
+        const body = await cache.get('instances:all-json', async () => JSON.stringify({ instances: listItems(await fleet(), Date.now()) }), 1_000);
+        return c.body(body, 200, { 'content-type': 'application/json' }) as never;
+      }
+      const now = Date.now();
+      const list = listItems(await fleet(), now).filter(
+        (r) => (!q.type || r.type === q.type) && (!q.state || r.state === q.state) && (!q.region || r.activeRegion === q.region) && (!q.stale || String(r.stale) === q.stale),
+      );
+      return c.json({ instances: list }, 200);
     },
   );
 
@@ -217,7 +254,7 @@ export function instancesApp(deps: ApiDeps) {
       const row = await findInstance(deps, c.req.valid('param').id);
       const [rep] = await deps.db.select().from(replicas).where(eq(replicas.instanceId, row.id));
       const [fo] = await deps.db.select().from(failovers).where(eq(failovers.instanceId, row.id)).orderBy(desc(failovers.declaredAt)).limit(1);
-      return c.json({ ...instanceDto(row), replication: rep ? replicationDto(rep) : null, lastFailover: fo ? failoverDto(fo) : null }, 200);
+      return c.json({ ...instanceDto(row, deps.cfg.BACKUP_MAX_AGE_HOURS), replication: rep ? replicationDto(rep) : null, lastFailover: fo ? failoverDto(fo) : null }, 200);
     },
   );
 
@@ -308,11 +345,12 @@ export function instancesApp(deps: ApiDeps) {
             ...(body.type ? { type: body.type } : {}),
             ...(body.edition ? { edition: body.edition } : {}),
             ...(body.rpoTargetSeconds !== undefined ? { rpoTargetSeconds: body.rpoTargetSeconds } : {}),
+            ...(body.staleAfterHours !== undefined ? { staleAfterHours: body.staleAfterHours } : {}),
             // A sandbox has no failover readiness.
             ...(body.type === 'sandbox' ? { readiness: null } : {}),
             updatedAt: sql`now()`,
           })
-          // A type or an edition waits for the run holding the instance; an RPO target is only a setting.
+          // A type or an edition waits for the run holding the instance; an RPO target or a staleness threshold is only a setting.
           .where(and(eq(instances.id, inst.id), ...(body.type || body.edition ? [isNull(instances.lockedByRun)] : [])))
           .returning();
         if (rows.length) {
@@ -321,7 +359,7 @@ export function instancesApp(deps: ApiDeps) {
             action: 'instance.update',
             instanceId: inst.id,
             subject: inst.name,
-            details: { from: { type: inst.type, edition: inst.edition, rpoTargetSeconds: inst.rpoTargetSeconds }, to: body },
+            details: { from: { type: inst.type, edition: inst.edition, rpoTargetSeconds: inst.rpoTargetSeconds, staleAfterHours: inst.staleAfterHours }, to: body },
           });
         }
         return rows;
@@ -336,7 +374,7 @@ export function instancesApp(deps: ApiDeps) {
           // The region monitor removes what is left once the region answers.
         });
       }
-      return c.json(instanceDto(changed[0]), 200);
+      return c.json(instanceDto(changed[0], deps.cfg.BACKUP_MAX_AGE_HOURS), 200);
     },
   );
 
@@ -364,7 +402,7 @@ export function instancesApp(deps: ApiDeps) {
       } finally {
         await releaseLock(deps.db, inst.id, holder);
       }
-      return c.json(instanceDto(await findInstance(deps, inst.id)), 200);
+      return c.json(instanceDto(await findInstance(deps, inst.id), deps.cfg.BACKUP_MAX_AGE_HOURS), 200);
     },
   );
 

@@ -161,7 +161,7 @@ export function runbooksApp(deps: ApiDeps) {
         const args: [RestoreInput] = [{ ...opts, instanceId: inst.id, createsInstance: false }];
         const run = await startLockedRunbook(deps, { instance: inst, runbook: Runbooks.restore, workflowId, workflowType: 'restoreWorkflow', args });
         await audit(deps.db, { actor, action: 'restore.start', instanceId: inst.id, subject: backup.id, details: { workflowId, jobs: body.jobs, advanceSequences: body.advanceSequences } });
-        return c.json({ run, target: instanceDto(inst) }, 202);
+        return c.json({ run, target: instanceDto(inst, deps.cfg.BACKUP_MAX_AGE_HOURS) }, 202);
       }
       const spec = body.target.newInstance!;
       const region = deps.regions.get(spec.region);
@@ -198,7 +198,7 @@ export function runbooksApp(deps: ApiDeps) {
       const args: [RestoreInput] = [{ ...opts, instanceId: id, createsInstance: true }];
       await startRun(deps, { instance: row, runbook: Runbooks.restore, workflowId, workflowType: 'restoreWorkflow', args }, () => deps.db.delete(instances).where(eq(instances.id, id)));
       await audit(deps.db, { actor, action: 'restore.start', instanceId: id, subject: backup.id, details: { workflowId, newInstance: spec, jobs: body.jobs, advanceSequences: body.advanceSequences } });
-      return c.json({ run: runRef(deps, workflowId, Runbooks.restore), target: instanceDto(row) }, 202);
+      return c.json({ run: runRef(deps, workflowId, Runbooks.restore), target: instanceDto(row, deps.cfg.BACKUP_MAX_AGE_HOURS) }, 202);
     },
   );
 
@@ -226,7 +226,7 @@ export function runbooksApp(deps: ApiDeps) {
       const args: [ResetInput] = [{ instanceId: inst.id, backupId: body.backupId, jobs: body.jobs, advanceSequences: body.advanceSequences, dropRetiredAfterSeconds: deps.cfg.DROP_RETIRED_AFTER_SECONDS, requestedBy: actor }];
       const run = await startLockedRunbook(deps, { instance: inst, runbook: Runbooks.reset, workflowId, workflowType: 'resetWorkflow', args });
       await audit(deps.db, { actor, action: 'reset.start', instanceId: inst.id, subject: inst.name, details: { workflowId, backupId: body.backupId ?? null } });
-      return c.json({ run, target: instanceDto(inst) }, 202);
+      return c.json({ run, target: instanceDto(inst, deps.cfg.BACKUP_MAX_AGE_HOURS) }, 202);
     },
   );
 
@@ -290,7 +290,7 @@ export function runbooksApp(deps: ApiDeps) {
       ];
       const run = await startLockedRunbook(deps, { instance: prod, locks: [prod, sbx], runbook: Runbooks.productionRestore, workflowId, workflowType: 'productionRestoreWorkflow', args });
       await audit(deps.db, { actor, action: 'production-restore.start', instanceId: prod.id, subject: sbx.id, details: { workflowId, ...body } });
-      return c.json({ run, target: instanceDto(prod) }, 202);
+      return c.json({ run, target: instanceDto(prod, deps.cfg.BACKUP_MAX_AGE_HOURS) }, 202);
     },
   );
 

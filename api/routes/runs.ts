@@ -30,6 +30,11 @@ import { runRef } from '../runbooks.js';
 import { signoffDto, SignoffSchema } from './signoffs.js';
 import { InstanceIdKey, RunbookKey } from '../../lib/temporal.js';
 
+/** How long an open run's read is served again before it is read anew. */
+const OPEN_RUN_MS = 500;
+/** How often a closed run is checked to still be the newest run of its workflow id. */
+const CLOSED_RUN_RECHECK_MS = 2_000;
+
 /** Run statuses as the API reports them (the SDK's names, lower-cased) → the visibility query's spelling. */
 const Statuses = {
   running: 'Running',
@@ -63,7 +68,6 @@ export function runsApp(deps: ApiDeps) {
   const app = new OpenAPIHono<ApiEnv>();
   /** Closed runs as last read, by workflow and run id: they never change. */
   const closedRuns = new LRUCache<string, RunDto>({ max: 5_000 });
-  const reading = new Map<string, Promise<RunDto>>();
 
   app.openapi(
     createRoute({
@@ -113,24 +117,48 @@ export function runsApp(deps: ApiDeps) {
       request: { params: RunIdParam },
       responses: { 200: json(RunSchema, 'the run'), 401: json(ErrorSchema, 'missing or unknown token'), 404: json(ErrorSchema, 'no such run') },
     }),
-    async (c) => {
-      const d = await describeRun(c.req.valid('param').id);
-      if (d.status.name === 'RUNNING') return c.json(await readRun(d), 200);
-      // A closed run never changes: read it once (the status query replays its whole history on a
-      // worker), then answer from memory. Concurrent first reads share one read.
-      const key = `${d.workflowId}/${d.runId}`;
-      const hit = closedRuns.get(key);
-      if (hit) return c.json(hit, 200);
-      let read = reading.get(key);
-      if (!read) {
-        read = readRun(d).finally(() => reading.delete(key));
-        reading.set(key, read);
-      }
-      const dto = await read;
-      if (dto.step !== null) closedRuns.set(key, dto); // not when no worker answered the query: try again next time
-      return c.json(dto, 200);
-    },
+    async (c) => c.json(await cachedRun(c.req.valid('param').id), 200),
   );
+
+  /**
+   * A run as last read, by workflow id. A closed run never changes: it is read
+   * once (its status query makes a worker replay the whole history) and then
+   * only checked, every few seconds, to still be the newest run of its id
+   * (a closed id can be started again). An open run is read again at most
+   * twice a second, whoever asks and however often: a fleet of consoles and
+   * `bcdr runs watch` cost the workers one query per run per half second.
+   */
+  const runs = new LRUCache<string, { dto: RunDto; at: number }>({ max: 10_000 });
+  const reads = new Map<string, Promise<RunDto>>();
+  async function cachedRun(id: string): Promise<RunDto> {
+    const hit = runs.get(id);
+    if (hit && Date.now() - hit.at < (hit.dto.status === 'running' ? OPEN_RUN_MS : CLOSED_RUN_RECHECK_MS)) return hit.dto;
+    let read = reads.get(id);
+    if (!read) {
+      read = (async () => {
+        const d = await describeRun(id);
+        const closed = d.status.name !== 'RUNNING';
+        const dto = closed && hit && hit.dto.runId === d.runId && hit.dto.status !== 'running' ? hit.dto : await closedOrLive(d);
+        // Not a closed run that no worker answered for: its step is unknown, so it is read again next time.
+        if (!closed || dto.step !== null) runs.set(id, { dto, at: Date.now() });
+        return dto;
+      })().finally(() => reads.delete(id));
+      reads.set(id, read);
+    }
+    return read;
+  }
+  /** A closed run from the closed-run memory (by run id), or read. */
+  async function closedOrLive(d: WorkflowExecutionDescription): Promise<RunDto> {
+    if (d.status.name === 'RUNNING') return readRun(d);
+    const key = `${d.workflowId}/${d.runId}`;
+    const hit = closedRuns.get(key);
+    if (hit) return hit;
+    const dto = await readRun(d);
+    if (dto.step !== null) closedRuns.set(key, dto);
+    return dto;
+  }
+  /** The run changed here (a sign-off, a cancel): the next read reads it. */
+  const forget = (id: string) => runs.delete(id);
 
   /** The API's view of a run: Temporal's description, the run's own status query, its result or error, and activity progress. */
   async function readRun(d: WorkflowExecutionDescription): Promise<RunDto> {
@@ -208,6 +236,7 @@ export function runsApp(deps: ApiDeps) {
       const gate = pending.id.slice(id.length + 1);
       const decision: SignOffDecision = { gate, decision: body.decision, statement: body.statement, by: me, at: new Date().toISOString() };
       await deps.temporal.workflow.getHandle(id).signal(signOffSignal, decision);
+      forget(id);
       await audit(deps.db, { actor: me, action: 'signoff.sent', instanceId: pending.instanceIds[0] ?? null, subject: pending.id, details: { decision: body.decision, statement: body.statement } });
       // The run records the decision in a moment; answer with it when it has.
       const deadline = Date.now() + 5_000;
@@ -235,6 +264,7 @@ export function runsApp(deps: ApiDeps) {
       const d = await describeRun(id);
       if (d.status.name !== 'RUNNING') throw new ApiError(409, 'run_not_running', `run ${id} is ${d.status.name.toLowerCase()}, not running: nothing to cancel`);
       await deps.temporal.workflow.getHandle(id).cancel();
+      forget(id);
       const runbook = d.typedSearchAttributes.get(RunbookKey) ?? 'unknown';
       await audit(deps.db, { actor: c.get('principal').identity, action: 'run.cancel', instanceId: d.typedSearchAttributes.get(InstanceIdKey) ?? null, subject: id, details: { runbook } });
       return c.json({ cancelled: id, run: runRef(deps, id, runbook) }, 202);

@@ -58,6 +58,12 @@ export const instances = pgTable(
     rpoTargetSeconds: doublePrecision('rpo_target_seconds'),
     /** Production only: whether a failover would work now, as the readiness check last found it. */
     readiness: jsonb('readiness').$type<Readiness>(),
+    /** When the newest completed backup completed (kept by a trigger on backups, migration 0004); null: none yet. */
+    lastGoodBackupAt: timestamp('last_good_backup_at', { withTimezone: true }),
+    /** Hours without a good backup after which the instance counts as stale. Null: the default (BACKUP_MAX_AGE_HOURS). */
+    staleAfterHours: doublePrecision('stale_after_hours'),
+    /** Since when the staleness check has found the instance stale (an `instance.stale` event was sent); null when fresh. */
+    staleSince: timestamp('stale_since', { withTimezone: true }),
     lockedByRun: text('locked_by_run'),
     lockedRunbook: text('locked_runbook'),
     lockedAt: timestamp('locked_at', { withTimezone: true }),
