@@ -89,6 +89,15 @@ export const configSchema = z
     FAILOVER_REMIND_SECONDS: z.coerce.number().int().min(1).max(24 * 3600).default(900),
     /** Instances a failover or failback works on at once. */
     FAILOVER_CONCURRENCY: z.coerce.number().int().min(1).max(64).default(8),
+    /** Log level of the API and the worker (pino): fatal, error, warn, info, debug, trace or silent. */
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    /** `json` (default): one JSON object per line. `pretty`: human-readable lines (what `npm start` uses). */
+    LOG_FORMAT: z.enum(['json', 'pretty']).default('json'),
+    /** Where the worker serves Prometheus `/metrics` (bearer token of API_TOKENS, any role); port 0 turns it off. */
+    WORKER_METRICS_HOST: z.string().default('127.0.0.1'),
+    WORKER_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(9464),
+    /** Loopback port of the Temporal SDK's own Prometheus exporter, appended to the worker's `/metrics`; 0 picks a free port. */
+    WORKER_SDK_METRICS_PORT: z.coerce.number().int().min(0).max(65535).default(0),
   })
   .superRefine((cfg, ctx) => {
     const names = new Set(cfg.REGIONS.map((r) => r.name));

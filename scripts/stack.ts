@@ -24,7 +24,8 @@ if (args.help) {
   --fresh   delete the local data folder (${process.env.BCDR_DATA_DIR ?? '.data'}) first and start from scratch
 
 Environment overrides: BCDR_DATA_DIR, BCDR_API_PORT, BCDR_TEMPORAL_PORT, BCDR_TEMPORAL_UI_PORT,
-BCDR_PG_PORT_CATALOG, BCDR_PG_PORT_PRIMARY, BCDR_PG_PORT_SECONDARY, API_TOKENS (JSON).`);
+BCDR_PG_PORT_CATALOG, BCDR_PG_PORT_PRIMARY, BCDR_PG_PORT_SECONDARY, BCDR_WORKER_METRICS_PORT, API_TOKENS (JSON).
+The worker and the API log pretty lines to ${process.env.BCDR_DATA_DIR ?? '.data'}/logs (LOG_FORMAT=json for JSON lines, LOG_LEVEL=debug for more).`);
   process.exit(0);
 }
 
@@ -39,7 +40,7 @@ const devTokens: TokenConfig[] = [
   { token: 'dev-approver-token', identity: 'dev-approver', roles: ['approver'] },
 ];
 
-type PortName = 'api' | 'temporal' | 'temporalUi' | 'catalog' | 'primary' | 'secondary';
+type PortName = 'api' | 'temporal' | 'temporalUi' | 'catalog' | 'primary' | 'secondary' | 'workerMetrics';
 const portDefaults: Record<PortName, [envVar: string, preferred: number]> = {
   api: ['BCDR_API_PORT', 8080],
   temporal: ['BCDR_TEMPORAL_PORT', 7233],
@@ -47,6 +48,7 @@ const portDefaults: Record<PortName, [envVar: string, preferred: number]> = {
   catalog: ['BCDR_PG_PORT_CATALOG', 55432],
   primary: ['BCDR_PG_PORT_PRIMARY', 55433],
   secondary: ['BCDR_PG_PORT_SECONDARY', 55434],
+  workerMetrics: ['BCDR_WORKER_METRICS_PORT', 9464],
 };
 
 /** Configured ports win; otherwise the port used last time, the usual default, or any free port, in that order. */
@@ -202,6 +204,9 @@ async function main(): Promise<void> {
     API_TOKENS: process.env.API_TOKENS ?? JSON.stringify(devTokens),
     API_HOST: process.env.API_HOST ?? '127.0.0.1',
     API_PORT: String(ports.api),
+    WORKER_METRICS_PORT: String(ports.workerMetrics),
+    // Human-readable lines in .data/logs/*.log; JSON everywhere else (the default).
+    LOG_FORMAT: process.env.LOG_FORMAT ?? 'pretty',
   };
   loadConfig(env); // fail here, readably, before starting processes with a bad setting
 
@@ -229,6 +234,7 @@ async function main(): Promise<void> {
 
   API           ${apiUrl}
   API docs      ${apiUrl}/docs   (OpenAPI: ${apiUrl}/openapi.json)
+  Metrics       http://127.0.0.1:${ports.workerMetrics}/metrics   (worker; any token below as Bearer)
   Temporal UI   ${temporal.uiUrl}
   Temporal      ${temporal.address} (namespace default, task queue ${env.TEMPORAL_TASK_QUEUE})
   PostgreSQL    catalog :${catalog.port}   primary :${primary.port}   secondary :${secondary.port}

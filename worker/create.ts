@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { NativeConnection, Worker, type InjectedSinks } from '@temporalio/worker';
 import { fileFaults } from '../activities/faults.js';
 import { createActivities } from '../activities/index.js';
 import { createDb } from '../db/client.js';
@@ -9,6 +9,9 @@ import { ensureRegionMonitors } from '../lib/monitors.js';
 import { openRegions, syncRegions } from '../lib/regions.js';
 import { ensureRetentionSweepSchedule } from '../lib/schedules.js';
 import { connectTemporal, ensureSearchAttributes } from '../lib/temporal.js';
+import { recordRunbookEnd } from '../lib/worker-metrics.js';
+import type { RunbookMetricsSinks } from '../workflows/interceptors.js';
+import { activityInterceptors } from './activity-interceptors.js';
 
 /** A worker ready to run, and how to release everything it opened. */
 export interface BcdrWorker {
@@ -18,6 +21,19 @@ export interface BcdrWorker {
 
 /** Path of the workflow entry point, from sources or from the compiled tree. */
 export const workflowsPath = path.join(projectRoot, isCompiled ? 'dist/workflows/index.js' : 'workflows/index.ts');
+
+/**
+ * Workflow interceptor modules (instance id on log lines, run outcome lines, the runbook metrics sink).
+ * A prebuilt bundle must be built with them: `bundleWorkflowCode({ workflowsPath, workflowInterceptorModules })`.
+ */
+export const workflowInterceptorModules = [path.join(projectRoot, isCompiled ? 'dist/workflows/interceptors.js' : 'workflows/interceptors.ts')];
+
+/** Worker side of the workflow interceptors' sink: runbook outcomes and durations into the worker's metrics (never on replay). */
+export const runbookMetricsSinks: InjectedSinks<RunbookMetricsSinks> = {
+  runbookMetrics: {
+    runEnded: { fn: (_info, runbook, outcome, durationMs) => recordRunbookEnd(runbook, outcome, durationMs), callDuringReplay: false },
+  },
+};
 
 /**
  * Builds a worker for the configured Temporal namespace and task queue:
@@ -37,6 +53,12 @@ export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { c
     namespace: cfg.TEMPORAL_NAMESPACE,
     taskQueue: cfg.TEMPORAL_TASK_QUEUE,
     ...(opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath }),
+    interceptors: {
+      // Ignored with a prebuilt bundle (which must have been built with them).
+      ...(opts.workflowBundle ? {} : { workflowModules: workflowInterceptorModules }),
+      activity: [activityInterceptors({ client })],
+    },
+    sinks: runbookMetricsSinks,
     // Send heartbeats (and so dump progress) to the server at least every 3 s, not 80% of the heartbeat timeout.
     maxHeartbeatThrottleInterval: '3s',
     // On SIGTERM, let running activities (a dump) finish for this long before they are cancelled and retried elsewhere.

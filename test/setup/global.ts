@@ -1,14 +1,15 @@
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { loadConfig } from '../../lib/config.js';
 import { retentionSweepScheduleId } from '../../lib/schedules.js';
 import { connectTemporal } from '../../lib/temporal.js';
 import { freePort, prepareLocalStack, startCluster, startTemporal } from '../../scripts/lib/services.js';
 import { ensurePostgres, ensureTemporalCli } from '../../scripts/lib/tools.js';
+import { createLogger, secretsOf } from '../../lib/log.js';
 import { createBcdrWorker } from '../../worker/create.js';
+import { freeLoopbackPort, installTemporalRuntime } from '../../worker/logging.js';
 import { testTokens } from '../tokens.js';
 
 declare module 'vitest' {
@@ -46,10 +47,14 @@ export default async function setup(project: TestProject) {
     BCDR_FAULT_FILE: path.join(root, 'faults.json'),
     // Scheduled runs must not fire in the middle of the tests: daily backups start 12 hours from now.
     DEFAULT_BACKUP_START_TIME: new Date(Date.now() + 12 * 3600_000).toISOString().slice(11, 16),
+    // Worker processes that tests spawn serve no /metrics unless a test asks (one fixed port would collide).
+    WORKER_METRICS_PORT: '0',
   };
   const cfg = loadConfig(env);
   // Expected failures (killed dumps, refused provisioning) are asserted by the tests; keep the log to real problems.
-  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  // The same pino bridge as the worker process, at error level, with the SDK's metrics exporter on (as in production).
+  const sdkLogger = createLogger({ name: 'test-worker', level: 'error', secrets: secretsOf(cfg) });
+  installTemporalRuntime({ logger: () => sdkLogger, sdkMetricsPort: await freeLoopbackPort() });
   const worker = await createBcdrWorker(cfg);
   const running = worker.worker.run();
   // The fleet-wide sweep is exercised by its own test; on its hourly schedule it could expire a test's rows mid-test.
