@@ -230,7 +230,7 @@ export function instancesApp(deps: ApiDeps, cache: CatalogCache) {
       // Served from memory until the catalog changes (lib/catalog-cache.ts): a fleet page or a scraper reading the
       // list many times a second costs one catalog read per change. The ages in it are at most a second old.
       if (!q.type && !q.state && !q.region && !q.stale) {
-        const body = await cache.get('instances:all-json', async () => JSON.stringify({ instances: listItems(await fleet(), Date.now()) }), 1_000);
+        const body = await cache.get('instances:all-json', async () => Buffer.from(JSON.stringify({ instances: listItems(await fleet(), Date.now()) })), 1_000);
         return c.body(body, 200, { 'content-type': 'application/json' }) as never;
       }
       const now = Date.now();
