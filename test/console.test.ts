@@ -4,7 +4,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { signoffs } from '../db/schema/index.js';
 import { backupNow, createInstance, eventually, openContext, uniqueName, type TestContext } from './helpers.js';
 import { APPROVER, OPERATOR, SELF_APPROVER, VIEWER } from './tokens.js';
 
@@ -295,6 +297,59 @@ describe('ops console in a real browser', () => {
       const res = await fetch(`${base}/console/docs/${bad}`, { headers: { cookie: `bcdr_console=${cookie.value}` }, redirect: 'manual' });
       expect(res.status, bad).toBe(404);
       expect(await res.text()).not.toContain('"name": "bcdr-runbooks"');
+    }
+  });
+
+  it('shows what each instance of a region failover could lose, and survives control characters and huge values', async () => {
+    // A failover sign-off as the region-failover runbook records it (risk: the loss estimate per instance name),
+    // written straight into the catalog: a real outage is not needed to show how the page reads it.
+    const workflowId = `region-failover-console-${prod.id}`;
+    const now = Date.now();
+    const huge = 'x'.repeat(100_000);
+    await ctx.db.insert(signoffs).values({
+      id: `${workflowId}/failover`,
+      workflowId,
+      runbook: 'region-failover',
+      instanceIds: [prod.id],
+      requestedBy: 'system:region-monitor',
+      summary: 'Promote the geo-secondaries \u0007\u001b[31m <script>window.__pwned=1</script> of region primary',
+      risk: {
+        [prod.name]: {
+          planned: false,
+          lagBytes: 123_456,
+          lagSeconds: 4.2,
+          caughtUpAt: new Date(now - 7_500).toISOString(),
+          checkedAt: new Date(now - 2_000).toISOString(),
+          couldLoseSeconds: 7.5,
+          readiness: { state: 'degraded', reasons: ['replication lag 4.2 s is above the RPO target of 1 s', huge], checkedAt: new Date(now - 3_000).toISOString() },
+        },
+      },
+      status: 'pending',
+      deadline: new Date(now + 3600_000),
+    });
+    try {
+      const { page } = await signIn(APPROVER);
+      await page.goto(`${base}/console/signoffs`);
+      const card = page.locator(`.signoff[data-run="${workflowId}"]`);
+      const text = await card.innerText();
+      expect(text).toContain('region-failover');
+      expect(text).toContain('\\u0007\\u001b[31m <script>window.__pwned=1</script>');
+      const row = card.locator(`tr[data-instance="${prod.name}"]`);
+      const lose = await row.innerText();
+      expect(lose).toContain('up to 7.5 s of writes');
+      expect(lose).toContain('120.6 KiB · 4.2 s');
+      expect(lose).toContain('degraded');
+      expect(lose).toContain('replication lag 4.2 s is above the RPO target');
+      expect(lose).toContain('more characters)');
+      expect(lose.length).toBeLessThan(5_000);
+      expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+      // The page is whole: the decision form of this card and the table of decided sign-offs below it.
+      expect(await card.locator('textarea[name=statement]').count()).toBe(1);
+      expect(await page.locator('h2', { hasText: 'Recently decided' }).count()).toBe(1);
+      expect(await page.locator('a[data-doc="region-failover"]').count()).toBeGreaterThan(0);
+      await shot(page, 'signoffs-failover');
+    } finally {
+      await ctx.db.delete(signoffs).where(eq(signoffs.id, `${workflowId}/failover`));
     }
   });
 });

@@ -70,7 +70,9 @@ export function consoleApp(deps: ApiDeps, requester?: ApiRequester, opts: { docs
     const status = err instanceof HTTPException ? err.status : 500;
     if (status >= 500) console.error('console error:', err);
     const notice: Notice =
-      status === 403
+      status === 403 && err.message === 'forms only'
+        ? { kind: 'error', title: 'Refused: the console takes only form posts (use the JSON API under /v1 for scripts).', status }
+        : status === 403
         ? { kind: 'error', title: 'Refused: this form did not come from a console page of this site (cross-site request).', detail: 'Open the page again and send the form from it.', status }
         : status === 413
           ? { kind: 'error', title: 'The form is too large.', status }

@@ -128,6 +128,9 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f0f2f5;padding:8px;b
 .doc{background:#fff;border:1px solid #d8dce3;border-radius:6px;padding:4px 20px 16px}
 .doc code{background:#f0f2f5;padding:0 3px;border-radius:3px}
 .regions{display:flex;gap:10px;flex-wrap:wrap;margin-bottom:12px}
+table.risk,table#fleet{table-layout:fixed}
+table#fleet th:nth-child(1){width:16%}table#fleet th:nth-child(2){width:9%}table#fleet th:nth-child(3){width:15%}table#fleet th:nth-child(4){width:9%}table#fleet th:nth-child(5){width:12%}table#fleet th:nth-child(6){width:14%}
+table.risk th:nth-child(1){width:20%}table.risk th:nth-child(2){width:16%}
 `;
 
 /**
@@ -172,7 +175,7 @@ export function Layout(p: { title: string; nonce: string; session?: Session | nu
           {s ? (
             <nav>
               <a href="/console">Fleet</a> · <a href="/console/signoffs">Sign-offs</a> · <a href="/console/docs">Runbook docs</a>
-              {p.doc ? (
+              {p.doc && p.doc.name !== 'README' ? (
                 <>
                   {' · '}
                   <a href={`/console/docs/${p.doc.name}`} data-doc={p.doc.name}>

@@ -451,7 +451,13 @@ function CouldLose(p: { estimate: Estimate | null; inst: InstanceView | undefine
           {ready ? (
             <>
               <StateBadge state={String(ready.state ?? 'unknown')} />
-              {Array.isArray(ready.reasons) && ready.reasons.length ? ` ${clean(ready.reasons.map(String).join('; '), 1000)}` : ''}
+              {Array.isArray(ready.reasons) && ready.reasons.length ? (
+                <ul class="small">
+                  {ready.reasons.slice(0, 10).map((x) => (
+                    <li>{clean(x, 300)}</li>
+                  ))}
+                </ul>
+              ) : null}
             </>
           ) : (
             <span class="muted">—</span>
@@ -470,7 +476,7 @@ function CouldLose(p: { estimate: Estimate | null; inst: InstanceView | undefine
         <>
           <br />
           Now: <StateBadge state={rd.state} /> lag {formatBytes(rd.lagBytes)} · {formatSeconds(rd.lagSeconds)}, caught up <When at={rd.caughtUpAt} />
-          {rd.reasons.length ? ` (${clean(rd.reasons.join('; '), 1000)})` : ''}
+          {rd.reasons.length ? ` (${rd.reasons.slice(0, 10).map((x) => clean(x, 300)).join('; ')})` : ''}
         </>
       ) : null}
     </span>
