@@ -2,8 +2,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { Writable } from 'node:stream';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { MockActivityEnvironment } from '@temporalio/testing';
 import { bundleWorkflowCode, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, inject } from 'vitest';
 import { loadConfig, type Config } from '../lib/config.js';
@@ -11,7 +13,8 @@ import { createLogger, registerSecrets, scrub, secretsOf } from '../lib/log.js';
 import { connectTemporal } from '../lib/temporal.js';
 import { freePort } from '../scripts/lib/services.js';
 import { runbookMetricsSinks, workflowInterceptorModules, workflowsPath } from '../worker/create.js';
-import { installTemporalRuntime } from '../worker/logging.js';
+import { activityInterceptors } from '../worker/activity-interceptors.js';
+import { installTemporalRuntime, PinoTemporalLogger } from '../worker/logging.js';
 import { historiesDir, recordedWorkflowIds, workflowIdsFile } from './record.js';
 import { OPERATOR, testTokens, VIEWER } from './tokens.js';
 import { uniqueName } from './helpers.js';
@@ -126,6 +129,18 @@ describe('structured logs and worker metrics (real worker and API processes)', (
       await connection.close();
     }
     expect((await call('GET', `/v1/runs/${workflowId}`)).body.status).toBe('completed');
+    // A restore of that backup into the same sandbox, for the restore throughput (and its housekeeping run).
+    const restore = await call('POST', '/v1/runbooks/restore', { backupId: started.body.backupId, target: { instance: name } });
+    expect(restore.status, JSON.stringify(restore.body)).toBe(202);
+    {
+      const t = await connectTemporal(cfg);
+      try {
+        await t.client.workflow.getHandle(restore.body.run.workflowId).result();
+        await t.client.workflow.getHandle(`${restore.body.run.workflowId}-drop-retired`).result().catch(() => {});
+      } finally {
+        await t.connection.close();
+      }
+    }
 
     unauthorizedStatus = (await fetch(metricsUrl)).status;
     const scraped = await fetch(metricsUrl, { headers: { authorization: `Bearer ${VIEWER}` } });
@@ -234,7 +249,10 @@ describe('structured logs and worker metrics (real worker and API processes)', (
     expect(Number(sizes?.metrics[0]?.sum)).toBeGreaterThan(0);
     const dump = families.find((f) => f.name === 'bcdr_dump_throughput_bytes_per_second');
     expect(Number(dump?.metrics[0]?.count)).toBeGreaterThanOrEqual(1);
-    expect(families.some((f) => f.name === 'bcdr_restore_throughput_bytes_per_second')).toBe(true);
+    const restored = families.find((f) => f.name === 'bcdr_restore_throughput_bytes_per_second');
+    expect(Number(restored?.metrics[0]?.count)).toBeGreaterThanOrEqual(1);
+    expect(Number(restored?.metrics[0]?.sum)).toBeGreaterThan(0);
+    expect(/^bcdr_runbook_runs_total\{runbook="restore",outcome="completed"\} 1$/m.test(metricsText)).toBe(true);
     expect(families.filter((f) => f.name.startsWith('temporal_')).length).toBeGreaterThan(0);
     expect(families.some((f) => f.name === 'process_cpu_user_seconds_total')).toBe(true);
     // Bounded labels: no workflow, backup or instance id anywhere in the text.
@@ -249,6 +267,32 @@ describe('log scrubbing', () => {
     const out = scrub('token scrub-test-token-123 url postgres://app:s%40cret@db:5432/x?sslmode=require&password=q conninfo password=hunter2 raw s@cret');
     expect(out).not.toMatch(/scrub-test-token-123|s%40cret|s@cret|hunter2|password=q/);
     expect(out).toContain('postgres://app:***@db:5432/x?***');
+  });
+});
+
+describe('activity lines', () => {
+  it('say at info that an activity failed, with its instance id, and never the password of a URI in the error', async () => {
+    const lines: Record<string, any>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString().split('\n')) if (l.trim()) lines.push(JSON.parse(l));
+        done();
+      },
+    });
+    const log = createLogger({ name: 'worker', level: 'info', destination: sink });
+    const env = new MockActivityEnvironment(
+      { activityType: 'restoreToStaging', workflowExecution: { workflowId: 'restore-x', runId: 'run-1' }, workflowType: 'restoreWorkflow' },
+      { logger: new PinoTemporalLogger(() => log), interceptors: [activityInterceptors({})] },
+    );
+    const failing = async (_input: { instanceId: string }) => {
+      throw new Error('could not connect to postgres://postgres:hunter2-secret@10.0.0.9:5432/tenant?sslmode=require');
+    };
+    await expect(env.run(failing, { instanceId: 'i-123' })).rejects.toThrow();
+    expect(lines.map((o) => o.msg)).toEqual(expect.arrayContaining(['activity started', expect.stringMatching(/^activity failed: could not connect to postgres:\/\/postgres:\*\*\*@10\.0\.0\.9:5432\/tenant\?\*\*\*$/)]));
+    for (const o of lines) expect(o).toMatchObject({ instanceId: 'i-123', activityType: 'restoreToStaging', workflowId: 'restore-x', runId: 'run-1' });
+    expect(lines.some((o) => o.level === 'warn' && o.err?.message)).toBe(true); // the SDK's own line, with the error
+    expect(JSON.stringify(lines)).not.toContain('hunter2-secret');
+    expect(JSON.stringify(lines)).not.toContain('taskToken');
   });
 });
 

@@ -15,7 +15,8 @@ export class PinoTemporalLogger implements TemporalLogger {
 
   log(level: LogLevel, message: string, meta?: LogMetadata): void {
     const log = this.pino();
-    const method = levels[level] ?? 'info';
+    // The bundler's webpack statistics (a long multi-line text) are for debugging, not for every start.
+    const method = level === 'INFO' && message.startsWith('asset workflow-bundle') ? 'debug' : (levels[level] ?? 'info');
     if (!log.isLevelEnabled(method)) return;
     const fields: Record<string, unknown> = {};
     if (meta) {
