@@ -352,4 +352,26 @@ describe('ops console in a real browser', () => {
       await ctx.db.delete(signoffs).where(eq(signoffs.id, `${workflowId}/failover`));
     }
   });
+
+  it('marks both cookies Secure over https (directly or behind a proxy that says so)', async () => {
+    const origin = 'https://console.example';
+    const login = await ctx.app.request(`${origin}/console/login`);
+    const nonceCookie = login.headers.get('set-cookie')!;
+    expect(nonceCookie).toMatch(/^bcdr_console_login=[^;]+;.*Path=\/console.*HttpOnly.*Secure.*SameSite=Strict/);
+    const csrf = /name="csrf" value="([^"]+)"/.exec(await login.text())![1]!;
+    const res = await ctx.app.request(`${origin}/console/login`, {
+      method: 'POST',
+      headers: { cookie: nonceCookie.split(';')[0]!, origin, 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ csrf, token: VIEWER }).toString(),
+    });
+    expect(res.status).toBe(303);
+    const session = res.headers.getSetCookie().find((c) => c.startsWith('bcdr_console='))!;
+    expect(session).toMatch(/Path=\/console/);
+    expect(session).toMatch(/HttpOnly/);
+    expect(session).toMatch(/Secure/);
+    expect(session).toMatch(/SameSite=Strict/);
+    // Behind a TLS-terminating proxy.
+    const proxied = await ctx.app.request('http://127.0.0.1/console/login', { headers: { 'x-forwarded-proto': 'https' } });
+    expect(proxied.headers.get('set-cookie')).toMatch(/Secure/);
+  });
 });
