@@ -117,7 +117,34 @@ export function Markdown(p: { source: string; docs: RunbookDocs }) {
     if (/^\|/.test(line)) {
       const rows: string[] = [];
       while (i < lines.length && /^\|/.test(lines[i]!)) rows.push(lines[i++]!);
-      blocks.push(<pre>{rows.join('\n')}</pre>);
+      const cells = (row: string) =>
+        row
+          .trim()
+          .replace(/^\||\|$/g, '')
+          .split(/(?<!\\)\|/)
+          .map((x) => x.trim().replace(/\\\|/g, '|'));
+      if (rows.length >= 2 && /^\|?[\s:|-]+\|?$/.test(rows[1]!)) {
+        blocks.push(
+          <table class="md">
+            <thead>
+              <tr>
+                {cells(rows[0]!).map((h) => (
+                  <th>{inline(h, p.docs)}</th>
+                ))}
+              </tr>
+            </thead>
+            <tbody>
+              {rows.slice(2).map((r) => (
+                <tr>
+                  {cells(r).map((d) => (
+                    <td>{inline(d, p.docs)}</td>
+                  ))}
+                </tr>
+              ))}
+            </tbody>
+          </table>,
+        );
+      } else blocks.push(<pre>{rows.join('\n')}</pre>);
       continue;
     }
     if (line.trim() === '') {
