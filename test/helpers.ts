@@ -52,25 +52,7 @@ export async function openContext(cfg: Config = loadConfig(inject('bcdrEnv'))): 
     connection,
     regions: regions.regions,
     app,
-    async call(method, path, opts = {}) {
-      const headers: Record<string, string> = {};
-      const token = opts.token === undefined ? OPERATOR : opts.token;
-      if (token) headers.authorization = `Bearer ${token}`;
-      let body: string | undefined;
-      if (opts.rawBody !== undefined || opts.body !== undefined) {
-        headers['content-type'] = 'application/json';
-        body = opts.rawBody ?? JSON.stringify(opts.body);
-      }
-      const res = await app.request(path, { method, headers, body });
-      const text = await res.text();
-      let parsed: unknown = text;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        /* not JSON */
-      }
-      return { status: res.status, body: parsed };
-    },
+    call: (method, path, opts = {}) => callApp(app, method, path, opts),
     async close() {
       await regions.close();
       await catalog.close();
@@ -81,6 +63,27 @@ export async function openContext(cfg: Config = loadConfig(inject('bcdrEnv'))): 
 
 /** A fresh instance name, so tests never share state. */
 export const uniqueName = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
+
+/** Calls `app` in-process with a bearer token (operator unless told otherwise; null for none); the body parsed when it is JSON. */
+export async function callApp(app: ReturnType<typeof createApp>, method: string, path: string, opts: { token?: string | null; body?: unknown; rawBody?: string } = {}): Promise<{ status: number; body: any }> {
+  const headers: Record<string, string> = {};
+  const token = opts.token === undefined ? OPERATOR : opts.token;
+  if (token) headers.authorization = `Bearer ${token}`;
+  let body: string | undefined;
+  if (opts.rawBody !== undefined || opts.body !== undefined) {
+    headers['content-type'] = 'application/json';
+    body = opts.rawBody ?? JSON.stringify(opts.body);
+  }
+  const res = await app.request(path, { method, headers, body });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    /* not JSON */
+  }
+  return { status: res.status, body: parsed };
+}
 
 /** Creates an instance through the API and returns its body; fails the test unless it is provisioned. */
 export async function createInstance(ctx: TestContext, name: string, extra: Partial<{ type: string; edition: string; homeRegion: string }> = {}) {

@@ -1,7 +1,8 @@
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEvents, instances } from '../db/schema/index.js';
-import { backupNow, createInstance, eventually, openContext, uniqueName, type TestContext } from './helpers.js';
+import { createApp } from '../api/app.js';
+import { backupNow, callApp, createInstance, eventually, openContext, uniqueName, type TestContext } from './helpers.js';
 import { parsePrometheus, sample } from './prometheus.js';
 import { readEvents } from './sse.js';
 import { VIEWER } from './tokens.js';
@@ -55,8 +56,17 @@ describe('backup staleness', () => {
     expect(streamed.find((e) => e.event === 'instance.stale')?.data).toMatchObject({ instanceId: inst.id, actor: 'system:monitor' });
     expect((await ctx.call('GET', `/v1/instances/${inst.id}`)).body.stale).toBe(true);
 
+    // The whole list is served from memory: read it now, so the backup below must replace what it holds.
+    const listed = async () => ((await ctx.call('GET', '/v1/instances')).body.instances as { id: string; stale: boolean; lastGoodBackupAt: string | null }[]).find((i) => i.id === inst.id);
+    expect(await listed()).toMatchObject({ stale: true, lastGoodBackupAt: null });
+
     // A backup completes: fresh at once in the API and the metrics, and an instance.fresh event follows.
-    const { row } = await backupNow(ctx, inst.id, 'cures staleness');
+    // Started through another API process's app, so this app hears of it only from the catalog.
+    const elsewhere = { ...ctx, app: createApp(ctx.deps()) };
+    elsewhere.call = (method, path, opts = {}) => callApp(elsewhere.app, method, path, opts);
+    const { row } = await backupNow(elsewhere, inst.id, 'cures staleness');
+    // The worker wrote it, not this API: the catalog's notification (not the list's 5 s age limit) makes the list read it again.
+    await eventually('the cached list shows the backup', async () => (await listed())?.lastGoodBackupAt === row.completedAt!.toISOString(), 2_000);
     const cured = await ctx.call('GET', `/v1/instances/${inst.id}`);
     expect(cured.body).toMatchObject({ stale: false, lastGoodBackupAt: row.completedAt!.toISOString() });
     expect(cured.body.backupAgeSeconds).toBeLessThan(120);
