@@ -306,7 +306,10 @@ export function consoleApp(deps: ApiDeps, requester?: ApiRequester, opts: { docs
   app.get('/docs', (c) => docPage(c, 'README'));
   app.get('/docs/:name', (c) => docPage(c, c.req.param('name').replace(/\.md$/, '')));
 
-  app.all('*', (c) => html(c, <MessagePage nonce={c.get('nonce') ?? ''} session={c.get('session') ?? null} title="Not found" notices={[{ kind: 'error', title: 'No console page here.', status: 404 }]} />, 404));
+  app.all('*', (c) => {
+    if (c.req.method === 'GET' && c.req.path === `${COOKIE_PATH}/`) return c.redirect(COOKIE_PATH, 301);
+    return html(c, <MessagePage nonce={c.get('nonce') ?? ''} session={c.get('session') ?? null} title="Not found" notices={[{ kind: 'error', title: 'No console page here.', status: 404 }]} />, 404);
+  });
 
   return app;
 }
