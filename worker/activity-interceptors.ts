@@ -38,6 +38,9 @@ export function instanceIdLookup(client: Client | undefined): (workflowId: strin
   };
 }
 
+/** Runbooks whose activities repeat every few seconds for ever (the region monitors). */
+const routineWorkflowTypes = new Set(['regionMonitorWorkflow']);
+
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -69,11 +72,14 @@ export function activityInterceptors(opts: { client?: Client }): ActivityInterce
           instanceId = instanceIdOfInput(input.args[0]);
           if (!instanceId && info.workflowExecution) instanceId = await lookup(info.workflowExecution.workflowId, info.workflowExecution.runId);
           const started = performance.now();
-          ctx.log.info('activity started');
+          // The region monitors' checks run every few seconds, forever: their routine lines are debug, their failures are not.
+          const routine = routineWorkflowTypes.has(info.workflowType ?? '');
+          const say = routine ? ctx.log.debug.bind(ctx.log) : ctx.log.info.bind(ctx.log);
+          say('activity started');
           try {
             const result = await next(input);
             const durationMs = Math.round(performance.now() - started);
-            ctx.log.info(`activity completed (${durationMs} ms)`, { durationMs });
+            say(`activity completed (${durationMs} ms)`, { durationMs });
             observe(info.activityType, result, durationMs, lastBeat, typeof beat === 'function');
             return result;
           } catch (err) {
