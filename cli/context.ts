@@ -64,28 +64,28 @@ export interface RunRef {
   url: string;
 }
 
-/** A run's final state, for people. */
+/** A run's state, for people: one aligned key-value list, then the warnings and the Temporal UI link. */
 export function runSummary(run: Run): string {
-  const head: Record<string, unknown> = {
+  const running = run.status === 'running';
+  const view: Record<string, unknown> = {
     run: run.workflowId,
     runbook: run.runbook,
     instance: run.instanceId,
     status: run.status,
-    step: run.status === 'running' ? run.step : undefined,
+    ...(running ? { step: run.step } : {}),
     started: run.startTime,
     closed: run.closeTime,
     took: between(run.startTime, run.closeTime),
-    requestedBy: run.requestedBy ?? undefined,
+    ...(run.requestedBy ? { requestedBy: run.requestedBy } : {}),
     stepsDone: run.stepsDone,
-    waiting: run.waiting ?? undefined,
+    ...(run.waiting ? { waiting: run.waiting } : {}),
+    ...(run.instances && Object.keys(run.instances).length ? { instances: run.instances } : {}),
+    ...(running && run.progress !== null && run.progress !== undefined ? { progress: run.progress } : {}),
+    ...(run.result !== null && run.result !== undefined ? { result: run.result } : {}),
+    ...(run.error ? { error: run.error } : {}),
   };
-  for (const k of Object.keys(head)) if (head[k] === undefined) delete head[k];
-  const parts = [kv(head)];
+  const parts = [kv(view)];
   if (run.warnings.length) parts.push(run.warnings.map((w) => `warning: ${text(w)}`).join('\n'));
-  if (run.instances && Object.keys(run.instances).length) parts.push(kv({ instances: run.instances }));
-  if (run.progress !== null && run.progress !== undefined && run.status === 'running') parts.push(kv({ progress: run.progress }));
-  if (run.result !== null && run.result !== undefined) parts.push(kv({ result: run.result }));
-  if (run.error) parts.push(`error: ${text(run.error)}`);
   parts.push(`Temporal UI: ${run.url}`);
   return parts.join('\n');
 }

@@ -61,7 +61,11 @@ export function table(head: string[], rows: unknown[][]): string {
     style: { head: [], border: [], 'padding-left': 0, 'padding-right': 0, compact: true },
   });
   for (const r of rows) t.push(r.map(text));
-  return t.toString();
+  return t
+    .toString()
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .join('\n');
 }
 
 /** Flattens nested objects into dotted keys; arrays of scalars are joined, other arrays kept whole. */

@@ -161,7 +161,8 @@ class LineView implements View {
 
   update(prev: Run | null, run: Run): void {
     if (!prev) this.log(`watching run ${this.id}${run.runbook ? ` (${run.runbook})` : ''}: ${run.status}`);
-    for (const l of changes(prev, run)) this.log(l);
+    // A run already over at the first look: only how it ended, not its whole history.
+    if (prev || run.status === 'running') for (const l of changes(prev, run)) this.log(l);
     const p = run.status === 'running' ? describeProgress(run.progress) : null;
     const line = p ? `progress: ${run.step ? `${clean(run.step)}: ` : ''}${p.line}` : '';
     if (line && line !== this.lastProgress) this.log(line);
@@ -203,7 +204,7 @@ class BarView implements View {
 
   update(prev: Run | null, run: Run): void {
     if (!prev) this.log(`watching run ${this.id}${run.runbook ? ` (${run.runbook})` : ''}`);
-    for (const l of changes(prev, run)) this.log(l);
+    if (prev || run.status === 'running') for (const l of changes(prev, run)) this.log(l);
     const p = run.status === 'running' ? describeProgress(run.progress) : null;
     const done = run.stepsDone.length;
     this.bar.update(p?.ratio !== null && p?.ratio !== undefined ? Math.round(p.ratio * 1000) : 0, {

@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { act, followStarted, parse, type RunRef } from '../context.js';
-import { kv, table, text } from '../format.js';
+import { duration, kv, table, text } from '../format.js';
 import { seg, UsageError } from '../http.js';
 
 const TYPES = ['production', 'sandbox'];
@@ -22,6 +22,8 @@ interface Instance {
   /** Added by the staleness work: absent on APIs without it. */
   stale?: boolean;
   lastGoodBackupAt?: string | null;
+  backupAgeSeconds?: number | null;
+  replication?: { state: string; lagSeconds: number | null } | null;
   run?: RunRef;
 }
 
@@ -38,7 +40,7 @@ function flags(i: Instance): string {
 export function instanceTable(list: Instance[]): string {
   if (!list.length) return 'no instances';
   return table(
-    ['name', 'id', 'type', 'edition', 'state', 'region', 'readiness', 'flags'],
+    ['name', 'id', 'type', 'edition', 'state', 'region', 'last backup', 'readiness', 'flags'],
     list.map((i) => [
       i.name,
       i.id,
@@ -46,10 +48,20 @@ export function instanceTable(list: Instance[]): string {
       i.edition,
       i.state,
       i.activeRegion === i.homeRegion ? i.activeRegion : `${i.activeRegion} (home ${i.homeRegion})`,
+      i.lastGoodBackupAt ? `${duration((i.backupAgeSeconds ?? (Date.now() - Date.parse(i.lastGoodBackupAt)) / 1000) * 1000)} ago` : i.lastGoodBackupAt === null ? 'never' : '-',
       i.readiness ? (i.readiness.state === 'ready' ? 'ready' : `${i.readiness.state}: ${i.readiness.reasons.length} reason(s)`) : '-',
       flags(i),
     ]),
   );
+}
+
+/** A number option that also takes "default": checked here, a usage error naming the option otherwise. */
+function asNumber(option: string, v: string, min: number, max: number): number {
+  try {
+    return parse.number(min, max)(v);
+  } catch (err) {
+    throw new UsageError(`option '${option}' argument '${v}' is invalid. ${(err as Error).message} (or "default")`);
+  }
 }
 
 export function instancesCommand(): Command {
@@ -62,18 +74,14 @@ export function instancesCommand(): Command {
     .addOption(new Option('--type <type>', 'only this type').choices(TYPES))
     .addOption(new Option('--state <state>', 'only this state').choices(STATES))
     .option('--region <region>', 'only instances active in this region')
-    .option('--stale', 'only instances without a recent good backup')
+    .option('--stale', 'only instances without a good backup for longer than their threshold')
+    .option('--fresh', 'only instances that are not stale')
     .action(
-      act(async (ctx, o: { type?: string; state?: string; region?: string; stale?: boolean }) => {
-        const { body } = await ctx.api.get<{ instances: Instance[] }>('/v1/instances', { type: o.type, state: o.state, region: o.region, stale: o.stale ? 'true' : undefined });
-        ctx.print(body, () => {
-          let list = body.instances;
-          if (o.stale) {
-            if (list.length && list.every((i) => i.stale === undefined)) ctx.note('note: this API does not report staleness (no "stale" field); showing every instance it returned');
-            else list = list.filter((i) => i.stale !== false);
-          }
-          return instanceTable(list);
-        });
+      act(async (ctx, o: { type?: string; state?: string; region?: string; stale?: boolean; fresh?: boolean }) => {
+        if (o.stale && o.fresh) throw new UsageError('give --stale or --fresh, not both');
+        const stale = o.stale ? 'true' : o.fresh ? 'false' : undefined;
+        const { body } = await ctx.api.get<{ instances: Instance[] }>('/v1/instances', { type: o.type, state: o.state, region: o.region, stale });
+        ctx.print(body, () => instanceTable(body.instances));
       }),
     );
 
@@ -117,16 +125,21 @@ export function instancesCommand(): Command {
     .addOption(new Option('--type <type>', 'switch the type').choices(TYPES))
     .addOption(new Option('--edition <edition>', 'raise the edition').choices(EDITIONS))
     .option('--rpo-target <seconds|default>', 'production: the lag (seconds) above which failover readiness is degraded; "default" for RPO_TARGET_SECONDS')
+    .option('--stale-after-hours <hours|default>', 'hours without a good backup after which the instance is stale; "default" for BACKUP_MAX_AGE_HOURS')
     .action(
-      act(async (ctx, id: string, o: { type?: string; edition?: string; rpoTarget?: string }) => {
+      act(async (ctx, id: string, o: { type?: string; edition?: string; rpoTarget?: string; staleAfterHours?: string }) => {
         const body: Record<string, unknown> = {};
         if (o.type) body.type = o.type;
         if (o.edition) body.edition = o.edition;
         if (o.rpoTarget !== undefined) {
           if (o.rpoTarget === 'default') body.rpoTargetSeconds = null;
-          else body.rpoTargetSeconds = parse.number(0.1, 86_400)(o.rpoTarget);
+          else body.rpoTargetSeconds = asNumber('--rpo-target', o.rpoTarget, 0.1, 86_400);
         }
-        if (!Object.keys(body).length) throw new UsageError('give --type, --edition or --rpo-target (or several)');
+        if (o.staleAfterHours !== undefined) {
+          if (o.staleAfterHours === 'default') body.staleAfterHours = null;
+          else body.staleAfterHours = asNumber('--stale-after-hours', o.staleAfterHours, 0.1, 24 * 366);
+        }
+        if (!Object.keys(body).length) throw new UsageError('give --type, --edition, --rpo-target or --stale-after-hours (or several)');
         const res = await ctx.api.patch<Instance>(`/v1/instances/${seg(id)}`, body);
         ctx.print(res.body, () => `updated instance ${text(res.body.name)}\n${kv(res.body)}`);
       }),

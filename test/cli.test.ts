@@ -1,0 +1,310 @@
+/**
+ * The `bcdr` command line against the real API (served over HTTP on a free
+ * port), the real worker, Temporal and PostgreSQL: each call is a subprocess
+ * of cli/bcdr.js, as an operator's shell would run it.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
+import path from 'node:path';
+import { serve, type ServerType } from '@hono/node-server';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeProgress } from '../cli/watch.js';
+import { armFault, createInstance, openContext, uniqueName, type TestContext } from './helpers.js';
+import { APPROVER, OPERATOR, VIEWER } from './tokens.js';
+
+const ROOT = path.join(import.meta.dirname, '..');
+const TOKENS = [OPERATOR, VIEWER, APPROVER];
+
+let ctx: TestContext;
+let server: ServerType;
+let api: string;
+/** Everything any CLI call printed, to check that no token ever appears. */
+const printed: string[] = [];
+
+interface Result {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `bcdr …` as a subprocess with BCDR_API and BCDR_TOKEN set (operator unless told otherwise; null: no token). */
+function bcdr(args: string[], opts: { token?: string | null; env?: Record<string, string> } = {}): Promise<Result> {
+  const token = opts.token === undefined ? OPERATOR : opts.token;
+  const env: Record<string, string | undefined> = { ...process.env, BCDR_API: api, BCDR_TOKEN: token ?? undefined, ...opts.env };
+  if (token === null) delete env.BCDR_TOKEN;
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['cli/bcdr.js', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      printed.push(stdout, stderr);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** What a failed call shows, for assertion messages. */
+const show = (r: Result) => `exit ${r.code}\n--- stdout\n${r.stdout.slice(0, 2000)}\n--- stderr\n${r.stderr.slice(0, 2000)}`;
+
+/** No stack trace: no "    at fn (file:line)" frames, no Node error dump. */
+function expectNoStack(r: Result) {
+  expect(r.stderr + r.stdout).not.toMatch(/^\s+at .+[:(]/m);
+  expect(r.stderr).not.toMatch(/node:internal|Error: .*\n\s+at /);
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+beforeAll(async () => {
+  ctx = await openContext();
+  await new Promise<void>((resolve) => {
+    server = serve({ fetch: ctx.app.fetch, hostname: '127.0.0.1', port: 0 }, (info) => {
+      api = `http://127.0.0.1:${info.port}`;
+      resolve();
+    });
+  });
+});
+
+afterAll(async () => {
+  // The token of any role must never be printed, whatever the command.
+  for (const out of printed) for (const t of TOKENS) expect(out).not.toContain(t);
+  await new Promise((r) => server?.close(r));
+  await ctx?.close();
+});
+
+describe('bcdr without the stack', () => {
+  it('--help names BCDR_API, BCDR_TOKEN and the exit codes; exit 0', async () => {
+    const r = await bcdr(['--help']);
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stdout).toContain('BCDR_API');
+    expect(r.stdout).toContain('BCDR_TOKEN');
+    expect(r.stdout).toMatch(/Exit codes:[\s\S]*\b2\s+usage error[\s\S]*\b3\s+the API refused/);
+    for (const c of ['instances', 'backup', 'restore', 'reset', 'production-restore', 'region-failover', 'failback', 'runs', 'signoffs', 'audit', 'regions', 'divergence']) {
+      expect(r.stdout).toContain(c);
+    }
+  });
+
+  it('usage errors exit 2 with a one-line reason and no request: a missing label, an unknown command, a bad number, two targets', async () => {
+    const cases: [string[], RegExp][] = [
+      [['backup', 'some-instance'], /required option '-l, --label <label>' not specified/],
+      [['nope'], /unknown command 'nope'/],
+      [['runs', 'list', '--limit', 'lots'], /--limit <n>.*must be a whole number/],
+      [['restore', 'bk-x', '--into', 'a', '--new', 'b'], /exactly one of --into <instance> and --new <name>/],
+      [['runs', 'signoff', 'run-x', 'maybe', '-m', 'ok'], /'maybe' is invalid for argument 'decision'. Allowed choices are approve, reject/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await bcdr(args);
+      expect(r.code, show(r)).toBe(2);
+      expect(r.stderr).toMatch(message);
+      expectNoStack(r);
+    }
+  });
+
+  it('an unreachable API exits 4 and says which URL it tried', async () => {
+    const port = await freePort();
+    const r = await bcdr(['regions'], { env: { BCDR_API: `http://127.0.0.1:${port}` } });
+    expect(r.code, show(r)).toBe(4);
+    expect(r.stderr).toContain(`cannot reach the API at http://127.0.0.1:${port}`);
+    expectNoStack(r);
+  });
+
+  it('describes the progress the backup and restore activities heartbeat', () => {
+    expect(describeProgress({ phase: 'dumping', bytesWritten: 5 * 1024 * 1024, databaseBytes: 20 * 1024 * 1024 })).toEqual({
+      line: 'dumping: 5.00 MiB written (database 20.0 MiB)',
+      ratio: 0.25,
+    });
+    expect(describeProgress({ phase: 'verifying', archiveBytes: 1000, bytesVerified: 500, bytesRestored: 0, jobs: 0 })?.ratio).toBe(0.5);
+    expect(describeProgress({ phase: 'restoring', archiveBytes: 2048, bytesVerified: 2048, bytesRestored: 4096, jobs: 2 })?.line).toBe('restoring: 4.00 KiB restored (archive 2.00 KiB, 2 jobs)');
+    expect(describeProgress({ phase: 'schema', tablesReady: 1, tables: 4 })).toEqual({ line: 'schema: 1/4 tables ready', ratio: 0.25 });
+    expect(describeProgress({ lagBytes: 0 })?.line).toBe('catching up: 0 B behind');
+    expect(describeProgress(null)).toBeNull();
+  });
+});
+
+describe('bcdr against the real API', () => {
+  const name = uniqueName('cli');
+  let backupId: string;
+  let backupRun: string;
+
+  it('creates an instance (--json: the API body, parseable)', async () => {
+    const r = await bcdr(['instances', 'create', name, '--type', 'sandbox', '--edition', 'standard', '--region', 'primary', '--json']);
+    expect(r.code, show(r)).toBe(0);
+    const body = JSON.parse(r.stdout);
+    expect(body).toMatchObject({ name, type: 'sandbox', edition: 'standard', homeRegion: 'primary', state: 'active' });
+    expect(body.id).toMatch(/^i-[0-9a-f]{12}$/);
+  });
+
+  it('lists and shows it for people: a table with its name, and key-value lines', async () => {
+    const list = await bcdr(['instances', 'list', '--type', 'sandbox']);
+    expect(list.code, show(list)).toBe(0);
+    expect(list.stdout).toMatch(/^NAME\s+ID\s+TYPE/m);
+    const row = list.stdout.split('\n').find((l) => l.startsWith(`${name} `));
+    expect(row, list.stdout).toMatch(/sandbox\s+standard\s+active\s+primary/);
+    const get = await bcdr(['instances', 'get', name]);
+    expect(get.code, show(get)).toBe(0);
+    expect(get.stdout).toMatch(new RegExp(`^name:\\s+${name}$`, 'm'));
+    expect(get.stdout).toMatch(/^endpoint:\s+postgres:\/\//m);
+  });
+
+  it('backup --wait: progress on stderr, the result on stdout, exit 0', async () => {
+    const r = await bcdr(['backup', name, '--label', 'cli backup', '--wait']);
+    expect(r.code, show(r)).toBe(0);
+    const started = /backup (bk-[0-9a-f-]+) started: run (\S+)/.exec(r.stdout);
+    expect(started, show(r)).not.toBeNull();
+    [, backupId, backupRun] = started as unknown as [string, string, string];
+    // Progress: plain lines on stderr (not a terminal): the steps as they change, then how it ended.
+    expect(r.stderr).toContain(`watching run ${backupRun} (on-demand-backup)`);
+    expect(r.stderr).toMatch(/^(step|done): \S+/m);
+    expect(r.stderr).toMatch(new RegExp(`run ${backupRun} completed in `));
+    expect(r.stderr).not.toMatch(/\u001b\[/); // no terminal redrawing when stderr is a pipe
+    // The result, for people.
+    expect(r.stdout).toMatch(/^status:\s+completed$/m);
+    expect(r.stdout).toMatch(new RegExp(`^result\\.backupId:\\s+${backupId}$`, 'm'));
+    expect(r.stdout).toMatch(/^result\.sha256:\s+[0-9a-f]{64}$/m);
+    expect(r.stdout).toMatch(/^Temporal UI: http\S+\/workflows\//m);
+  });
+
+  it('backups get and list --json answer with the API body', async () => {
+    const get = await bcdr(['backups', 'get', backupId, '--json']);
+    expect(get.code, show(get)).toBe(0);
+    expect(JSON.parse(get.stdout)).toMatchObject({ id: backupId, status: 'completed', kind: 'on_demand', label: 'cli backup', instanceName: name });
+    const list = await bcdr(['--json', 'backups', 'list', name]);
+    expect(list.code, show(list)).toBe(0);
+    expect(JSON.parse(list.stdout).backups.map((b: { id: string }) => b.id)).toContain(backupId);
+  });
+
+  it('backup --wait --json: stdout is the final run (parseable), progress still on stderr', async () => {
+    const r = await bcdr(['backup', name, '-l', 'json backup', '--retention-days', '1', '--wait', '--json']);
+    expect(r.code, show(r)).toBe(0);
+    const run = JSON.parse(r.stdout);
+    expect(run).toMatchObject({ runbook: 'on-demand-backup', status: 'completed', error: null });
+    expect(run.result.backupId).toMatch(/^bk-/);
+    expect(run.url).toContain('/workflows/');
+    expect(r.stderr).toMatch(/completed in /);
+  });
+
+  it('runs watch on a finished run exits 0 at once and prints the result', async () => {
+    const r = await bcdr(['runs', 'watch', backupRun]);
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stdout).toMatch(/^status:\s+completed$/m);
+    expect(r.stdout).toContain(`result.backupId:`);
+    expect(r.stdout).toMatch(/Temporal UI: http/);
+  });
+
+  it('runs list --json filters by instance and runbook; runs get shows the run', async () => {
+    const list = await bcdr(['runs', 'list', '--instance', name, '--runbook', 'on-demand-backup', '--json']);
+    expect(list.code, show(list)).toBe(0);
+    const runs = JSON.parse(list.stdout).runs as { workflowId: string; status: string }[];
+    expect(runs.map((x) => x.workflowId)).toContain(backupRun);
+    const get = await bcdr(['runs', 'get', backupRun]);
+    expect(get.code, show(get)).toBe(0);
+    expect(get.stdout).toMatch(/^stepsDone:\s+\S+/m);
+  });
+
+  it('a viewer starting a backup: exit 3, the API message, no stack; --json gives the error body', async () => {
+    const r = await bcdr(['backup', name, '-l', 'not allowed'], { token: VIEWER });
+    expect(r.code, show(r)).toBe(3);
+    expect(r.stderr).toMatch(/^error 403 forbidden: victor\.viewer lacks the operator role/m);
+    expectNoStack(r);
+    const j = await bcdr(['backup', name, '-l', 'not allowed', '--json'], { token: VIEWER });
+    expect(j.code, show(j)).toBe(3);
+    expect(JSON.parse(j.stdout)).toMatchObject({ error: { code: 'forbidden' } });
+  });
+
+  it('a bad name: exit 3 with the field and the rule the API names', async () => {
+    const r = await bcdr(['instances', 'create', 'Bad_Name', '--type', 'sandbox', '--region', 'primary']);
+    expect(r.code, show(r)).toBe(3);
+    expect(r.stderr).toMatch(/^error 400 validation_failed: name: must be a DNS label/m);
+    expect(r.stderr).toMatch(/^ {2}name: must be a DNS label/m);
+    expectNoStack(r);
+  });
+
+  it('no token: exit 3, 401, and a hint to set BCDR_TOKEN', async () => {
+    const r = await bcdr(['instances', 'list'], { token: null });
+    expect(r.code, show(r)).toBe(3);
+    expect(r.stderr).toMatch(/error 401 unauthorized: missing bearer token/);
+    expect(r.stderr).toContain('BCDR_TOKEN');
+  });
+
+  it('cancel of a finished run: exit 3 with 409 run_not_running', async () => {
+    const r = await bcdr(['runs', 'cancel', backupRun]);
+    expect(r.code, show(r)).toBe(3);
+    expect(r.stderr).toMatch(/^error 409 run_not_running: run \S+ is completed, not running/m);
+  });
+
+  it('a restore that fails: --wait exits 1 with the failure; runs watch of it exits 1 too', async () => {
+    const inst = JSON.parse((await bcdr(['instances', 'get', name, '--json'])).stdout) as { id: string };
+    armFault(ctx, 'restore-staging', inst.id, 1);
+    const r = await bcdr(['restore', backupId, '--into', name, '--wait']);
+    expect(r.code, show(r)).toBe(1);
+    const run = /run (restore-\S+)/.exec(r.stdout)?.[1];
+    expect(run, show(r)).toBeDefined();
+    expect(r.stderr).toMatch(new RegExp(`run ${run} failed after .*injected fault`));
+    expect(r.stdout).toMatch(/^status:\s+failed$/m);
+    expect(r.stdout).toMatch(/^error: .*injected fault/m);
+    const watch = await bcdr(['runs', 'watch', run!, '--json']);
+    expect(watch.code, show(watch)).toBe(1);
+    expect(JSON.parse(watch.stdout)).toMatchObject({ workflowId: run, status: 'failed' });
+  });
+
+  it('schedule get and set; audit shows the backup; regions and signoffs answer', async () => {
+    const set = await bcdr(['schedule', 'set', name, '--start-time', '03:15', '--retention-days', '5', '--json']);
+    expect(set.code, show(set)).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({ startTime: '03:15', retentionDays: 5 });
+    const bad = await bcdr(['schedule', 'set', name, '--interval-days', '9']);
+    expect(bad.code, show(bad)).toBe(3);
+    expect(bad.stderr).toMatch(/retentionDays: must be greater than intervalDays \(9\)/);
+    const audit = await bcdr(['audit', '--instance', name, '--action', 'backup.create']);
+    expect(audit.code, show(audit)).toBe(0);
+    expect(audit.stdout).toContain(backupId);
+    const regions = await bcdr(['regions', '--json']);
+    expect(regions.code, show(regions)).toBe(0);
+    expect(JSON.parse(regions.stdout).regions.map((x: { name: string }) => x.name).sort()).toEqual(['primary', 'secondary']);
+    const signoffs = await bcdr(['signoffs', '--status', 'pending', '--json'], { token: APPROVER });
+    expect(signoffs.code, show(signoffs)).toBe(0);
+    expect(Array.isArray(JSON.parse(signoffs.stdout).signoffs)).toBe(true);
+  });
+
+  it('relabels and deletes the backup, then deletes the instance', async () => {
+    const relabel = await bcdr(['backups', 'relabel', backupId, 'kept by the cli']);
+    expect(relabel.code, show(relabel)).toBe(0);
+    expect(relabel.stdout).toContain('kept by the cli');
+    const del = await bcdr(['backups', 'delete', backupId, '--json']);
+    expect(del.code, show(del)).toBe(0);
+    expect(JSON.parse(del.stdout)).toEqual({ deleted: backupId });
+    const inst = await bcdr(['instances', 'delete', name, '--wait']);
+    expect(inst.code, show(inst)).toBe(0);
+    expect(inst.stdout).toMatch(/delet(ed|ing) instance i-/);
+    const gone = await bcdr(['instances', 'get', name]);
+    expect(gone.code, show(gone)).toBe(3);
+    expect(gone.stderr).toMatch(/error 404 instance_not_found/);
+  });
+});
+
+describe('bcdr backup --wait on a database big enough to watch', () => {
+  it('shows the bytes pg_dump has written as it goes (plain lines on stderr), then the result', async () => {
+    const name = uniqueName('cli-progress');
+    const inst = await createInstance(ctx, name);
+    const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
+    // pgbench scale 10: about 150 MB, a dump of a few seconds.
+    const init = spawnSync(path.join(ctx.cfg.PG_BIN_DIR!, 'pgbench'), ['-i', '-q', '-s', '10', '-h', url.hostname, '-p', url.port, '-U', 'postgres', name], { encoding: 'utf8' });
+    expect(init.status, init.stderr).toBe(0);
+    try {
+      const r = await bcdr(['backup', name, '--label', 'watched from the cli', '--wait']);
+      expect(r.code, show(r)).toBe(0);
+      expect(r.stderr).toMatch(/^step: dump$/m);
+      expect(r.stderr).toMatch(/^progress: dump: dumping: [\d.]+ (B|KiB|MiB|GiB) written \(database [\d.]+ MiB\)$/m);
+      expect(r.stdout).toMatch(/^result\.sizeBytes:\s+\d+ \([\d.]+ MiB\)$/m);
+    } finally {
+      await ctx.call('DELETE', `/v1/instances/${inst.id}`);
+    }
+  });
+});
