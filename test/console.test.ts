@@ -293,7 +293,7 @@ describe('ops console in a real browser', () => {
     await shot(page, 'docs');
     const { context } = { context: page.context() };
     const cookie = (await context.cookies()).find((c) => c.name === 'bcdr_console')!;
-    for (const bad of ['..%2F..%2Fpackage.json', '..%2FREADME', '%2e%2e', 'nope', 'README.md%00']) {
+    for (const bad of ['..%2F..%2Fpackage.json', '..%2FREADME', '..%5C..%5Cpackage', '.hidden', 'nope', 'README.md%00']) {
       const res = await fetch(`${base}/console/docs/${bad}`, { headers: { cookie: `bcdr_console=${cookie.value}` }, redirect: 'manual' });
       expect(res.status, bad).toBe(404);
       expect(await res.text()).not.toContain('"name": "bcdr-runbooks"');
