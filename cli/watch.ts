@@ -194,7 +194,7 @@ class BarView implements View {
         barsize: 24,
         format: (options, params, payload: { step: string; detail: string; elapsed: string; hasRatio: boolean }) => {
           const bar = payload.hasRatio ? ` [${cliProgress.Format.BarFormat(params.progress, options)}] ${Math.round(params.progress * 100)}%` : '';
-          return `${payload.step}${bar}${payload.detail ? ` | ${payload.detail}` : ''} | ${payload.elapsed}`;
+          return `${payload.step}${bar} | ${payload.elapsed}${payload.detail ? ` | ${payload.detail}` : ''}`;
         },
       },
       cliProgress.Presets.shades_classic,

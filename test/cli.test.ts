@@ -7,7 +7,9 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { serve, type ServerType } from '@hono/node-server';
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { instances } from '../db/schema/index.js';
 import { describeProgress } from '../cli/watch.js';
 import { armFault, createInstance, openContext, uniqueName, type TestContext } from './helpers.js';
 import { APPROVER, OPERATOR, VIEWER } from './tokens.js';
@@ -28,7 +30,7 @@ interface Result {
 }
 
 /** Runs `bcdr …` as a subprocess with BCDR_API and BCDR_TOKEN set (operator unless told otherwise; null: no token). */
-function bcdr(args: string[], opts: { token?: string | null; env?: Record<string, string> } = {}): Promise<Result> {
+function bcdr(args: string[], opts: { token?: string | null; env?: Record<string, string>; timeoutMs?: number } = {}): Promise<Result> {
   const token = opts.token === undefined ? OPERATOR : opts.token;
   const env: Record<string, string | undefined> = { ...process.env, BCDR_API: api, BCDR_TOKEN: token ?? undefined, ...opts.env };
   if (token === null) delete env.BCDR_TOKEN;
@@ -38,8 +40,11 @@ function bcdr(args: string[], opts: { token?: string | null; env?: Record<string
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // A hung command is killed (and its exit code is then null), so the test fails rather than waits.
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
     child.on('error', reject);
     child.on('close', (code) => {
+      clearTimeout(timer);
       printed.push(stdout, stderr);
       resolve({ code, stdout, stderr });
     });
@@ -306,5 +311,44 @@ describe('bcdr backup --wait on a database big enough to watch', () => {
     } finally {
       await ctx.call('DELETE', `/v1/instances/${inst.id}`);
     }
+  });
+});
+
+describe('bcdr on staleness, events, endpoint and divergence', () => {
+  it('marks an instance without a good backup past its threshold STALE, lists it with --stale, and changes its threshold', async () => {
+    const name = uniqueName('cli-stale');
+    const inst = await createInstance(ctx, name);
+    // Three days old, and never backed up: past the default threshold (26 hours).
+    await ctx.db.update(instances).set({ createdAt: new Date(Date.now() - 3 * 24 * 3600_000) }).where(eq(instances.id, inst.id));
+    const stale = await bcdr(['instances', 'list', '--stale']);
+    expect(stale.code, show(stale)).toBe(0);
+    const row = stale.stdout.split('\n').find((l) => l.startsWith(`${name} `));
+    expect(row, stale.stdout).toMatch(/\bnever\b.*\bSTALE\b/);
+    const fresh = await bcdr(['instances', 'list', '--fresh', '--json']);
+    expect(JSON.parse(fresh.stdout).instances.map((i: { name: string }) => i.name)).not.toContain(name);
+    const set = await bcdr(['instances', 'update', name, '--stale-after-hours', '100', '--json']);
+    expect(set.code, show(set)).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({ name, staleAfterHours: 100, stale: false });
+    const get = await bcdr(['instances', 'get', name]);
+    expect(get.stdout).toMatch(/^stale:\s+false$/m);
+    const bad = await bcdr(['instances', 'update', name, '--stale-after-hours', 'soon']);
+    expect(bad.code, show(bad)).toBe(2);
+    expect(bad.stderr).toMatch(/--stale-after-hours.*must be a number/);
+  });
+
+  it('events --json prints one JSON object a line; endpoint and divergence answer', async () => {
+    const name = uniqueName('cli-events');
+    const inst = await createInstance(ctx, name);
+    const ev = await bcdr(['events', '--instance', inst.id, '--after', '0', '--count', '1', '--json'], { timeoutMs: 60_000 });
+    expect(ev.code, show(ev)).toBe(0);
+    const lines = ev.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ event: 'instance.create', instanceId: inst.id, subject: name });
+    const endpoint = await bcdr(['instances', 'endpoint', name]);
+    expect(endpoint.code, show(endpoint)).toBe(0);
+    expect(endpoint.stdout).toMatch(new RegExp(`^endpoint:\\s+postgres://\\S+/${name}$`, 'm'));
+    const div = await bcdr(['divergence', 'list', name, '--json']);
+    expect(div.code, show(div)).toBe(0);
+    expect(JSON.parse(div.stdout)).toMatchObject({ name, failover: null, total: 0 });
   });
 });
