@@ -370,8 +370,18 @@ describe('ops console in a real browser', () => {
     expect(session).toMatch(/HttpOnly/);
     expect(session).toMatch(/Secure/);
     expect(session).toMatch(/SameSite=Strict/);
-    // Behind a TLS-terminating proxy.
-    const proxied = await ctx.app.request('http://127.0.0.1/console/login', { headers: { 'x-forwarded-proto': 'https' } });
-    expect(proxied.headers.get('set-cookie')).toMatch(/Secure/);
+    // Behind a TLS-terminating proxy: the app sees http, the browser's Origin is https; a foreign Origin is still refused.
+    const proxied = await ctx.app.request('http://console.example/console/login', { headers: { 'x-forwarded-proto': 'https' } });
+    const proxiedNonce = proxied.headers.get('set-cookie')!;
+    expect(proxiedNonce).toMatch(/Secure/);
+    const proxiedCsrf = /name="csrf" value="([^"]+)"/.exec(await proxied.text())![1]!;
+    const viaProxy = (from: string) =>
+      ctx.app.request('http://console.example/console/login', {
+        method: 'POST',
+        headers: { cookie: proxiedNonce.split(';')[0]!, origin: from, 'x-forwarded-proto': 'https', 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ csrf: proxiedCsrf, token: VIEWER }).toString(),
+      });
+    expect((await viaProxy(origin)).status).toBe(303);
+    expect((await viaProxy('https://evil.example')).status).toBe(403);
   });
 });

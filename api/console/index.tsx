@@ -33,6 +33,20 @@ const errorNotice = (title: string, r: { status: number; error: { code: string; 
   status: r.status,
 });
 
+/**
+ * The Origin a form of this console comes from: the request's own, or, behind a
+ * TLS-terminating proxy, the https origin the proxy says it served. A browser
+ * cannot be made to send another site's Origin, so widening the check to the
+ * proxy's view of this same site lets no other site in.
+ */
+function sameOrigin(origin: string, c: Context): boolean {
+  const url = new URL(c.req.url);
+  if (origin === url.origin) return true;
+  const proto = c.req.header('x-forwarded-proto')?.split(',')[0]?.trim();
+  const host = c.req.header('x-forwarded-host')?.split(',')[0]?.trim() || url.host;
+  return (proto === 'https' || proto === 'http') && !!host && origin === `${proto}://${host}`;
+}
+
 /** Runs `fn` over `items`, `limit` at a time. */
 async function mapBounded<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array<R>(items.length);
@@ -93,7 +107,7 @@ export function consoleApp(deps: ApiDeps, requester?: ApiRequester, opts: { docs
   });
 
   // Every POST: a small form, from this origin (Origin / Sec-Fetch-Site), carrying the CSRF token of its session.
-  app.post('*', bodyLimit({ maxSize: 64 * 1024 }), csrf(), async (c, next) => {
+  app.post('*', bodyLimit({ maxSize: 64 * 1024 }), csrf({ origin: sameOrigin }), async (c, next) => {
     const type = c.req.header('content-type') ?? '';
     if (!/^(application\/x-www-form-urlencoded|multipart\/form-data)\b/i.test(type)) throw new HTTPException(403, { message: 'forms only' });
     const body = await c.req.parseBody();
