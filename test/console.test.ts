@@ -6,7 +6,7 @@ import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { signoffs } from '../db/schema/index.js';
+import { instances, signoffs } from '../db/schema/index.js';
 import { backupNow, createInstance, eventually, openContext, uniqueName, type TestContext } from './helpers.js';
 import { APPROVER, OPERATOR, SELF_APPROVER, VIEWER } from './tokens.js';
 
@@ -20,6 +20,7 @@ let base: string;
 let browser: Browser;
 let prod: { id: string; name: string };
 let sbx: { id: string; name: string };
+let old: { id: string; name: string };
 let runId: string;
 const contexts: BrowserContext[] = [];
 
@@ -41,6 +42,9 @@ beforeAll(async () => {
   prod = await createInstance(ctx, uniqueName('cprod'));
   sbx = await createInstance(ctx, uniqueName('csbx'));
   await backupNow(ctx, sbx.id, HOSTILE_LABEL);
+  // A sandbox created 30 hours ago that never had a backup: stale.
+  old = await createInstance(ctx, uniqueName('cold'));
+  await ctx.db.update(instances).set({ createdAt: new Date(Date.now() - 30 * 3600_000) }).where(eq(instances.id, old.id));
   const patched = await ctx.call('PATCH', `/v1/instances/${prod.id}`, { body: { type: 'production' } });
   expect(patched.status).toBe(200);
   const started = await ctx.call('POST', '/v1/runbooks/production-restore', { token: OPERATOR, body: { production: prod.id, sandbox: sbx.id, requireSignoff: true } });
@@ -141,6 +145,10 @@ describe('ops console in a real browser', () => {
     // The sandbox was backed up a moment ago: its age shows, and it is not stale.
     expect(await sbxRow.locator('[data-backup-age] time').count()).toBe(1);
     expect(await sbxRow.getAttribute('class')).not.toContain('stale');
+    // The instance without a good backup for 30 hours stands out.
+    const oldRow = page.locator(`#fleet tr[data-instance="${old.name}"]`);
+    expect(await oldRow.getAttribute('class')).toContain('stale');
+    expect(await oldRow.locator('.badge.bad', { hasText: 'stale' }).count()).toBe(1);
     // The production-restore holds both instances while it waits.
     expect(await prodRow.innerText()).toContain('production-restore');
     expect(await page.locator('a[href="/console/signoffs"]').first().isVisible()).toBe(true);
