@@ -1,4 +1,4 @@
-import { OpenAPIHono } from '@hono/zod-openapi';
+import { createRoute, OpenAPIHono, z } from '@hono/zod-openapi';
 import { sql } from 'drizzle-orm';
 import { bodyLimit } from 'hono/body-limit';
 import { bearerAuth, requireRole } from './auth.js';
@@ -8,7 +8,7 @@ import { requestLog } from '../lib/log.js';
 import { apiMetrics } from '../lib/metrics.js';
 import { catalogCache } from '../lib/catalog-cache.js';
 import type { ApiDeps, ApiEnv } from './deps.js';
-import { onError, zodIssues } from './errors.js';
+import { ErrorSchema, json, onError, zodIssues } from './errors.js';
 import { auditApp } from './routes/audit.js';
 import { backupsApp } from './routes/backups.js';
 import { divergenceApp } from './routes/divergence.js';
@@ -83,6 +83,16 @@ export function createApp(deps: ApiDeps) {
   v1.route('/signoffs', signoffsApp(deps));
   v1.route('/regions', regionsApp(deps));
   v1.route('/events', eventsApp(deps));
+  v1.openapi(
+    createRoute({
+      method: 'get',
+      path: '/me',
+      tags: ['auth'],
+      summary: "Who the token belongs to: its identity and roles (for a console or a CLI to say who is signed in)",
+      responses: { 200: json(z.object({ identity: z.string(), roles: z.array(z.string()) }), 'the caller'), 401: json(ErrorSchema, 'missing or unknown token') },
+    }),
+    (c) => c.json({ identity: c.get('principal').identity, roles: c.get('principal').roles }, 200),
+  );
   app.route('/v1', v1);
 
   app.openAPIRegistry.registerComponent('securitySchemes', 'bearer', { type: 'http', scheme: 'bearer' });

@@ -2,7 +2,7 @@ import { count, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditEvents, backups, instances } from '../db/schema/index.js';
 import { backupNow, createInstance, openContext, uniqueName, type TestContext } from './helpers.js';
-import { VIEWER } from './tokens.js';
+import { SELF_APPROVER, VIEWER } from './tokens.js';
 
 let ctx: TestContext;
 let inst: { id: string; name: string };
@@ -40,6 +40,12 @@ describe('access', () => {
     expect(res.body.error.message).toMatch(/operator/);
     const rows = await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id));
     expect(rows).toEqual([]);
+  });
+
+  it('says who a token belongs to (GET /v1/me), and 401 without one', async () => {
+    expect((await ctx.call('GET', '/v1/me', { token: VIEWER })).body).toEqual({ identity: 'victor.viewer', roles: ['viewer'] });
+    expect((await ctx.call('GET', '/v1/me', { token: SELF_APPROVER })).body).toEqual({ identity: 'olivia.operator', roles: ['operator', 'approver'] });
+    expect((await ctx.call('GET', '/v1/me', { token: null })).status).toBe(401);
   });
 
   it('serves the OpenAPI document and the docs page without a token', async () => {
