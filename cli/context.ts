@@ -2,7 +2,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { ApiClient, Exit } from './http.js';
 import { between, kv, text } from './format.js';
-import { endLine, watchRun, type Run } from './watch.js';
+import { endLine, succeeded, watchRun, type Run } from './watch.js';
 
 export const DEFAULT_API = 'http://127.0.0.1:8080';
 
@@ -94,7 +94,7 @@ export function runSummary(run: Run): string {
  * After a command started a run: without --wait, prints the answer and how to
  * follow the run (exit 0). With --wait, follows the run to its end and prints
  * it (the final GET /v1/runs/:id body with --json); exit 0 when it ended in
- * one of `ok` (default: completed), 1 otherwise.
+ * one of `ok` (default: completed) with a good outcome, 1 otherwise.
  */
 export async function followStarted(ctx: Ctx, body: unknown, run: RunRef | undefined, wait: boolean | undefined, human: () => string, ok: string[] = ['completed']): Promise<number> {
   if (!wait || !run) {
@@ -113,7 +113,7 @@ export async function waitFor(ctx: Ctx, workflowId: string, ok: string[] = ['com
   const run = await watchRun(ctx.api, workflowId, { progress: !ctx.quiet });
   if (ctx.quiet && !ctx.json) process.stderr.write(`${endLine(run)}\n`);
   ctx.print(run, () => runSummary(run));
-  return ok.includes(run.status) ? Exit.ok : Exit.runFailed;
+  return succeeded(run, ok) ? Exit.ok : Exit.runFailed;
 }
 
 /** Option parsers: invalid values are usage errors (exit 2) naming the option. */

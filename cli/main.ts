@@ -26,8 +26,10 @@ Output:
   a live bar on a terminal, plain lines otherwise.
 
 Exit codes:
-  0    success (with --wait or runs watch: the run completed)
-  1    the run failed, was cancelled, terminated or timed out
+  0    success (with --wait or runs watch: the run completed, and did what
+       was asked: its result's outcome, if any, is completed or nothing-to-do)
+  1    the run failed, was cancelled, terminated or timed out, or completed
+       with another outcome (sign-off rejected or expired, partial, degraded)
   2    usage error (unknown command or option, missing or invalid argument)
   3    the API refused the request (4xx) or failed (5xx); its message is printed
   4    the API could not be reached (connection refused, DNS, timeout)

@@ -76,7 +76,8 @@ function changes(prev: Run | null, run: Run): string[] {
   const out: string[] = [];
   const done = prev?.stepsDone ?? [];
   for (const s of run.stepsDone.slice(done.length)) out.push(`done: ${clean(s)}`);
-  if (run.status === 'running' && run.step && run.step !== prev?.step) out.push(`step: ${clean(run.step)}`);
+  // 'completed' and 'failed' are how a run's last step reads while it closes: the end line says it.
+  if (run.status === 'running' && run.step && run.step !== prev?.step && run.step !== 'completed' && run.step !== 'failed') out.push(`step: ${clean(run.step)}`);
   for (const w of run.warnings.slice(prev?.warnings.length ?? 0)) out.push(`warning: ${clean(w)}`);
   const wait = run.waiting ? `${run.waiting.kind}|${run.waiting.until}|${run.waiting.detail}` : '';
   const pwait = prev?.waiting ? `${prev.waiting.kind}|${prev.waiting.until}|${prev.waiting.detail}` : '';
@@ -91,10 +92,30 @@ function changes(prev: Run | null, run: Run): string[] {
   return out;
 }
 
+/** Outcomes a completed run reports in its result when it did what was asked (anything else: rejected, expired, aborted, partial, degraded). */
+const GOOD_OUTCOMES = new Set(['completed', 'nothing-to-do']);
+
+/** The `outcome` a completed run's result names, if any (the swap, the failover and the failback report one). */
+export function outcomeOf(run: Run): string | null {
+  const o = (run.result as { outcome?: unknown } | null)?.outcome;
+  return typeof o === 'string' ? o : null;
+}
+
+/**
+ * Did the run do what was asked? Its status is one of `ok` and, when it
+ * completed, its result's outcome (if it has one) is completed or nothing-to-do.
+ */
+export function succeeded(run: Run, ok: string[] = ['completed']): boolean {
+  if (!ok.includes(run.status)) return false;
+  const outcome = run.status === 'completed' ? outcomeOf(run) : null;
+  return outcome === null || GOOD_OUTCOMES.has(outcome);
+}
+
 /** The last line of a watch: how the run ended. */
 export function endLine(run: Run): string {
   const took = between(run.startTime, run.closeTime);
-  if (run.status === 'completed') return `run ${run.workflowId} completed in ${took}`;
+  const outcome = outcomeOf(run);
+  if (run.status === 'completed') return `run ${run.workflowId} completed in ${took}${outcome && outcome !== 'completed' ? ` (outcome: ${clean(outcome)})` : ''}`;
   return `run ${run.workflowId} ${run.status} after ${took}${run.error ? `: ${clean(run.error)}` : ''}`;
 }
 

@@ -11,7 +11,7 @@ import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instances } from '../db/schema/index.js';
 import { describeProgress } from '../cli/watch.js';
-import { armFault, createInstance, openContext, uniqueName, type TestContext } from './helpers.js';
+import { armFault, createInstance, eventually, openContext, uniqueName, type TestContext } from './helpers.js';
 import { APPROVER, OPERATOR, VIEWER } from './tokens.js';
 
 const ROOT = path.join(import.meta.dirname, '..');
@@ -294,21 +294,35 @@ describe('bcdr against the real API', () => {
   });
 });
 
-describe('bcdr backup --wait on a database big enough to watch', () => {
-  it('shows the bytes pg_dump has written as it goes (plain lines on stderr), then the result', async () => {
+describe('bcdr --wait on a database big enough to watch', () => {
+  it('backup, then restore into a new instance: steps and bytes as they go (plain lines on stderr), the results, resume', async () => {
     const name = uniqueName('cli-progress');
+    const copy = uniqueName('cli-copy');
     const inst = await createInstance(ctx, name);
     const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
-    // pgbench scale 10: about 150 MB, a dump of a few seconds.
-    const init = spawnSync(path.join(ctx.cfg.PG_BIN_DIR!, 'pgbench'), ['-i', '-q', '-s', '10', '-h', url.hostname, '-p', url.port, '-U', 'postgres', name], { encoding: 'utf8' });
+    // pgbench scale 20: about 300 MB; its dump is quick (it compresses well), its restore takes a few seconds.
+    const init = spawnSync(path.join(ctx.cfg.PG_BIN_DIR!, 'pgbench'), ['-i', '-q', '-s', '20', '-h', url.hostname, '-p', url.port, '-U', 'postgres', name], { encoding: 'utf8' });
     expect(init.status, init.stderr).toBe(0);
     try {
-      const r = await bcdr(['backup', name, '--label', 'watched from the cli', '--wait']);
-      expect(r.code, show(r)).toBe(0);
-      expect(r.stderr).toMatch(/^step: dump$/m);
-      expect(r.stderr).toMatch(/^progress: dump: dumping: [\d.]+ (B|KiB|MiB|GiB) written \(database [\d.]+ MiB\)$/m);
-      expect(r.stdout).toMatch(/^result\.sizeBytes:\s+\d+ \([\d.]+ MiB\)$/m);
+      const backup = await bcdr(['backup', name, '--label', 'watched from the cli', '--wait']);
+      expect(backup.code, show(backup)).toBe(0);
+      expect(backup.stderr).toMatch(/completed in /);
+      expect(backup.stdout).toMatch(/^result\.sizeBytes:\s+\d+ \([\d.]+ MiB\)$/m);
+      const backupId = /^result\.backupId:\s+(\S+)$/m.exec(backup.stdout)![1]!;
+
+      const restore = await bcdr(['restore', backupId, '--new', copy, '--edition', 'standard', '--region', 'primary', '--wait']);
+      expect(restore.code, show(restore)).toBe(0);
+      expect(restore.stderr).toMatch(/^step: restore-staging$/m);
+      // The bytes the staging database holds so far, as the restore activity heartbeats them (Temporal passes a
+      // heartbeat on at most every 3 s, so how many such lines a run shows depends on how long its step lasts).
+      expect(restore.stderr).toMatch(/^progress: restore-staging: restoring: [\d.]+ (B|KiB|MiB|GiB) restored \(archive [\d.]+ MiB\)$/m);
+      expect(restore.stdout).toMatch(/^result\.state:\s+suspended$/m);
+
+      const resume = await bcdr(['instances', 'resume', copy]);
+      expect(resume.code, show(resume)).toBe(0);
+      expect(resume.stdout).toBe(`resumed instance ${copy}: active\n`);
     } finally {
+      await ctx.call('DELETE', `/v1/instances/${copy}`);
       await ctx.call('DELETE', `/v1/instances/${inst.id}`);
     }
   });
@@ -350,5 +364,57 @@ describe('bcdr on staleness, events, endpoint and divergence', () => {
     const div = await bcdr(['divergence', 'list', name, '--json']);
     expect(div.code, show(div)).toBe(0);
     expect(JSON.parse(div.stdout)).toMatchObject({ name, failover: null, total: 0 });
+  });
+});
+
+describe('bcdr on a swap that waits: sign-off and cancel', () => {
+  let prod: { id: string; name: string };
+  let sbx: { id: string; name: string };
+  beforeAll(async () => {
+    prod = await createInstance(ctx, uniqueName('cli-prod'), { type: 'production' });
+    sbx = await createInstance(ctx, uniqueName('cli-sbx'));
+  });
+  afterAll(async () => {
+    for (const i of [sbx, prod]) if (i) await ctx.call('DELETE', `/v1/instances/${i.id}`);
+  });
+
+  it('a watcher sees the run wait for sign-off; the operator cannot sign it off (403); an approver rejects it with a statement; the watch exits 1', async () => {
+    const start = await bcdr(['production-restore', prod.name, sbx.name, '--require-signoff', '--json']);
+    expect(start.code, show(start)).toBe(0);
+    const id = JSON.parse(start.stdout).run.workflowId as string;
+    const watching = bcdr(['runs', 'watch', id], { timeoutMs: 150_000 });
+    await eventually('the sign-off request', async () => (await ctx.call('GET', `/v1/signoffs?status=pending&run=${id}`)).body.signoffs?.length === 1);
+    const pending = await bcdr(['signoffs', 'list', '--status', 'pending', '--run', id], { token: APPROVER });
+    expect(pending.code, show(pending)).toBe(0);
+    expect(pending.stdout).toMatch(new RegExp(`^${id}\\s+production-restore\\s+pending\\s+olivia\\.operator`, 'm'));
+    const self = await bcdr(['runs', 'signoff', id, 'approve', '-m', 'my own run']);
+    expect(self.code, show(self)).toBe(3);
+    expect(self.stderr).toMatch(/^error 403 forbidden: olivia\.operator lacks the approver role/m);
+    const reject = await bcdr(['runs', 'signoff', id, 'reject', '--statement', 'Not tonight: the tenant runs payroll.'], { token: APPROVER });
+    expect(reject.code, show(reject)).toBe(0);
+    expect(reject.stdout).toMatch(/sign-off rejected by anna\.approver/);
+    const watched = await watching;
+    expect(watched.code, show(watched)).toBe(1);
+    expect(watched.stderr).toMatch(/^waiting for sign-off until \S+: /m);
+    expect(watched.stderr).toContain(`an approver signs off with: bcdr runs signoff ${id} approve`);
+    expect(watched.stderr).toMatch(/completed in .* \(outcome: rejected\)/);
+    expect(watched.stdout).toMatch(/^result\.outcome:\s+rejected$/m);
+  });
+
+  it('runs cancel --wait on a swap waiting for its window: exit 0 once it is cancelled', async () => {
+    const notBefore = new Date(Date.now() + 24 * 3600_000).toISOString();
+    const start = await bcdr(['swap', prod.name, sbx.name, '--not-before', notBefore]);
+    expect(start.code, show(start)).toBe(0);
+    const id = /run (production-restore-\S+)/.exec(start.stdout)?.[1];
+    expect(id, show(start)).toBeDefined();
+    expect(start.stdout).toContain(`bcdr runs watch ${id}`);
+    await eventually('the wait for the window', async () => (await ctx.call('GET', `/v1/runs/${id}`)).body.waiting?.kind === 'window');
+    const get = await bcdr(['runs', 'get', id!]);
+    expect(get.stdout).toMatch(/^waiting\.kind:\s+window$/m);
+    const cancel = await bcdr(['runs', 'cancel', id!, '--wait']);
+    expect(cancel.code, show(cancel)).toBe(0);
+    expect(cancel.stdout).toMatch(/^status:\s+cancelled$/m);
+    const watch = await bcdr(['runs', 'watch', id!]);
+    expect(watch.code, show(watch)).toBe(1);
   });
 });

@@ -77,7 +77,7 @@ export function runsCommand(): Command {
   cmd
     .command('watch')
     .alias('wait')
-    .description('follow a run to its end (polls once a second): progress on stderr, then the result; exit 0 if it completed, 1 otherwise')
+    .description('follow a run to its end (polls once a second): progress on stderr, then the result; exit 0 if it completed with a good outcome, 1 otherwise')
     .argument('<run>', 'workflow id')
     .action(act(async (ctx, id: string) => waitFor(ctx, id)));
 
