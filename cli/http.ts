@@ -84,6 +84,16 @@ export interface ApiClientOptions {
   timeoutMs?: number;
 }
 
+/** Values never to be printed (the token): `redact` masks them in any message. */
+const secrets = new Set<string>();
+
+/** `s` with every known secret replaced by `***`. */
+export function redact(s: string): string {
+  let out = s;
+  for (const v of secrets) if (v.length >= 4) out = out.split(v).join('***');
+  return out;
+}
+
 /** A path segment: ids and names are encoded, so nothing in them changes the path. */
 export const seg = (s: string) => encodeURIComponent(s);
 
@@ -101,7 +111,12 @@ export class ApiClient {
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--api / BCDR_API must be an http or https URL (got ${url.protocol})`);
     this.base = opts.api.replace(/\/+$/, '');
-    this.token = opts.token || undefined;
+    // A token read from a file often ends in a newline; anything else a header cannot carry is refused here,
+    // before fetch could put the value into an error message.
+    const token = opts.token?.trim();
+    if (token && !/^[\x21-\x7e]+$/.test(token)) throw new UsageError('BCDR_TOKEN (or --token) holds spaces or control characters, which a bearer token cannot');
+    this.token = token || undefined;
+    secrets.add(token ?? '');
     this.timeoutMs = opts.timeoutMs ?? 300_000;
   }
 

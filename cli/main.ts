@@ -10,7 +10,7 @@ import { instancesCommand } from './commands/instances.js';
 import { failbackCommand, failoverCommand, productionRestoreCommand, resetCommand, restoreCommand } from './commands/runbooks.js';
 import { runsCommand, signoffsCommand } from './commands/runs.js';
 import { DEFAULT_API, state } from './context.js';
-import { ApiError, Exit, NetworkError, UsageError } from './http.js';
+import { ApiError, Exit, NetworkError, redact, UsageError } from './http.js';
 
 const HELP_AFTER = `
 Configuration:
@@ -104,27 +104,30 @@ export async function run(argv: string[]): Promise<number> {
 
 /** Prints an error for people (stderr), and for --json the API's error body on stdout; returns the exit code. */
 function report(err: unknown): number {
+  // Whatever the error says, the token is never printed.
+  const stderr = (s: string) => process.stderr.write(redact(s));
+  const stdout = (s: string) => process.stdout.write(redact(s));
   if (err instanceof CommanderError) {
     // Commander has printed the message (or the help) already.
     return err.exitCode === 0 ? Exit.ok : Exit.usage;
   }
   if (err instanceof UsageError) {
-    process.stderr.write(`error: ${err.message}\n`);
+    stderr(`error: ${err.message}\n`);
     return Exit.usage;
   }
   if (err instanceof ApiError) {
-    if (state.json) process.stdout.write(`${JSON.stringify(err.body, null, 2)}\n`);
-    process.stderr.write(`${err.message}\n`);
-    if (err.status === 401) process.stderr.write('  set BCDR_TOKEN (or pass --token) to a token the API knows\n');
+    if (state.json) stdout(`${JSON.stringify(err.body, null, 2)}\n`);
+    stderr(`${err.message}\n`);
+    if (err.status === 401) stderr('  set BCDR_TOKEN (or pass --token) to a token the API knows\n');
     return Exit.api;
   }
   if (err instanceof NetworkError) {
-    process.stderr.write(`error: ${err.message}\n  set BCDR_API (or pass --api) to the API's URL\n`);
+    stderr(`error: ${err.message}\n  set BCDR_API (or pass --api) to the API's URL\n`);
     return Exit.network;
   }
   // A bug of the CLI: say so in one line, no stack trace (BCDR_DEBUG=1 shows it).
-  if (process.env.BCDR_DEBUG) console.error(err);
-  process.stderr.write(`error: ${err instanceof Error ? err.message : String(err)}\n`);
+  if (process.env.BCDR_DEBUG) stderr(`${(err as Error)?.stack ?? String(err)}\n`);
+  stderr(`error: ${err instanceof Error ? err.message : String(err)}\n`);
   return Exit.internal;
 }
 

@@ -113,6 +113,13 @@ describe('bcdr without the stack', () => {
     }
   });
 
+  it('a token a header cannot carry is refused before any request (exit 2), and not echoed', async () => {
+    const r = await bcdr(['regions'], { token: `${OPERATOR}\u0007x` });
+    expect(r.code, show(r)).toBe(2);
+    expect(r.stderr).toMatch(/BCDR_TOKEN \(or --token\) holds spaces or control characters/);
+    // (afterAll checks that no output ever held a token)
+  });
+
   it('an unreachable API exits 4 and says which URL it tried', async () => {
     const port = await freePort();
     const r = await bcdr(['regions'], { env: { BCDR_API: `http://127.0.0.1:${port}` } });
