@@ -2,7 +2,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { ApiClient, Exit } from './http.js';
 import { between, kv, text } from './format.js';
-import { endLine, succeeded, watchRun, type Run } from './watch.js';
+import { succeeded, watchRun, type Run } from './watch.js';
 
 export const DEFAULT_API = 'http://127.0.0.1:8080';
 
@@ -36,11 +36,6 @@ export class Ctx {
       const s = human();
       if (s) process.stdout.write(`${s}\n`);
     }
-  }
-
-  /** A note for people, on stderr (never in --json output; silenced by --quiet). */
-  note(line: string): void {
-    if (!this.quiet) process.stderr.write(`${line}\n`);
   }
 }
 
@@ -111,7 +106,6 @@ export async function followStarted(ctx: Ctx, body: unknown, run: RunRef | undef
 /** Follows a run to its end; prints it; exit 0 when its status is in `ok`, 1 otherwise. */
 export async function waitFor(ctx: Ctx, workflowId: string, ok: string[] = ['completed']): Promise<number> {
   const run = await watchRun(ctx.api, workflowId, { progress: !ctx.quiet });
-  if (ctx.quiet && !ctx.json) process.stderr.write(`${endLine(run)}\n`);
   ctx.print(run, () => runSummary(run));
   return succeeded(run, ok) ? Exit.ok : Exit.runFailed;
 }

@@ -131,4 +131,12 @@ function report(err: unknown): number {
   return Exit.internal;
 }
 
+// Output piped into a reader that stops early (| head): end quietly rather than with an EPIPE stack trace.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
+
 process.exitCode = await run(process.argv);

@@ -360,7 +360,7 @@ describe('bcdr on staleness, events, endpoint and divergence', () => {
   it('events --json prints one JSON object a line; endpoint and divergence answer', async () => {
     const name = uniqueName('cli-events');
     const inst = await createInstance(ctx, name);
-    const ev = await bcdr(['events', '--instance', inst.id, '--after', '0', '--count', '1', '--json'], { timeoutMs: 60_000 });
+    const ev = await bcdr(['events', '--instance', name, '--after', '0', '--count', '1', '--json'], { timeoutMs: 60_000 });
     expect(ev.code, show(ev)).toBe(0);
     const lines = ev.stdout.trim().split('\n');
     expect(lines).toHaveLength(1);

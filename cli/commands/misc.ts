@@ -1,7 +1,8 @@
 import { Command, Option } from 'commander';
 import { act, parse } from '../context.js';
 import { kv, table, text, trunc, when } from '../format.js';
-import { seg, UsageError } from '../http.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ApiError, NetworkError, seg, UsageError } from '../http.js';
 import { statementOf } from './runs.js';
 
 interface AuditEvent {
@@ -75,32 +76,56 @@ export function regionsCommand(): Command {
 export function eventsCommand(): Command {
   return new Command('events')
     .description('follow the event stream live (run steps, sign-offs, outages, endpoint switches); --json prints one JSON object a line')
-    .option('--instance <id>', 'only events of this instance id')
+    .option('--instance <instance>', 'only events of this instance (name or id)')
     .option('--after <id>', 'resume after this event id (Last-Event-ID)')
     .option('--count <n>', 'stop after this many events', parse.int(1, 1_000_000))
     .action(
       act(async (ctx, o: { instance?: string; after?: string; count?: number }) => {
         if (o.after !== undefined && !/^\d{1,15}$/.test(o.after)) throw new UsageError('--after must be an event id (a whole number)');
+        // The stream filters by instance id: a name is looked up first.
+        const instance = o.instance && !/^i-[0-9a-f]{12}$/.test(o.instance) ? (await ctx.api.get<{ id: string }>(`/v1/instances/${seg(o.instance)}`)).body.id : o.instance;
         let seen = 0;
-        await ctx.api.stream('/v1/events', { instance: o.instance }, o.after, (e) => {
-          if (e.event === 'ready') return;
-          let data: Record<string, unknown> | string = e.data;
+        let last = o.after;
+        let troubleSince: number | null = null;
+        // The stream is resumable: after a dropped connection, reconnect from the last event seen (for up to a minute of failures).
+        for (;;) {
           try {
-            data = JSON.parse(e.data) as Record<string, unknown>;
-          } catch {
-            /* keep the text */
+            await ctx.api.stream('/v1/events', { instance }, last, (e) => {
+              troubleSince = null;
+              if (e.event === 'ready') return;
+              if (e.id) last = e.id;
+              printEvent(ctx.json, e);
+              seen++;
+              return o.count === undefined || seen < o.count;
+            });
+            if (o.count !== undefined && seen >= o.count) return;
+          } catch (err) {
+            if (!(err instanceof NetworkError) && !(err instanceof ApiError && err.status >= 500)) throw err;
+            troubleSince ??= Date.now();
+            if (Date.now() - troubleSince > 60_000) throw err;
           }
-          if (ctx.json) process.stdout.write(`${JSON.stringify(typeof data === 'string' ? { id: e.id, event: e.event, data } : { ...data, event: e.event })}\n`);
-          else {
-            const d = typeof data === 'string' ? { data } : data;
-            const rest = d.details ? ` ${trunc(JSON.stringify(d.details), 120)}` : '';
-            process.stdout.write(`${text(e.id)}  ${when(d.at)}  ${text(e.event)}  ${text(d.actor)}  ${text(d.instanceId)}  ${text(d.subject)}${rest}\n`);
-          }
-          seen++;
-          return o.count === undefined || seen < o.count;
-        });
+          if (!ctx.quiet) process.stderr.write(`event stream interrupted; reconnecting${last ? ` after event ${last}` : ''}\n`);
+          await sleep(2000);
+        }
       }),
     );
+}
+
+/** One event: for people a line (id, time, action, actor, instance, subject, details); with --json the event as one JSON line. */
+function printEvent(json: boolean, e: { id?: string; event: string; data: string }): void {
+  let data: Record<string, unknown> | string = e.data;
+  try {
+    data = JSON.parse(e.data) as Record<string, unknown>;
+  } catch {
+    /* keep the text */
+  }
+  if (json) {
+    process.stdout.write(`${JSON.stringify(typeof data === 'string' ? { id: e.id, event: e.event, data } : { ...data, event: e.event })}\n`);
+    return;
+  }
+  const d = typeof data === 'string' ? { data } : data;
+  const rest = d.details ? ` ${trunc(JSON.stringify(d.details), 120)}` : '';
+  process.stdout.write(`${text(e.id)}  ${when(d.at)}  ${text(e.event)}  ${text(d.actor)}  ${text(d.instanceId)}  ${text(d.subject)}${rest}\n`);
 }
 
 interface Divergence {
