@@ -142,7 +142,7 @@ export async function watchRun(api: ApiClient, id: string, opts: WatchOptions): 
       const began = Date.now();
       let run: Run | null = null;
       try {
-        run = (await api.get<Run>(`/v1/runs/${seg(id)}`)).body;
+        run = (await api.request<Run>('GET', `/v1/runs/${seg(id)}`, { timeoutMs: 30_000 })).body;
         if (troubleSince !== null) view?.log('API reachable again');
         troubleSince = null;
       } catch (err) {
