@@ -4,7 +4,7 @@
  * GET /v1/runs/:id once a second.
  */
 import { Command, CommanderError, Option } from 'commander';
-import { auditCommand, divergenceCommand, eventsCommand, healthCommand, regionsCommand } from './commands/misc.js';
+import { auditCommand, divergenceCommand, eventsCommand, healthCommand, regionsCommand, whoamiCommand } from './commands/misc.js';
 import { backupCommand, backupsCommand, scheduleCommand } from './commands/backups.js';
 import { instancesCommand } from './commands/instances.js';
 import { failbackCommand, failoverCommand, productionRestoreCommand, resetCommand, restoreCommand } from './commands/runbooks.js';
@@ -76,6 +76,7 @@ export function buildProgram(): Command {
     eventsCommand(),
     divergenceCommand(),
     healthCommand(),
+    whoamiCommand(),
   ]) {
     program.addCommand(c);
   }

@@ -239,6 +239,12 @@ describe('bcdr against the real API', () => {
     expectNoStack(r);
   });
 
+  it('whoami names the identity and roles of the token, never the token', async () => {
+    const r = await bcdr(['whoami'], { token: APPROVER });
+    expect(r.code, show(r)).toBe(0);
+    expect(r.stdout).toBe(`anna.approver (approver) at ${api}\n`);
+  });
+
   it('no token: exit 3, 401, and a hint to set BCDR_TOKEN', async () => {
     const r = await bcdr(['instances', 'list'], { token: null });
     expect(r.code, show(r)).toBe(3);

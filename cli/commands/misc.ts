@@ -208,3 +208,12 @@ export function healthCommand(): Command {
     }),
   );
 }
+
+export function whoamiCommand(): Command {
+  return new Command('whoami').description("who the token belongs to: its identity and roles (GET /v1/me)").action(
+    act(async (ctx) => {
+      const { body } = await ctx.api.get<{ identity: string; roles: string[] }>('/v1/me');
+      ctx.print(body, () => `${text(body.identity)} (${text(body.roles)}) at ${ctx.api.base}`);
+    }),
+  );
+}
