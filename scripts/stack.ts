@@ -234,7 +234,9 @@ async function main(): Promise<void> {
 
   API           ${apiUrl}
   API docs      ${apiUrl}/docs   (OpenAPI: ${apiUrl}/openapi.json)
-  Metrics       http://127.0.0.1:${ports.workerMetrics}/metrics   (the worker's, for Prometheus: any token below as Bearer)
+  Ops console   ${apiUrl}/console   (sign in with a token below)
+  CLI           BCDR_API=${apiUrl} BCDR_TOKEN=<a token below> npx bcdr --help
+  Metrics       ${apiUrl}/metrics and http://127.0.0.1:${ports.workerMetrics}/metrics   (API and worker, for Prometheus: any token below as Bearer)
   Temporal UI   ${temporal.uiUrl}
   Temporal      ${temporal.address} (namespace default, task queue ${env.TEMPORAL_TASK_QUEUE})
   PostgreSQL    catalog :${catalog.port}   primary :${primary.port}   secondary :${secondary.port}
