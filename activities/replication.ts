@@ -359,6 +359,12 @@ export function replicationActivities(deps: ActivityDeps) {
       if (outage && !before?.outageSince) {
         await audit(deps.db, { actor: 'system:monitor', action: 'region.outage', subject: input.region, details: { failedChecks, since: outageSince?.toISOString() } });
       }
+      // Backup staleness of every instance homed here, at every check: from the catalog only, so also (above all)
+      // while the region is down and its backups stop. A change is an event (instance.stale / instance.fresh).
+      const homed = await deps.db.select().from(instances).where(eq(instances.homeRegion, input.region));
+      await recordStaleness(deps.db, homed, deps.readiness?.backupMaxAgeHours ?? 26).catch((err: unknown) =>
+        audit(deps.db, { actor: 'system:monitor', action: 'instance.staleness-check-failed', subject: input.region, details: { error: String((err as Error).message ?? err).slice(0, 500) } }),
+      );
       return { region: input.region, healthy, latencyMs, failedChecks, outageSince: outageSince?.toISOString() ?? null };
     },
 
@@ -385,10 +391,6 @@ export function replicationActivities(deps: ActivityDeps) {
           await audit(deps.db, { actor: 'system:monitor', action: 'instance.fence-failed', instanceId: inst.id, subject: inst.name, details: { error: String((err as Error).message ?? err).slice(0, 500) } });
         }
       }
-      // Backup staleness of every instance homed here (catalog only, so also while the region is down): an event when it changes.
-      await recordStaleness(deps.db, homed, deps.readiness?.backupMaxAgeHours ?? 26).catch((err: unknown) =>
-        audit(deps.db, { actor: 'system:monitor', action: 'instance.staleness-check-failed', subject: input.region, details: { error: String((err as Error).message ?? err).slice(0, 500) } }),
-      );
       const subscriptionEnabled = new Map<string, boolean | null>();
       if (!pair || !(await pair.engine.ping())) {
         await checkReadiness(homed, false, subscriptionEnabled);

@@ -38,10 +38,14 @@ export function stalenessOf(r: Row, defaultHours: number, now: number = Date.now
  */
 export async function recordStaleness(db: Database, rows: InstanceRow[], defaultHours: number, now = new Date()): Promise<{ stale: string[]; fresh: string[] }> {
   const out = { stale: [] as string[], fresh: [] as string[] };
-  for (const inst of rows) {
-    const s = stalenessOf(inst, defaultHours, now.getTime());
-    if (s.stale === (inst.staleSince !== null)) continue;
+  for (const listed of rows) {
+    if (stalenessOf(listed, defaultHours, now.getTime()).stale === (listed.staleSince !== null)) continue;
     await db.transaction(async (tx) => {
+      // Judged again on the row as it is now, under its lock: a backup may have completed since the list was read.
+      const [inst] = await tx.select().from(instances).where(eq(instances.id, listed.id)).for('update');
+      if (!inst) return;
+      const s = stalenessOf(inst, defaultHours, now.getTime());
+      if (s.stale === (inst.staleSince !== null)) return;
       const changed = await tx
         .update(instances)
         .set({ staleSince: s.stale ? now : null })

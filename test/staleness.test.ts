@@ -1,6 +1,8 @@
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { auditEvents, instances } from '../db/schema/index.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import postgres from 'postgres';
+import { auditEvents, backups, instances } from '../db/schema/index.js';
 import { createApp } from '../api/app.js';
 import { backupNow, callApp, createInstance, eventually, openContext, uniqueName, type TestContext } from './helpers.js';
 import { parsePrometheus, sample } from './prometheus.js';
@@ -102,6 +104,56 @@ describe('backup staleness', () => {
     expect(back.body).toMatchObject({ stale: false, staleAfterHours: 26 });
     const bad = await ctx.call('GET', '/v1/instances?stale=maybe');
     expect(bad.status).toBe(400);
+  });
+
+  it('keeps the newest good backup right when one completes while another is deleted (two transactions at once)', async () => {
+    const inst = await createInstance(ctx, uniqueName('race'));
+    const row = (id: string, status: 'completed' | 'pending', completedAt: Date | null) => ({
+      id,
+      instanceId: inst.id,
+      instanceName: inst.name,
+      region: 'primary',
+      kind: 'on_demand' as const,
+      label: 'race',
+      status,
+      objectKey: `race/${id}`,
+      edition: 'standard',
+      workflowId: `race-${id}`,
+      completedAt,
+      expiresAt: new Date(Date.now() + 86_400_000),
+    });
+    const oldAt = new Date(Date.now() - 3 * 3600_000);
+    const [oldId, newId] = [`bk-race-old-${inst.id}`, `bk-race-new-${inst.id}`];
+    await ctx.db.insert(backups).values([row(oldId, 'completed', oldAt), row(newId, 'pending', null)]);
+    expect((await ctx.db.select().from(instances).where(eq(instances.id, inst.id)))[0]!.lastGoodBackupAt).toEqual(oldAt);
+    // A completes the new backup and holds its transaction open; B deletes the old one meanwhile, then A commits.
+    const a = postgres(ctx.cfg.CATALOG_DATABASE_URL, { max: 1, onnotice: () => {} });
+    const b = postgres(ctx.cfg.CATALOG_DATABASE_URL, { max: 1, onnotice: () => {} });
+    try {
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let completed!: () => void;
+      const done = new Promise<void>((r) => (completed = r));
+      const txA = a.begin(async (sql) => {
+        await sql`update backups set status = 'completed', completed_at = now() where id = ${newId}`;
+        completed();
+        await held;
+      });
+      await done;
+      const deleting = b`delete from backups where id = ${oldId}`.execute(); // postgres.js sends a query only when asked
+      await sleep(300); // B is now waiting for A
+      release();
+      await txA;
+      await deleting;
+    } finally {
+      await a.end();
+      await b.end();
+    }
+    const [after] = await ctx.db.select().from(instances).where(eq(instances.id, inst.id));
+    const [newest] = await ctx.db.select().from(backups).where(eq(backups.id, newId));
+    expect(after!.lastGoodBackupAt).toEqual(newest!.completedAt);
+    expect((await ctx.call('GET', `/v1/instances/${inst.id}`)).body).toMatchObject({ stale: false, lastGoodBackupAt: newest!.completedAt!.toISOString() });
+    await ctx.db.delete(backups).where(eq(backups.id, newId));
   });
 
   it('counts API requests by route pattern and status, never by id, and needs a token', async () => {
