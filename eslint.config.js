@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 const nodeBuiltins = ['node:*', 'fs', 'fs/*', 'path', 'os', 'crypto', 'child_process', 'net', 'http', 'https', 'stream', 'stream/*', 'util', 'url', 'events', 'timers', 'timers/*', 'worker_threads', 'process', 'buffer', 'zlib', 'dns', 'tls'];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', '.data/**', '.tools/**', 'db/migrations/**'] },
+  { ignores: ['node_modules/**', 'dist/**', '.data/**', '.tools/**', 'db/migrations/**', '.scratch/**', 'test-artifacts/**'] },
   ...tseslint.configs.recommended,
   {
     files: ['**/*.ts', '**/*.tsx'],

@@ -43,7 +43,13 @@ let secretValues: string[] = [];
 /** Adds values (bearer tokens, database passwords) that must never appear in a log line. */
 export function registerSecrets(values: Iterable<string | undefined | null>): void {
   const all = new Set(secretValues);
-  for (const v of values) if (v && v.length >= 4) all.add(v);
+  for (const v of values) {
+    if (!v || v.length < 4) continue;
+    all.add(v);
+    // Lines are scrubbed once serialised: a value with quotes, backslashes or control characters appears JSON-escaped there.
+    const escaped = JSON.stringify(v).slice(1, -1);
+    if (escaped !== v) all.add(escaped);
+  }
   secretValues = [...all].sort((a, b) => b.length - a.length);
 }
 

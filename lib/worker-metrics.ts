@@ -11,7 +11,7 @@ import type { TokenConfig } from './config.js';
 export const workerRegistry = new Registry();
 
 const runbookNames = new Set<string>(Object.values(Runbooks));
-const outcomes = new Set(['completed', 'failed', 'cancelled', 'terminated', 'timed_out', 'continued_as_new', 'degraded', 'rejected', 'expired']);
+const outcomes = new Set(['completed', 'failed', 'cancelled', 'terminated', 'timed_out', 'continued_as_new', 'degraded', 'rejected', 'expired', 'partial', 'aborted', 'nothing-to-do']);
 /** A label value from a closed set, so a bug upstream can never explode the series count. */
 export const runbookLabel = (runbook: string) => (runbookNames.has(runbook) ? runbook : 'other');
 export const outcomeLabel = (outcome: string) => (outcomes.has(outcome) ? outcome : 'other');

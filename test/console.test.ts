@@ -1,4 +1,5 @@
 import { serve, type ServerType } from '@hono/node-server';
+import { spawnSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -24,6 +25,9 @@ let old: { id: string; name: string };
 let runId: string;
 const contexts: BrowserContext[] = [];
 
+/** Debian's chromium (what .ci/run installs): CHROMIUM_PATH, else the one on PATH, else /usr/bin/chromium. */
+const chromiumPath = () => process.env.CHROMIUM_PATH || spawnSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' }).stdout.trim() || '/usr/bin/chromium';
+
 const listen = (s: Server | ServerType) =>
   new Promise<number>((resolve) => {
     const done = () => resolve((s.address() as AddressInfo).port);
@@ -36,7 +40,7 @@ beforeAll(async () => {
   ctx = await openContext();
   server = serve({ fetch: ctx.app.fetch, hostname: '127.0.0.1', port: 0 });
   base = `http://127.0.0.1:${await listen(server)}`;
-  browser = await chromium.launch({ executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium', args: ['--no-sandbox'] });
+  browser = await chromium.launch({ executablePath: chromiumPath(), args: ['--no-sandbox'] });
 
   // A production instance and a sandbox with a backup, then a production-restore that waits for sign-off.
   prod = await createInstance(ctx, uniqueName('cprod'));

@@ -268,6 +268,16 @@ describe('log scrubbing', () => {
     expect(out).not.toMatch(/scrub-test-token-123|s%40cret|s@cret|hunter2|password=q/);
     expect(out).toContain('postgres://app:***@db:5432/x?***');
   });
+
+  it('masks a token with quotes, backslashes or control characters in a plain field, where the line holds it JSON-escaped', () => {
+    const token = 'tok"en\\value\u0001-123';
+    const written: string[] = [];
+    const log = createLogger({ name: 'api', level: 'info', secrets: [token], destination: new Writable({ write: (c: Buffer, _e, done) => (written.push(c.toString()), done()) }) });
+    log.info({ detail: `presented ${token} here` }, `and ${token} in the message`);
+    expect(written.join('')).toContain('[REDACTED]');
+    expect(written.join('')).not.toContain(JSON.stringify(token).slice(1, -1));
+    expect(written.join('')).not.toContain('value');
+  });
 });
 
 describe('activity lines', () => {

@@ -47,8 +47,8 @@ const runbookOfType: Record<string, string> = {
   failbackWorkflow: Runbooks.failback,
 };
 
-/** Result outcomes a runbook can report besides `completed` (the swap's `degraded`, a refused sign-off...). */
-const resultOutcomes = new Set(['degraded', 'rejected', 'expired']);
+/** Result outcomes a runbook can report besides `completed` (the swap's `degraded`, a refused sign-off, a failover's `partial`...; see contract.ts). */
+const resultOutcomes = new Set(['degraded', 'rejected', 'expired', 'partial', 'aborted', 'nothing-to-do']);
 
 function runbookOf(): string {
   const info = workflowInfo();

@@ -130,20 +130,27 @@ export function runsApp(deps: ApiDeps) {
    */
   const runs = new LRUCache<string, { dto: RunDto; at: number }>({ max: 10_000 });
   const reads = new Map<string, Promise<RunDto>>();
+  /** Bumped by `forget`: a read that started before is not kept (it may predate a sign-off or a cancel). */
+  let epoch = 0;
   async function cachedRun(id: string): Promise<RunDto> {
     const hit = runs.get(id);
     if (hit && Date.now() - hit.at < (hit.dto.status === 'running' ? OPEN_RUN_MS : CLOSED_RUN_RECHECK_MS)) return hit.dto;
     let read = reads.get(id);
     if (!read) {
+      const started = epoch;
       read = (async () => {
         const d = await describeRun(id);
         const closed = d.status.name !== 'RUNNING';
         const dto = closed && hit && hit.dto.runId === d.runId && hit.dto.status !== 'running' ? hit.dto : await closedOrLive(d);
         // Not a closed run that no worker answered for: its step is unknown, so it is read again next time.
-        if (!closed || dto.step !== null) runs.set(id, { dto, at: Date.now() });
+        if ((!closed || dto.step !== null) && started === epoch) runs.set(id, { dto, at: Date.now() });
         return dto;
-      })().finally(() => reads.delete(id));
-      reads.set(id, read);
+      })();
+      const mine = read;
+      void mine.finally(() => {
+        if (reads.get(id) === mine) reads.delete(id);
+      }).catch(() => {});
+      reads.set(id, mine);
     }
     return read;
   }
@@ -158,7 +165,11 @@ export function runsApp(deps: ApiDeps) {
     return dto;
   }
   /** The run changed here (a sign-off, a cancel): the next read reads it. */
-  const forget = (id: string) => runs.delete(id);
+  const forget = (id: string) => {
+    epoch++;
+    runs.delete(id);
+    reads.delete(id);
+  };
 
   /** The API's view of a run: Temporal's description, the run's own status query, its result or error, and activity progress. */
   async function readRun(d: WorkflowExecutionDescription): Promise<RunDto> {
