@@ -59,10 +59,6 @@ export function catalogCache(db: Database, opts: { maxAgeMs: number }) {
     invalidate() {
       generation++;
     },
-    /** Stop listening (the pool's end closes the connection anyway). */
-    clear() {
-      values.clear();
-    },
   };
 }
 export type CatalogCache = ReturnType<typeof catalogCache>;

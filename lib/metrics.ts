@@ -1,4 +1,4 @@
-import { and, eq, sql } from 'drizzle-orm';
+import { eq, sql } from 'drizzle-orm';
 import type { MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -39,7 +39,7 @@ export function apiMetrics(opts: { db: Database; defaultStaleHours: number; proc
     const [rows, reps, [waiting]] = await Promise.all([
       opts.db.select().from(instances),
       opts.db.select().from(replicas),
-      opts.db.select({ n: sql<number>`count(*)::int` }).from(signoffs).where(and(eq(signoffs.status, 'pending'))),
+      opts.db.select({ n: sql<number>`count(*)::int` }).from(signoffs).where(eq(signoffs.status, 'pending')),
     ]);
     const now = Date.now();
     for (const g of [backupAge, stale, staleThreshold, lagBytes, lagSeconds, lagCheckAge, instancesByState]) g.reset();
