@@ -1,3 +1,7 @@
+import type { z } from '@hono/zod-openapi';
+import type { SignoffSchema } from '../routes/signoffs.js';
+import type { RunDto } from '../schemas.js';
+
 /** Calls the JSON API in-process: the same routes, roles, validation and four-eyes rule as any client. */
 export type ApiRequester = (path: string, init?: RequestInit) => Response | Promise<Response>;
 
@@ -38,91 +42,11 @@ export function apiFor(request: ApiRequester, token: string): Api {
   };
 }
 
-/** Instance JSON as the list and detail routes give it; the fields marked optional may not be there yet. */
-export interface InstanceView {
-  id: string;
-  name: string;
-  type: string;
-  edition: string;
-  homeRegion: string;
-  activeRegion: string;
-  state: string;
-  endpoint: string;
-  servedBy: string | null;
-  fencedSince: string | null;
-  lockedBy: { workflowId: string; runbook: string } | null;
-  rpoTargetSeconds: number | null;
-  readiness: {
-    state: 'ready' | 'degraded';
-    reasons: string[];
-    checkedAt: string;
-    lagBytes: number | null;
-    lagSeconds: number | null;
-    caughtUpAt: string | null;
-    lastGoodBackupAt: string | null;
-  } | null;
-  createdAt: string;
-  updatedAt: string;
-  stale?: boolean;
-  lastGoodBackupAt?: string | null;
-  staleAfterHours?: number;
-  replication?: {
-    state: string;
-    direction: string;
-    sourceRegion: string;
-    targetRegion: string;
-    targetDatabase: string;
-    lagBytes: number | null;
-    lagSeconds: number | null;
-    caughtUpAt: string | null;
-    checkedAt: string | null;
-    drift: string[] | null;
-    error: string | null;
-  } | null;
-  lastFailover?: Record<string, unknown> | null;
-}
-
-export interface BackupView {
-  id: string;
-  kind: string;
-  label: string | null;
-  status: string;
-  region: string;
-  sizeBytes: number | null;
-  sha256: string | null;
-  error: string | null;
-  workflowId: string;
-  createdAt: string;
-  completedAt: string | null;
-  expiresAt: string;
-}
-
-export interface RunSummaryView {
-  workflowId: string;
-  runbook: string | null;
-  instanceId: string | null;
-  status: string;
-  startTime: string;
-  closeTime: string | null;
-  url: string;
-}
-
-export interface SignoffView {
-  id: string;
-  workflowId: string;
-  runbook: string;
-  instanceIds: string[];
-  requestedBy: string;
-  summary: string;
-  risk: Record<string, unknown> | null;
-  status: string;
-  deadline: string;
-  decidedBy: string | null;
-  statement: string | null;
-  decidedAt: string | null;
-  createdAt: string;
-  url: string;
-}
+/** The API's own response types: the console is served by the same API, so its JSON always has these fields. */
+export type { InstanceListItemDto as InstanceView, InstanceDetailDto as InstanceDetailView } from '../routes/instances.js';
+export type { BackupDto as BackupView } from '../schemas.js';
+export type RunSummaryView = Pick<RunDto, 'workflowId' | 'runbook' | 'instanceId' | 'status' | 'startTime' | 'closeTime' | 'url'>;
+export type SignoffView = z.infer<typeof SignoffSchema>;
 
 export interface RegionView {
   name: string;

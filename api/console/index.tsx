@@ -6,10 +6,10 @@ import { html as htmlTemplate } from 'hono/html';
 import { HTTPException } from 'hono/http-exception';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
 import { uiLink, type ApiDeps } from '../deps.js';
-import { apiFor, type Api, type ApiRequester, type ApiResult, type BackupView, type InstanceView, type RegionView, type RunSummaryView, type SignoffView } from './api.js';
+import { apiFor, type ApiRequester, type ApiResult, type BackupView, type InstanceDetailView, type InstanceView, type RegionView, type RunSummaryView, type SignoffView } from './api.js';
 import { Markdown, RunbookDocs } from './docs.js';
 import type { Notice } from './layout.js';
-import { DocPage, FleetPage, InstancePage, LoginPage, MessagePage, SignoffsPage, type FleetRow } from './pages.js';
+import { DocPage, FleetPage, InstancePage, LoginPage, MessagePage, SignoffsPage } from './pages.js';
 import { COOKIE_PATH, CsrfTokens, endSession, loginNonce, readLoginNonce, readSession, startSession, TOKEN_SHAPE, type Session } from './session.js';
 
 export type { ApiRequester } from './api.js';
@@ -21,9 +21,6 @@ interface ConsoleEnv {
     form: Record<string, string>;
   };
 }
-
-/** Fleet pages compute the last good backup from each instance's backups (until the instance JSON has it) for at most this many instances. */
-const BACKUP_LOOKUPS_MAX = 200;
 
 const errorNotice = (title: string, r: { status: number; error: { code: string; message: string } }): Notice => ({
   kind: 'error',
@@ -45,21 +42,6 @@ function sameOrigin(origin: string, c: Context): boolean {
   const proto = c.req.header('x-forwarded-proto')?.split(',')[0]?.trim();
   const host = c.req.header('x-forwarded-host')?.split(',')[0]?.trim() || url.host;
   return (proto === 'https' || proto === 'http') && !!host && origin === `${proto}://${host}`;
-}
-
-/** Runs `fn` over `items`, `limit` at a time. */
-async function mapBounded<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array<R>(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(limit, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        out[i] = await fn(items[i]!);
-      }
-    }),
-  );
-  return out;
 }
 
 /**
@@ -184,35 +166,12 @@ export function consoleApp(deps: ApiDeps, requester?: ApiRequester, opts: { docs
     const notices: Notice[] = [];
     if (!list.ok) notices.push(errorNotice('The instances could not be read.', list));
     if (!regions.ok) notices.push(errorNotice('The regions could not be read.', regions));
-    const instances = list.ok ? list.body.instances : [];
-    const rows = await fleetRows(api, instances);
     return html(
       c,
-      <FleetPage {...base(c)} notices={notices} rows={rows} regions={regions.ok ? regions.body.regions : null} pending={pending.ok ? pending.body.signoffs.length : null} docs={docs} uiLink={link} />,
+      <FleetPage {...base(c)} notices={notices} instances={list.ok ? list.body.instances : []} regions={regions.ok ? regions.body.regions : null} pending={pending.ok ? pending.body.signoffs.length : null} docs={docs} uiLink={link} />,
       list.ok ? 200 : (list.status as ContentfulStatusCode),
     );
   };
-
-  /** Each instance's last good backup and staleness: from the instance JSON when it says, else from its backups (catalog reads only). */
-  async function fleetRows(api: Api, instances: InstanceView[]): Promise<FleetRow[]> {
-    let lookups = 0;
-    return mapBounded(instances, 4, async (inst) => {
-      const staleAfterHours = inst.staleAfterHours ?? deps.cfg.BACKUP_MAX_AGE_HOURS;
-      let last: string | null | undefined = inst.lastGoodBackupAt;
-      if (last === undefined && inst.readiness?.lastGoodBackupAt) last = inst.readiness.lastGoodBackupAt;
-      if (last === undefined && lookups++ < BACKUP_LOOKUPS_MAX && inst.state !== 'provisioning') {
-        const b = await api<{ backups: BackupView[] }>('GET', `/v1/instances/${encodeURIComponent(inst.id)}/backups`);
-        if (b.ok) last = b.body.backups.filter((x) => x.status === 'completed').map((x) => x.completedAt ?? x.createdAt).sort().at(-1) ?? null;
-      }
-      let stale = false;
-      if (typeof inst.stale === 'boolean') stale = inst.stale;
-      else if (last !== undefined && inst.state !== 'provisioning') {
-        const since = Date.parse(last ?? inst.createdAt);
-        stale = Date.now() - since > staleAfterHours * 3600_000;
-      }
-      return { inst, lastGoodBackupAt: last, stale, staleAfterHours };
-    });
-  }
 
   app.get('/', fleet);
   app.get('/fleet', fleet);
@@ -224,7 +183,7 @@ export function consoleApp(deps: ApiDeps, requester?: ApiRequester, opts: { docs
     const api = apiFor(request, session.token);
     const id = c.req.param('id');
     const ref = encodeURIComponent(id);
-    const inst = await api<InstanceView>('GET', `/v1/instances/${ref}`);
+    const inst = await api<InstanceDetailView>('GET', `/v1/instances/${ref}`);
     if (!inst.ok) {
       return html(c, <MessagePage {...base(c)} title="Instance" notices={[errorNotice('The instance could not be read.', inst)]} />, inst.status as ContentfulStatusCode);
     }

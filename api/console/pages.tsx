@@ -1,5 +1,5 @@
 import type { Child } from 'hono/jsx';
-import type { BackupView, InstanceView, RegionView, RunSummaryView, SignoffView } from './api.js';
+import type { BackupView, InstanceDetailView, InstanceView, RegionView, RunSummaryView, SignoffView } from './api.js';
 import type { RunbookDocs } from './docs.js';
 import { clean, formatBytes, formatSeconds, Layout, NoticeBox, TemporalLink, When, type Notice } from './layout.js';
 import type { Session } from './session.js';
@@ -53,13 +53,6 @@ export function LoginPage(p: PageBase & { csrf: string }) {
 
 // ---------------------------------------------------------------- fleet
 
-export interface FleetRow {
-  inst: InstanceView;
-  lastGoodBackupAt: string | null | undefined;
-  stale: boolean;
-  staleAfterHours: number;
-}
-
 function Lag(p: { inst: InstanceView }) {
   const r = p.inst.replication ?? null;
   const lagBytes = r ? r.lagBytes : (p.inst.readiness?.lagBytes ?? null);
@@ -101,9 +94,9 @@ function Readiness(p: { inst: InstanceView }) {
 }
 
 export function FleetPage(
-  p: PageBase & { rows: FleetRow[]; regions: RegionView[] | null; pending: number | null; docs: RunbookDocs; uiLink: (workflowId: string) => string },
+  p: PageBase & { instances: InstanceView[]; regions: RegionView[] | null; pending: number | null; docs: RunbookDocs; uiLink: (workflowId: string) => string },
 ) {
-  const stale = p.rows.filter((r) => r.stale).length;
+  const stale = p.instances.filter((i) => i.stale).length;
   return (
     <Layout title="Fleet" nonce={p.nonce} session={p.session} refreshSeconds={30} doc={{ name: 'README', label: 'Runbooks index' }}>
       <Notices notices={p.notices} />
@@ -139,7 +132,7 @@ export function FleetPage(
         </div>
       ) : null}
       <p class="muted">
-        {p.rows.length} instance{p.rows.length === 1 ? '' : 's'}
+        {p.instances.length} instance{p.instances.length === 1 ? '' : 's'}
         {stale ? `, ${stale} without a recent good backup` : ''}. A backup is stale when the newest good one is older than the instance's limit.
       </p>
       <table id="fleet">
@@ -155,8 +148,8 @@ export function FleetPage(
           </tr>
         </thead>
         <tbody>
-          {p.rows.map(({ inst, lastGoodBackupAt, stale: isStale, staleAfterHours }) => (
-            <tr class={isStale ? 'stale' : ''} data-instance={inst.name}>
+          {p.instances.map((inst) => (
+            <tr class={inst.stale ? 'stale' : ''} data-instance={inst.name}>
               <td>
                 <a href={instanceHref(inst.id)}>{clean(inst.name, 100)}</a>
                 <br />
@@ -185,17 +178,11 @@ export function FleetPage(
                 {inst.activeRegion !== inst.homeRegion ? <span class="muted small"> (home {clean(inst.homeRegion, 100)})</span> : null}
               </td>
               <td data-backup-age>
-                {lastGoodBackupAt === undefined ? (
-                  <span class="muted">—</span>
-                ) : lastGoodBackupAt === null ? (
-                  <span>none</span>
-                ) : (
-                  <When at={lastGoodBackupAt} />
-                )}
-                {isStale ? (
+                {inst.lastGoodBackupAt === null ? <span>none</span> : <When at={inst.lastGoodBackupAt} />}
+                {inst.stale ? (
                   <>
                     {' '}
-                    <span class="badge bad" title={`no good backup in the last ${staleAfterHours} h`}>
+                    <span class="badge bad" title={`no good backup in the last ${inst.staleAfterHours} h`}>
                       stale
                     </span>
                   </>
@@ -218,7 +205,7 @@ export function FleetPage(
 // ---------------------------------------------------------------- instance
 
 export function InstancePage(
-  p: PageBase & { inst: InstanceView; backups: BackupView[] | null; runs: RunSummaryView[] | null; docs: RunbookDocs; uiLink: (workflowId: string) => string },
+  p: PageBase & { inst: InstanceDetailView; backups: BackupView[] | null; runs: RunSummaryView[] | null; docs: RunbookDocs; uiLink: (workflowId: string) => string },
 ) {
   const i = p.inst;
   const r = i.replication ?? null;
@@ -270,7 +257,7 @@ export function InstancePage(
           ) : null}
           <dt>Last good backup</dt>
           <dd>
-            <When at={i.lastGoodBackupAt ?? shownBackups.find((b) => b.status === 'completed')?.completedAt ?? null} />
+            <When at={i.lastGoodBackupAt} />
             {i.stale ? <span class="badge bad">stale</span> : null}
           </dd>
           <dt>Failover readiness</dt>

@@ -95,6 +95,10 @@ const InstanceListItemSchema = InstanceSchema.extend({
 
 const InstanceDetailSchema = InstanceSchema.extend({ replication: ReplicationSchema.nullable(), lastFailover: FailoverSchema.nullable() }).openapi('InstanceDetail');
 
+/** An instance as `GET /v1/instances` lists it, and as `GET /v1/instances/:id` gives it (the console renders both). */
+export type InstanceListItemDto = z.infer<typeof InstanceListItemSchema>;
+export type InstanceDetailDto = z.infer<typeof InstanceDetailSchema>;
+
 const replicationDto = (r: ReplicaRow) => ({
   state: r.state,
   direction: r.direction,
