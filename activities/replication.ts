@@ -8,7 +8,7 @@ import { FailureTypes, Runbooks } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { ownerTag } from './names.js';
 import type { UnconfirmedChange } from '../lib/engine/types.js';
-import { assessReadiness, lastGoodBackups, recordReadiness } from '../lib/readiness.js';
+import { assessReadiness, recordReadiness } from '../lib/readiness.js';
 import { recordStaleness } from '../lib/staleness.js';
 
 const HEARTBEAT_MS = 2_000;
@@ -135,7 +135,6 @@ export function replicationActivities(deps: ActivityDeps) {
     if (!prod.length) return;
     const cfg = { rpoTargetSeconds: 5, backupMaxAgeHours: 26, refreshSeconds: 60, measureMaxAgeSeconds: 30, ...deps.readiness };
     const reps = await deps.db.select().from(replicas).where(inArray(replicas.instanceId, prod.map((i) => i.id)));
-    const backupsAt = await lastGoodBackups(deps.db, prod.map((i) => i.id));
     for (const inst of prod) {
       const replica = reps.find((r) => r.instanceId === inst.id && r.direction === 'forward');
       const r = assessReadiness(inst, {
@@ -146,7 +145,7 @@ export function replicationActivities(deps: ActivityDeps) {
         secondaryReachable: pairReachable,
         subscriptionEnabled: subscriptionEnabled.get(inst.id) ?? null,
         replica,
-        lastGoodBackupAt: backupsAt.get(inst.id) ?? null,
+        lastGoodBackupAt: inst.lastGoodBackupAt, // kept on the row by the backups trigger (migration 0004)
       });
       await recordReadiness(deps.db, inst, r, cfg.refreshSeconds);
     }

@@ -1,6 +1,6 @@
-import { and, eq, inArray, max } from 'drizzle-orm';
+import { eq } from 'drizzle-orm';
 import type { Database } from '../db/client.js';
-import { backups, instances, type InstanceRow, type Readiness, type ReplicaRow } from '../db/schema/index.js';
+import { instances, type InstanceRow, type Readiness, type ReplicaRow } from '../db/schema/index.js';
 import { audit } from './audit.js';
 
 /** What the readiness of one production instance is judged on. */
@@ -65,17 +65,6 @@ export function assessReadiness(inst: Pick<InstanceRow, 'state' | 'activeRegion'
     drift: rep?.drift ?? [],
     lastGoodBackupAt: f.lastGoodBackupAt?.toISOString() ?? null,
   };
-}
-
-/** Newest completed backup per instance. */
-export async function lastGoodBackups(db: Database, instanceIds: string[]): Promise<Map<string, Date>> {
-  if (!instanceIds.length) return new Map();
-  const rows = await db
-    .select({ instanceId: backups.instanceId, at: max(backups.completedAt) })
-    .from(backups)
-    .where(and(inArray(backups.instanceId, instanceIds), eq(backups.status, 'completed')))
-    .groupBy(backups.instanceId);
-  return new Map(rows.filter((r) => r.at).map((r) => [r.instanceId, r.at!]));
 }
 
 /**
