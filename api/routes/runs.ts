@@ -66,8 +66,6 @@ function summary(deps: ApiDeps, d: Omit<WorkflowExecutionInfo, 'raw'>) {
 /** /v1/runs: runbook runs, read from Temporal (the source of truth for runs). */
 export function runsApp(deps: ApiDeps) {
   const app = new OpenAPIHono<ApiEnv>();
-  /** Closed runs as last read, by workflow and run id: they never change. */
-  const closedRuns = new LRUCache<string, RunDto>({ max: 5_000 });
 
   app.openapi(
     createRoute({
@@ -141,7 +139,7 @@ export function runsApp(deps: ApiDeps) {
       read = (async () => {
         const d = await describeRun(id);
         const closed = d.status.name !== 'RUNNING';
-        const dto = closed && hit && hit.dto.runId === d.runId && hit.dto.status !== 'running' ? hit.dto : await closedOrLive(d);
+        const dto = closed && hit && hit.dto.runId === d.runId && hit.dto.status !== 'running' ? hit.dto : await readRun(d);
         // Not a closed run that no worker answered for: its step is unknown, so it is read again next time.
         if ((!closed || dto.step !== null) && started === epoch) runs.set(id, { dto, at: Date.now() });
         return dto;
@@ -153,16 +151,6 @@ export function runsApp(deps: ApiDeps) {
       reads.set(id, mine);
     }
     return read;
-  }
-  /** A closed run from the closed-run memory (by run id), or read. */
-  async function closedOrLive(d: WorkflowExecutionDescription): Promise<RunDto> {
-    if (d.status.name === 'RUNNING') return readRun(d);
-    const key = `${d.workflowId}/${d.runId}`;
-    const hit = closedRuns.get(key);
-    if (hit) return hit;
-    const dto = await readRun(d);
-    if (dto.step !== null) closedRuns.set(key, dto);
-    return dto;
   }
   /** The run changed here (a sign-off, a cancel): the next read reads it. */
   const forget = (id: string) => {
