@@ -1,10 +1,11 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { and, desc, eq, gt, inArray, lte, sql } from 'drizzle-orm';
-import { backupSchedules, backups, instances, type BackupKind, type BackupRow, type BackupStatus } from '../db/schema/index.js';
+import { backupCopies, backupSchedules, backups, instances, type BackupKind, type BackupRow, type BackupStatus } from '../db/schema/index.js';
 import { isRunRunning } from '../lib/runs.js';
 import { audit } from '../lib/audit.js';
-import { deleteBackup } from '../lib/backups.js';
-import { BackupStore, type StagedArchive } from '../lib/storage/backup-store.js';
+import { BackupHeldError, backupRef, deleteBackup, liveReaders } from '../lib/backups.js';
+import { BackupStore, type WrittenArchive } from '../lib/storage/backup-store.js';
+import { ObjectLockedError } from '../lib/storage/blob-store.js';
 import { FailureTypes } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 
@@ -47,7 +48,7 @@ export function backupActivities(deps: ActivityDeps) {
       if (!row) return 'absent';
       if (row.status === 'completed' || row.status === 'failed') return row.status;
       await tx.update(backups).set({ status: 'failed', error: reason.slice(0, 2000) }).where(eq(backups.id, row.id));
-      await region(deps, row.region).backups.remove(row.objectKey);
+      await region(deps, row.region).backups.remove(backupRef(row));
       await audit(tx, { actor: 'system:runbook', action: 'backup.failed', instanceId: row.instanceId, subject: row.id, details: { reason: reason.slice(0, 500) } });
       return 'failed';
     });
@@ -68,34 +69,26 @@ export function backupActivities(deps: ActivityDeps) {
         retentionDays = policy?.retentionDays ?? 3;
       }
       const createdAt = new Date();
-      // Object names have one-second resolution: if two backups of an instance land in one second, the later takes the next free second.
-      for (let shift = 0; ; shift++) {
-        const objectKey = BackupStore.objectKey(inst.name, new Date(createdAt.getTime() + shift * 1000));
-        try {
-          await deps.db
-            .insert(backups)
-            .values({
-              id: input.backupId,
-              instanceId: inst.id,
-              instanceName: inst.name,
-              region: input.source?.region ?? inst.activeRegion,
-              sourceDatabase: input.source?.database ?? null,
-              kind: input.kind,
-              label: input.label,
-              status: 'pending',
-              objectKey,
-              edition: inst.edition,
-              workflowId: callerWorkflowId(),
-              createdAt,
-              expiresAt: new Date(createdAt.getTime() + retentionDays * DAY_MS),
-            })
-            .onConflictDoNothing({ target: backups.id });
-          break;
-        } catch (err) {
-          const cause = (err as { cause?: { code?: string; constraint_name?: string } }).cause ?? (err as { code?: string; constraint_name?: string });
-          if (shift >= 60 || cause.code !== '23505' || cause.constraint_name !== 'backups_region_object_key') throw err;
-        }
-      }
+      await deps.db
+        .insert(backups)
+        .values({
+          id: input.backupId,
+          instanceId: inst.id,
+          instanceName: inst.name,
+          region: input.source?.region ?? inst.activeRegion,
+          sourceDatabase: input.source?.database ?? null,
+          kind: input.kind,
+          label: input.label,
+          status: 'pending',
+          // Keyed by the backup's own id: two backups never collide, and nobody looks for a free name.
+          objectKey: BackupStore.folder(inst.name, input.backupId),
+          layout: 'v2',
+          edition: inst.edition,
+          workflowId: callerWorkflowId(),
+          createdAt,
+          expiresAt: new Date(createdAt.getTime() + retentionDays * DAY_MS),
+        })
+        .onConflictDoNothing({ target: backups.id });
       const row = await getBackup(input.backupId);
       return { backupId: row.id, objectKey: row.objectKey };
     },
@@ -132,63 +125,161 @@ export function backupActivities(deps: ActivityDeps) {
       const progress: DumpProgress = { phase: 'dumping', bytesWritten: 0, databaseBytes };
       ctx.heartbeat(progress);
       const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
-      let archive: StagedArchive | undefined;
+      let written: WrittenArchive | undefined;
       try {
-        // pg_dump writes the file itself (no copy through the worker); progress is the file's growing size.
-        archive = await store.stageArchiveFile(row.objectKey, (fd) => engine.dump(database, { fd, fence: row.objectKey }), {
-          signal: ctx.cancellationSignal,
-          progressEveryMs: HEARTBEAT_EVERY_MS / 2,
-          onProgress: (p) => {
-            if (p.phase === 'writing') progress.bytesWritten = p.bytes;
-            else progress.phase = 'verifying';
-          },
+        // What killed attempts left (unfinished uploads, uncommitted archives) goes first, under the row lock: never racing a commit.
+        await deps.db.transaction(async (tx) => {
+          const [current] = await tx.select().from(backups).where(eq(backups.id, row.id)).for('update');
+          if (current?.status === 'pending') await store.clearUncommitted(row.objectKey);
         });
+        // pg_dump streams into the store (multipart upload, block list, temp file): the dump never sits whole anywhere.
+        const dump = await engine.dump(database, { fence: row.objectKey });
+        const stop = () => dump.kill();
+        ctx.cancellationSignal.addEventListener('abort', stop);
+        try {
+          written = await store.writeArchive(row.objectKey, dump.stream!, {
+            complete: dump.done,
+            signal: ctx.cancellationSignal,
+            retention: store.retentionFor(row.expiresAt),
+            onProgress: (bytes) => (progress.bytesWritten = bytes),
+          });
+        } catch (err) {
+          dump.kill();
+          if (ctx.cancellationSignal.aborted) await ctx.cancelled;
+          throw err;
+        } finally {
+          ctx.cancellationSignal.removeEventListener('abort', stop);
+        }
         progress.phase = 'recording';
         ctx.heartbeat(progress);
-        const staged = archive;
+        const archive = written;
         // The commit is fenced by the row lock: of two live attempts (a retry after a heartbeat
-        // timeout, say), one commits and the other finds the row no longer pending and discards its copy.
+        // timeout, say), one commits and the other finds the row no longer pending and removes its archive.
         return await deps.db.transaction(async (tx) => {
           const [current] = await tx.select().from(backups).where(eq(backups.id, row.id)).for('update');
           if (current?.status === 'completed' && current.sizeBytes !== null && current.sha256) {
-            await staged.staged.discard();
+            if (current.archiveKey !== archive.archiveKey) await store.blobs.delete(archive.archiveKey);
             return { sizeBytes: current.sizeBytes, sha256: current.sha256, objectKey: current.objectKey };
           }
           if (current?.status !== 'pending') {
-            await staged.staged.discard();
-            throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${current?.status ?? 'gone'}; this attempt's archive was discarded`, FailureTypes.invalidState);
+            await store.blobs.delete(archive.archiveKey);
+            throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${current?.status ?? 'gone'}; this attempt's archive was removed`, FailureTypes.invalidState);
           }
-          await staged.staged.commit();
-          await store.writeManifest({
-            formatVersion: 1,
+          // A later attempt clears what earlier ones left: this attempt's archive must still be there, whole.
+          if ((await store.sizeOf(archive.archiveKey)) !== archive.sizeBytes) throw new Error(`the archive ${archive.archiveKey} was removed or changed before it was committed; the attempt is retried`);
+          const ref = { layout: 'v2' as const, objectKey: row.objectKey, archiveKey: archive.archiveKey };
+          const retention = store.retentionFor(row.expiresAt);
+          await store.writeManifest(ref, {
+            formatVersion: 2,
             backupId: row.id,
             objectKey: row.objectKey,
+            archiveKey: archive.archiveKey,
             instanceId: row.instanceId,
             instance: row.instanceName,
             kind: row.kind,
             label: row.label,
             edition: row.edition,
             serverVersion,
-            sizeBytes: staged.sizeBytes,
-            sha256: staged.sha256,
+            sizeBytes: archive.sizeBytes,
+            sha256: archive.sha256,
+            encryption: archive.encryption,
             sequences,
             createdAt: row.createdAt.toISOString(),
             expiresAt: row.expiresAt.toISOString(),
-          });
+          }, retention);
           await tx
             .update(backups)
-            .set({ status: 'completed', sizeBytes: staged.sizeBytes, sha256: staged.sha256, sequences, serverVersion, completedAt: sql`now()`, error: null })
+            .set({
+              status: 'completed',
+              archiveKey: archive.archiveKey,
+              encryption: archive.encryption,
+              sizeBytes: archive.sizeBytes,
+              sha256: archive.sha256,
+              sequences,
+              serverVersion,
+              lockedUntil: retention?.retainUntil ?? null,
+              lockMode: retention?.mode ?? null,
+              completedAt: sql`now()`,
+              error: null,
+            })
             .where(eq(backups.id, row.id));
-          await audit(tx, { actor: row.kind === 'system' ? 'system:schedule' : 'system:runbook', action: 'backup.completed', instanceId: row.instanceId, subject: row.id, details: { objectKey: row.objectKey, sizeBytes: staged.sizeBytes, sha256: staged.sha256 } });
-          return { sizeBytes: staged.sizeBytes, sha256: staged.sha256, objectKey: row.objectKey };
+          await audit(tx, { actor: row.kind === 'system' ? 'system:schedule' : 'system:runbook', action: 'backup.completed', instanceId: row.instanceId, subject: row.id, details: { objectKey: row.objectKey, sizeBytes: archive.sizeBytes, sha256: archive.sha256, keyId: archive.encryption?.keyId ?? null } });
+          return { sizeBytes: archive.sizeBytes, sha256: archive.sha256, objectKey: row.objectKey };
         });
       } catch (err) {
-        // Only this attempt's own staged copy: never the committed object, which another attempt may own.
-        await archive?.staged.discard();
+        // Only this attempt's own archive: never the committed one, which another attempt may own.
+        if (written) {
+          const mine = written.archiveKey;
+          const [current] = await deps.db.select({ archiveKey: backups.archiveKey }).from(backups).where(eq(backups.id, row.id));
+          if (current?.archiveKey !== mine) await store.blobs.delete(mine).catch(() => {});
+        }
         throw err;
       } finally {
         clearInterval(beat);
       }
+    },
+
+    /**
+     * Copies a completed backup to the paired region's store and verifies the
+     * copy there (the sha256 of the bytes read back). Idempotent: a verified
+     * copy is left alone; a retry writes the copy again. A held backup's copy
+     * is held too. The backup counts as good (fresh) only once this succeeded.
+     */
+    async copyBackupOffsite(input: { backupId: string }): Promise<{ region: string; status: 'verified'; sizeBytes: number }> {
+      const ctx = Context.current();
+      const row = await getBackup(input.backupId);
+      if (row.status !== 'completed' || row.sizeBytes === null || !row.sha256) {
+        throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${row.status}, not completed: there is nothing to copy`, FailureTypes.invalidState);
+      }
+      const home = region(deps, row.region);
+      const target = region(deps, home.pair);
+      const [known] = await deps.db.select().from(backupCopies).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
+      if (known?.status === 'verified') return { region: target.name, status: 'verified', sizeBytes: known.sizeBytes ?? row.sizeBytes };
+      await deps.db
+        .insert(backupCopies)
+        .values({ backupId: row.id, region: target.name, storeKind: target.backups.blobs.kind, status: 'pending', attempts: 1 })
+        .onConflictDoUpdate({ target: [backupCopies.backupId, backupCopies.region], set: { status: 'pending', attempts: sql`${backupCopies.attempts} + 1`, updatedAt: sql`now()` } });
+      const progress = { phase: 'copying', bytesCopied: 0, archiveBytes: row.sizeBytes, to: target.name };
+      ctx.heartbeat(progress);
+      const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
+      try {
+        const ref = backupRef(row);
+        const copied = await home.backups.copyTo(target.backups, ref, target.backups.retentionFor(row.expiresAt), (b) => (progress.bytesCopied = b));
+        if (copied.sha256 !== row.sha256 || copied.sizeBytes !== row.sizeBytes) {
+          throw new Error(`the copy of backup ${row.id} in region ${target.name} read back as ${copied.sizeBytes} bytes with sha256 ${copied.sha256}, not ${row.sizeBytes} bytes with ${row.sha256}; it is copied again`);
+        }
+        if (row.heldAt) await target.backups.setLegalHold(ref, true);
+        await deps.db.transaction(async (tx) => {
+          await tx.update(backupCopies).set({ status: 'verified', sizeBytes: copied.sizeBytes, sha256: copied.sha256, verifiedAt: sql`now()`, error: null, updatedAt: sql`now()` }).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
+          await tx.update(backups).set({ offsiteVerifiedAt: sql`now()` }).where(eq(backups.id, row.id));
+          await audit(tx, { actor: 'system:runbook', action: 'backup.copied', instanceId: row.instanceId, subject: row.id, details: { region: target.name, storeKind: target.backups.blobs.kind, sizeBytes: copied.sizeBytes } });
+        });
+        return { region: target.name, status: 'verified', sizeBytes: copied.sizeBytes };
+      } catch (err) {
+        await deps.db.update(backupCopies).set({ error: (err instanceof Error ? err.message : String(err)).slice(0, 2000), updatedAt: sql`now()` }).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
+        throw err;
+      } finally {
+        clearInterval(beat);
+      }
+    },
+
+    /**
+     * Records that a backup's offsite copy stayed failed after its retries: it
+     * shows on the backup, raises `backup.copy-failed`, and the instance is not
+     * fresh until a copy verifies. What the copy wrote is removed (it may be partial).
+     */
+    async failOffsiteCopy(input: { backupId: string; reason: string }): Promise<void> {
+      const row = await getBackup(input.backupId);
+      const home = region(deps, row.region);
+      const target = region(deps, home.pair);
+      await target.backups.remove(backupRef(row)).catch(() => {});
+      await deps.db.transaction(async (tx) => {
+        await tx
+          .insert(backupCopies)
+          .values({ backupId: row.id, region: target.name, storeKind: target.backups.blobs.kind, status: 'failed', error: input.reason.slice(0, 2000) })
+          .onConflictDoUpdate({ target: [backupCopies.backupId, backupCopies.region], set: { status: 'failed', error: input.reason.slice(0, 2000), updatedAt: sql`now()` } });
+        await audit(tx, { actor: 'system:runbook', action: 'backup.copy-failed', instanceId: row.instanceId, subject: row.id, details: { region: target.name, reason: input.reason.slice(0, 500) } });
+      });
     },
 
     /**
@@ -245,24 +336,28 @@ export function backupActivities(deps: ActivityDeps) {
             lte(backups.expiresAt, sql`now()`),
           ),
         );
-      const doomed = expired.filter((b) => !(keepAtLeastOne && b.id === newest?.id));
-      for (const b of doomed) {
-        await deps.db.update(backups).set({ status: 'deleting' }).where(eq(backups.id, b.id));
-        await region(deps, b.region).backups.remove(b.objectKey);
-        await deps.db.transaction(async (tx) => {
-          const gone = await tx.delete(backups).where(eq(backups.id, b.id)).returning({ id: backups.id });
-          if (gone.length) await audit(tx, { actor: 'system:retention', action: 'backup.expired', instanceId: b.instanceId, subject: b.id, details: { kind: b.kind, label: b.label, objectKey: b.objectKey, expiresAt: b.expiresAt.toISOString() } });
-        });
+      // A held backup is never removed, nor is one a live run is reading (the next sweep takes it).
+      const candidates = expired.filter((b) => !(keepAtLeastOne && b.id === newest?.id) && b.heldAt === null);
+      const doomed: string[] = [];
+      for (const b of candidates) {
+        if ((await liveReaders(deps.db, deps.temporal, b.id)).length) continue;
+        try {
+          await deleteBackup(deps.db, (name) => region(deps, name).backups, b, 'system:retention', 'backup.expired');
+          doomed.push(b.id);
+        } catch (err) {
+          // A store lock that still holds (a clock ahead of the store's) or a hold set meanwhile: the next sweep tries again.
+          if (!(err instanceof ObjectLockedError) && !(err instanceof BackupHeldError)) throw err;
+        }
         Context.current().heartbeat({ deleted: b.id });
       }
-      return doomed.map((b) => b.id);
+      return doomed;
     },
 
     /** Deletes backups (archive, manifest, row) a run made for itself, such as the swap's temporary ones. Idempotent. */
     async deleteBackups(input: { backupIds: string[] }): Promise<void> {
       for (const id of input.backupIds) {
         const [row] = await deps.db.select().from(backups).where(eq(backups.id, id));
-        if (row) await deleteBackup(deps.db, region(deps, row.region).backups, row, 'system:runbook');
+        if (row) await deleteBackup(deps.db, (name) => region(deps, name).backups, row, 'system:runbook');
       }
     },
 

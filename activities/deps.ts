@@ -26,6 +26,8 @@ export interface ActivityDeps {
   defaultBackupStartTime?: string;
   /** Failover readiness: the default RPO target (lag, seconds), the oldest a good backup may be, how often an unchanged readiness is stored again, and how old a lag measurement may be. */
   readiness?: { rpoTargetSeconds: number; backupMaxAgeHours: number; refreshSeconds: number; measureMaxAgeSeconds: number };
+  /** The worker's scratch folder (parallel restores spool archives there); the OS temp folder by default. */
+  scratchDir?: string;
   /** Test-only fault hooks; never set in production. */
   faults?: FaultHooks;
 }

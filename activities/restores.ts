@@ -1,12 +1,17 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { eq, sql } from 'drizzle-orm';
-import { backups, instances, type BackupRow } from '../db/schema/index.js';
+import { rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { and, eq, sql } from 'drizzle-orm';
+import { backupCopies, backupReaders, backups, instances, type BackupRow } from '../db/schema/index.js';
+import { addReader, backupRef, removeReader } from '../lib/backups.js';
+import { KeyMismatchError, KeyUnavailableError } from '../lib/storage/keyring.js';
 import { audit } from '../lib/audit.js';
 import { isRunRunning } from '../lib/runs.js';
 import { resumeInstance, servedBy, servingRefusal, suspendInstance } from '../lib/instances.js';
 import { backupRefusal, targetRefusal } from '../lib/restore-rules.js';
 import type { SequenceMarks } from '../lib/engine/types.js';
-import { ArchiveIntegrityError } from '../lib/storage/backup-store.js';
+import { ArchiveIntegrityError, BackupStore } from '../lib/storage/backup-store.js';
 import { FailureTypes, type RestoreResult } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { FaultPoints, noFaults } from './faults.js';
@@ -73,6 +78,56 @@ export function restoreActivities(deps: ActivityDeps) {
     return true;
   }
 
+  /**
+   * The store to read a backup from: its home region's, or, when that store
+   * cannot be reached (or lost the objects), a region holding a verified
+   * offsite copy. Says which, so the run can warn.
+   */
+  async function readableSource(backup: BackupRow): Promise<{ store: BackupStore; region: string; offsite: boolean }> {
+    const manifest = BackupStore.manifestKey(backup);
+    const problems: string[] = [];
+    const home = deps.regions.get(backup.region);
+    if (home) {
+      try {
+        if (await home.backups.blobs.head(manifest)) return { store: home.backups, region: home.name, offsite: false };
+        problems.push(`region ${home.name}'s store (${home.backups.blobs.location}) no longer has it`);
+      } catch (err) {
+        problems.push(`region ${home.name}'s store (${home.backups.blobs.location}) cannot be reached: ${err instanceof Error ? err.message : String(err)}`.slice(0, 500));
+      }
+    }
+    const copies = await deps.db.select().from(backupCopies).where(and(eq(backupCopies.backupId, backup.id), eq(backupCopies.status, 'verified')));
+    for (const c of copies) {
+      const r = deps.regions.get(c.region);
+      if (!r) continue;
+      try {
+        if (await r.backups.blobs.head(manifest)) return { store: r.backups, region: r.name, offsite: true };
+        problems.push(`the offsite copy in region ${r.name} is gone`);
+      } catch (err) {
+        problems.push(`the offsite copy in region ${r.name} cannot be reached: ${err instanceof Error ? err.message : String(err)}`.slice(0, 500));
+      }
+    }
+    if (!copies.length) problems.push('it has no verified offsite copy');
+    throw new Error(`backup ${backup.id} cannot be read: ${problems.join('; ')}`);
+  }
+
+  /** Unwraps the archive's data key first: a missing or wrong key is refused, naming the key id, before anything is touched. */
+  async function checkKey(store: BackupStore, backup: BackupRow): Promise<void> {
+    if (!backup.encryption) return;
+    try {
+      await store.unwrap(backup.encryption);
+    } catch (err) {
+      if (err instanceof KeyUnavailableError || err instanceof KeyMismatchError) {
+        throw ApplicationFailure.nonRetryable(`${err.message}; nothing was restored: configure key ${backup.encryption.keyId} in BACKUP_KEYS on the workers`, FailureTypes.keyUnavailable);
+      }
+      throw err;
+    }
+  }
+
+  /** Where a parallel restore spools the archive: the worker's scratch disk, one file per run and backup. */
+  function spoolFile(backupId: string): string {
+    return path.join(deps.scratchDir ?? os.tmpdir(), `bcdr-spool.${callerWorkflowId()}.${backupId}`);
+  }
+
   return {
     /**
      * Checks the restore's rules again inside the run (the API checked them
@@ -93,18 +148,17 @@ export function restoreActivities(deps: ActivityDeps) {
      * Pins the archive for this run and verifies it (sha256 and size against
      * the catalog and the manifest) before anything is touched.
      */
-    async verifyArchive(input: { backupId: string }): Promise<void> {
+    async verifyArchive(input: { backupId: string }): Promise<{ region: string; offsite: boolean }> {
       const ctx = Context.current();
       const backup = await usableBackup(input.backupId);
       const progress: RestoreProgress = { phase: 'verifying', archiveBytes: backup.sizeBytes ?? 0, bytesVerified: 0, bytesRestored: 0, jobs: 0 };
       const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
       try {
-        await region(deps, backup.region).backups.pinVerified(
-          backup.objectKey,
-          { sizeBytes: backup.sizeBytes ?? -1, sha256: backup.sha256 ?? '' },
-          callerWorkflowId(),
-          (bytes) => (progress.bytesVerified = bytes),
-        );
+        const source = await readableSource(backup);
+        await checkKey(source.store, backup);
+        await addReader(deps.db, backup.id, callerWorkflowId());
+        await source.store.verify(backupRef(backup), { sizeBytes: backup.sizeBytes ?? -1, sha256: backup.sha256 ?? '' }, (bytes) => (progress.bytesVerified = bytes));
+        return { region: source.region, offsite: source.offsite };
       } catch (err) {
         if (err instanceof ArchiveIntegrityError) throw ApplicationFailure.nonRetryable(`${err.message}; nothing was restored`, FailureTypes.archiveIntegrity);
         throw err;
@@ -147,16 +201,25 @@ export function restoreActivities(deps: ActivityDeps) {
         if (read.status === 'rejected') throw read.reason;
         const issued = read.value;
         faults.check(FaultPoints.restoreStaging, inst.id);
-        const file = await region(deps, backup.region).backups.objects.pinLocal(backup.objectKey, callerWorkflowId());
-        restoring = true;
-        restore = engine.restore(names.incoming, file, { jobs: input.jobs });
+        const source = await readableSource(backup);
+        await checkKey(source.store, backup);
+        await addReader(deps.db, backup.id, callerWorkflowId());
+        const expected = { sizeBytes: backup.sizeBytes ?? -1, sha256: backup.sha256 ?? '' };
+        // Serially the archive streams from the store into pg_restore; in parallel pg_restore needs a file it can seek.
+        const spool = input.jobs > 1 ? spoolFile(backup.id) : null;
         try {
+          if (spool) await source.store.spoolArchive(backupRef(backup), backup.encryption, expected, spool);
+          restoring = true;
+          restore = engine.restore(names.incoming, spool ?? (await source.store.openArchive(backupRef(backup), backup.encryption, expected)), { jobs: input.jobs });
           await restore.done;
         } catch (err) {
-          restore.kill();
+          restore?.kill();
           // pg_restore ended because the run was cancelled: report the cancellation, not the tool's exit.
           if (ctx.cancellationSignal.aborted) await ctx.cancelled;
+          if (err instanceof ArchiveIntegrityError) throw ApplicationFailure.nonRetryable(`${err.message}; the target was not touched`, FailureTypes.archiveIntegrity);
           throw err;
+        } finally {
+          if (spool) await rm(spool, { force: true });
         }
         restoring = false;
         progress.phase = 'sequences';
@@ -248,12 +311,10 @@ export function restoreActivities(deps: ActivityDeps) {
      */
     async sweepStalePins(): Promise<number> {
       let removed = 0;
-      for (const r of deps.regions.values()) {
-        for (const pin of await r.backups.objects.listPins()) {
-          if (await isRunRunning(deps.temporal, pin.readerId)) continue;
-          await r.backups.objects.unpinLocal(pin.key, pin.readerId);
-          removed++;
-        }
+      for (const r of await deps.db.select().from(backupReaders)) {
+        if (await isRunRunning(deps.temporal, r.readerId)) continue;
+        await removeReader(deps.db, r.backupId, r.readerId);
+        removed++;
       }
       return removed;
     },
@@ -301,7 +362,7 @@ export function restoreActivities(deps: ActivityDeps) {
   };
 
   async function releasePin(backupId: string): Promise<void> {
-    const backup = await getBackup(backupId);
-    if (backup) await region(deps, backup.region).backups.unpin(backup.objectKey, callerWorkflowId());
+    await removeReader(deps.db, backupId, callerWorkflowId());
+    await rm(spoolFile(backupId), { force: true });
   }
 }

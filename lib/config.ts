@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { storeConfigSchema } from './storage/store-config.js';
+import { backupKeysSchema } from './storage/keyring.js';
 
 /** host:port of a PostgreSQL URL, for telling servers apart. */
 const serverOf = (url: string) => {
@@ -29,13 +31,23 @@ const jsonArray = <T extends z.ZodType>(item: T) =>
     })
     .pipe(z.array(item).min(1));
 
-/** One region: a PostgreSQL cluster reached through an admin URL, and a blob store directory. */
-export const regionConfigSchema = z.object({
-  name: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'region name must be a lowercase DNS label'),
-  pair: z.string(),
-  postgresUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
-  blobDir: z.string().min(1),
-});
+/**
+ * One region: a PostgreSQL cluster reached through an admin URL, and a backup
+ * store (`store`, a discriminated union on `kind`; the older `blobDir` is
+ * shorthand for `{"kind":"fs","dir":…}`). `encryption: false` stores the
+ * region's new archives in clear.
+ */
+export const regionConfigSchema = z
+  .object({
+    name: z.string().regex(/^[a-z][a-z0-9-]{0,30}$/, 'region name must be a lowercase DNS label'),
+    pair: z.string(),
+    postgresUrl: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL'),
+    blobDir: z.string().min(1).optional(),
+    store: storeConfigSchema.optional(),
+    encryption: z.boolean().default(true),
+  })
+  .refine((r) => (r.blobDir === undefined) !== (r.store === undefined), { message: 'give a region exactly one of store or blobDir' })
+  .transform(({ blobDir, store, ...r }) => ({ ...r, store: store ?? { kind: 'fs' as const, dir: blobDir! } }));
 export type RegionConfig = z.infer<typeof regionConfigSchema>;
 
 /** One API bearer token and the identity and roles it stands for. */
@@ -62,6 +74,14 @@ export const configSchema = z
     API_HOST: z.string().default('127.0.0.1'),
     API_PORT: z.coerce.number().int().min(0).max(65535).default(8080),
     PG_BIN_DIR: z.string().optional(),
+    /**
+     * Key-encryption keys of backups: a JSON object of key id → base64 of 32 bytes.
+     * New archives are encrypted under BACKUP_KEY_ACTIVE; older ids stay to restore and rewrap.
+     */
+    BACKUP_KEYS: z.string().optional(),
+    BACKUP_KEY_ACTIVE: z.string().optional(),
+    /** The worker's scratch folder: parallel restores spool an archive there (pg_restore --jobs needs a file it can seek). */
+    SCRATCH_DIR: z.string().optional(),
     WORKER_SHUTDOWN_GRACE_SECONDS: z.coerce.number().int().min(0).max(3600).default(50),
     DEFAULT_BACKUP_START_TIME: z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, 'must be HH:MM (UTC, 24-hour)').default('02:00'),
     /** How long after a restore's swap the replaced database copy is dropped (a DROP forces a checkpoint). */
@@ -115,6 +135,12 @@ export const configSchema = z
       } else if (serverOf(pair.postgresUrl) === serverOf(r.postgresUrl)) {
         // A geo-secondary has its primary's database name: on one server the two would be the same database.
         ctx.addIssue({ code: 'custom', path: ['REGIONS'], message: `regions ${r.name} and ${pair.name} are paired but use the same PostgreSQL server (${serverOf(r.postgresUrl)}): paired regions need different servers` });
+      }
+    }
+    if (cfg.REGIONS.some((r) => r.encryption)) {
+      const keys = backupKeysSchema.safeParse({ BACKUP_KEYS: cfg.BACKUP_KEYS, BACKUP_KEY_ACTIVE: cfg.BACKUP_KEY_ACTIVE });
+      if (!keys.success) {
+        for (const i of keys.error.issues) ctx.addIssue({ code: 'custom', path: [String(i.path[0] ?? 'BACKUP_KEYS')], message: `${i.message} (a region encrypts its backups; set the keys or give the region "encryption": false)` });
       }
     }
     const tokens = new Set(cfg.API_TOKENS.map((t) => t.token));

@@ -1,4 +1,5 @@
 import { ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type Client, type ScheduleOptions } from '@temporalio/client';
+import type { Duration } from '@temporalio/common';
 import { Runbooks, type DailyBackupInput } from '../workflows/contract.js';
 import { runSearchAttributes } from './temporal.js';
 
@@ -41,7 +42,7 @@ interface DesiredSchedule {
   action: ScheduleOptions['action'];
   paused?: boolean;
   note: string;
-  catchupWindow?: string;
+  catchupWindow?: Duration;
 }
 
 /**

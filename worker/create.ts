@@ -75,6 +75,7 @@ export async function createBcdrWorker(cfg: Config, opts: { workflowBundle?: { c
         refreshSeconds: 60,
         measureMaxAgeSeconds: Math.max(30, cfg.REGION_CHECK_SECONDS * 4),
       },
+      scratchDir: cfg.SCRATCH_DIR,
       faults: cfg.BCDR_FAULT_FILE ? fileFaults(cfg.BCDR_FAULT_FILE) : undefined,
     }),
   });

@@ -1,4 +1,4 @@
-import { ActivityCancellationType, ApplicationFailure, CancellationScope, proxyActivities, sleep, uuid4, workflowInfo } from '@temporalio/workflow';
+import { ActivityCancellationType, ApplicationFailure, CancellationScope, patched, proxyActivities, sleep, uuid4, workflowInfo } from '@temporalio/workflow';
 import type * as activities from '../activities/index.js';
 import { FailureTypes, Runbooks, type BackupResult, type DailyBackupInput, type OnDemandBackupInput } from './contract.js';
 import { RunState, errorMessage } from './run-state.js';
@@ -21,6 +21,13 @@ const data = proxyActivities<Acts>({
   heartbeatTimeout: '30s',
   retry: { initialInterval: '5s', backoffCoefficient: 2, maximumAttempts: 3 },
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+});
+
+/** Offsite copies: a copy that fails is retried a few times; one that stays failed is recorded and the backup stands. */
+const copies = proxyActivities<Acts>({
+  startToCloseTimeout: '6h',
+  heartbeatTimeout: '60s',
+  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumAttempts: 4 },
 });
 
 /** How long a scheduled backup waits for another runbook to release the instance before it gives up. */
@@ -95,13 +102,30 @@ async function runBackup(state: RunState, b: BackupSpec): Promise<BackupResult> 
 export async function takeBackup(state: RunState, b: BackupSpec, stepPrefix = ''): Promise<Awaited<ReturnType<Acts['dumpBackup']>>> {
   try {
     await state.step(`${stepPrefix}record-backup`, () => catalog.beginBackup(b));
-    return await state.step(`${stepPrefix}dump`, () => data.dumpBackup({ backupId: b.backupId }));
+    const dumped = await state.step(`${stepPrefix}dump`, () => data.dumpBackup({ backupId: b.backupId }));
+    if (patched('offsite-copy')) await copyOffsite(state, b.backupId, stepPrefix);
+    return dumped;
   } catch (err) {
     const final = await CancellationScope.nonCancellable(() => catalog.failBackup({ backupId: b.backupId, reason: errorMessage(err) }));
     // A lost attempt may still have committed the backup: then the run did its job after all.
     if (final !== 'completed' || CancellationScope.current().consideredCancelled) throw err;
     state.warn(`the dump attempt was lost (${errorMessage(err)}), but it had completed the backup`);
     return catalog.completedBackup({ backupId: b.backupId });
+  }
+}
+
+/**
+ * Copies the backup to the paired region's store and verifies it there. A
+ * copy that stays failed does not fail the backup (it exists at home): it is
+ * recorded on the backup, raises an event, and leaves the instance stale.
+ */
+async function copyOffsite(state: RunState, backupId: string, stepPrefix: string): Promise<void> {
+  try {
+    await state.step(`${stepPrefix}offsite-copy`, () => copies.copyBackupOffsite({ backupId }));
+  } catch (err) {
+    if (CancellationScope.current().consideredCancelled) throw err;
+    state.warn(`the offsite copy failed: ${errorMessage(err)}; the backup is kept at home and the instance shows stale until a copy is verified`);
+    await catalog.failOffsiteCopy({ backupId, reason: errorMessage(err) });
   }
 }
 

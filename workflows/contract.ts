@@ -32,6 +32,10 @@ export const FailureTypes = {
   archiveIntegrity: 'ArchiveIntegrity',
   /** The staging copy is not one this run filled to the end: nothing was swapped, the target is untouched. */
   stagingIncomplete: 'StagingIncomplete',
+  /** The key an archive was encrypted under is missing or wrong: nothing was restored. */
+  keyUnavailable: 'KeyUnavailable',
+  /** A backup on legal hold, or under a store's retention lock, cannot be removed. */
+  backupLocked: 'BackupLocked',
   /** A test-only fault hook fired (see activities/faults.ts). */
   injectedFault: 'InjectedFault',
 } as const;

@@ -78,7 +78,8 @@ export async function restoreSteps(
   const step = (name: string) => `${stepPrefix}${name}`;
   try {
     await state.step(step('check-rules'), () => catalog.checkRestore({ backupId, instanceId, createsInstance: p.createsInstance }));
-    await state.step(step('verify-archive'), () => data.verifyArchive({ backupId }));
+    const source = await state.step(step('verify-archive'), () => data.verifyArchive({ backupId }));
+    if (source?.offsite) state.warn(`the home store of the backup could not be read: restored from its offsite copy in region ${source.region}`);
     let facts: Awaited<ReturnType<Acts['restoreToStaging']>>;
     try {
       facts = await state.step(step('restore-staging'), () => data.restoreToStaging({ backupId, instanceId, jobs: p.jobs, advanceSequences: p.advanceSequences }));

@@ -3,7 +3,8 @@ import { randomUUID } from 'node:crypto';
 import { and, desc, eq } from 'drizzle-orm';
 import { backups, type BackupRow } from '../../db/schema/index.js';
 import { audit } from '../../lib/audit.js';
-import { deleteBackup } from '../../lib/backups.js';
+import { BackupHeldError, deleteBackup, removalRefusal } from '../../lib/backups.js';
+import { ObjectLockedError } from '../../lib/storage/blob-store.js';
 import { Runbooks, workflowIds, type OnDemandBackupInput } from '../../workflows/contract.js';
 import { requireRole } from '../auth.js';
 import type { ApiDeps, ApiEnv } from '../deps.js';
@@ -142,10 +143,22 @@ export function backupsApp(deps: ApiDeps) {
       const b = await findBackup(c.req.valid('param').id);
       refuseSystem(b, 'deleted');
       if (b.status === 'pending') throw new ApiError(409, 'backup_in_progress', `backup ${b.id} is still being taken by run ${b.workflowId}; cancel that run or wait for it`);
-      const store = deps.regions.get(b.region);
-      if (!store) throw new ApiError(409, 'region_unknown', `backup ${b.id} lives in region ${b.region}, which is not configured`);
+      const refused = removalRefusal(b);
+      if (refused) throw new ApiError(409, 'backup_held', refused);
+      const storeOf = (name: string) => {
+        const r = deps.regions.get(name);
+        if (!r) throw new ApiError(409, 'region_unknown', `backup ${b.id} has objects in region ${name}, which is not configured; nothing was deleted`);
+        return r.backups;
+      };
+      storeOf(b.region);
       const actor = c.get('principal').identity;
-      await deleteBackup(deps.db, store.backups, b, actor);
+      try {
+        await deleteBackup(deps.db, storeOf, b, actor);
+      } catch (err) {
+        if (err instanceof BackupHeldError) throw new ApiError(409, 'backup_held', err.message);
+        if (err instanceof ObjectLockedError) throw new ApiError(409, 'backup_locked', `${err.message}; the backup stays (marked deleting) and retention removes it once the lock ends`);
+        throw err;
+      }
       return c.json({ deleted: b.id }, 200);
     },
   );

@@ -11,7 +11,9 @@ export type RegionHealth = (typeof RegionHealths)[number];
 export const regions = pgTable('regions', {
   name: text('name').primaryKey(),
   pair: text('pair').notNull(),
+  /** Where the region's backups are (a folder, `s3://bucket/prefix`, `azure://account/container/prefix`): never a credential. */
   blobDir: text('blob_dir').notNull(),
+  storeKind: text('store_kind').notNull().default('fs'),
   health: text('health', { enum: RegionHealths }).notNull().default('unknown'),
   latencyMs: doublePrecision('latency_ms'),
   checkedAt: timestamp('checked_at', { withTimezone: true }),

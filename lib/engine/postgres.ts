@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import { spawn } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
@@ -117,11 +118,11 @@ export class PostgresEngine implements InstanceEngine {
   }
 
   /** Runs a PostgreSQL client tool against database `name`, credentials in its environment, never on argv. */
-  private runTool(tool: string, args: string[], name: string, appName: string, stdout: 'pipe' | 'ignore' | number) {
+  private runTool(tool: string, args: string[], name: string, appName: string, stdout: 'pipe' | 'ignore' | number, stdin: 'pipe' | 'ignore' = 'ignore') {
     const child = spawn(this.bin(tool), args, {
       // Tools write also into databases that are read-only by default (a geo-secondary being seeded).
       env: { ...process.env, ...libpqEnv(this.adminUrl, name), PGAPPNAME: appName, PGOPTIONS: '-c default_transaction_read_only=off' },
-      stdio: ['ignore', stdout, 'pipe'],
+      stdio: [stdin, stdout, 'pipe'],
     });
     let stderr = '';
     child.stderr!.setEncoding('utf8');
@@ -175,11 +176,19 @@ export class PostgresEngine implements InstanceEngine {
     return { stream: opts.fd === undefined ? tool.child.stdout! : null, done: tool.done, kill: tool.kill };
   }
 
-  restore(name: string, archiveFile: string, opts: { jobs?: number } = {}): RestoreHandle {
+  restore(name: string, archive: string | Readable, opts: { jobs?: number } = {}): RestoreHandle {
     const args = ['--exit-on-error', '--no-password', `--dbname=${name}`];
-    if (opts.jobs && opts.jobs > 1) args.push(`--jobs=${opts.jobs}`);
-    args.push(archiveFile);
-    const tool = this.runTool('pg_restore', args, name, `bcdr-restore-${randomUUID()}`, 'ignore');
+    const fromFile = typeof archive === 'string';
+    if (fromFile && opts.jobs && opts.jobs > 1) args.push(`--jobs=${opts.jobs}`);
+    if (fromFile) args.push(archive);
+    const tool = this.runTool('pg_restore', args, name, `bcdr-restore-${randomUUID()}`, 'ignore', fromFile ? 'ignore' : 'pipe');
+    if (!fromFile) {
+      const stdin = tool.child.stdin!;
+      // A source that fails (a bad chunk, a lost store) stops the tool: it must never see a clean end of a short archive.
+      archive.once('error', () => tool.kill());
+      stdin.on('error', () => {}); // the tool exiting early closes its stdin; its exit status tells why
+      archive.pipe(stdin);
+    }
     return { done: tool.done, kill: tool.kill };
   }
 

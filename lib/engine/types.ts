@@ -92,10 +92,12 @@ export interface InstanceEngine extends ReplicationEngine {
    */
   dump(name: string, opts?: DumpOptions): Promise<DumpHandle>;
   /**
-   * Restores a custom-format archive file into an existing (empty) database
-   * with `pg_restore`, stopping at the first error; `jobs` > 1 restores in parallel.
+   * Restores a custom-format archive into an existing (empty) database with
+   * `pg_restore`, stopping at the first error: from a file (`jobs` > 1
+   * restores in parallel), or streamed from `archive` (serially: a stream
+   * cannot seek). A stream that errors stops the tool, so a short archive never restores.
    */
-  restore(name: string, archiveFile: string, opts?: { jobs?: number }): RestoreHandle;
+  restore(name: string, archive: string | Readable, opts?: { jobs?: number }): RestoreHandle;
   /**
    * Swaps `incoming` in under the `current` name in one transaction:
    * `current` → `retired`, `incoming` → `current` (or just the second rename

@@ -1,237 +1,363 @@
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
+import { createHash, randomUUID } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
-import type { ObjectStore, StagedObject } from './object-store.js';
+import { pipeline } from 'node:stream/promises';
+import { pipeline as pipelineCb } from 'node:stream';
+import type { BlobInfo, BlobStore, RetentionLock, LockMode } from './blob-store.js';
+import { ENVELOPE_ALG, decryptStream, encryptStream } from './envelope.js';
+import { newDataKey, type Keyring } from './keyring.js';
 import type { SequenceMarks } from '../engine/types.js';
+
+/** How an archive is encrypted, as the catalog and the manifest record it: never a key in clear. */
+export interface ArchiveEncryption {
+  alg: string;
+  keyId: string;
+  wrappedKey: string;
+}
 
 /** What a backup archive is, stored beside it so the archive can be checked and restored without the catalog. */
 export interface BackupManifest {
-  formatVersion: 1;
+  formatVersion: 1 | 2;
   backupId: string;
   objectKey: string;
+  /** v2: the archive's own key inside the backup's folder. */
+  archiveKey?: string;
   instanceId: string;
   instance: string;
   kind: 'system' | 'on_demand';
   label: string | null;
   edition: string;
   serverVersion: string;
+  /** Bytes stored (the ciphertext when encrypted). */
   sizeBytes: number;
+  /** sha256 of the bytes stored. */
   sha256: string;
+  encryption?: ArchiveEncryption | null;
   sequences: SequenceMarks;
   createdAt: string;
   expiresAt: string;
 }
 
-const pad = (n: number) => String(n).padStart(2, '0');
+/** Where a backup's objects are: what the catalog row says about its layout. */
+export interface BackupRef {
+  layout: 'flat' | 'v2';
+  /** flat: the archive's key; v2: the backup's folder. */
+  objectKey: string;
+  /** v2: the committed archive's key (null while pending). */
+  archiveKey: string | null;
+}
+
+/** An archive written under an attempt's own key, not yet committed (no manifest, row still pending). */
+export interface WrittenArchive {
+  archiveKey: string;
+  /** Bytes stored. */
+  sizeBytes: number;
+  /** sha256 of the bytes stored. */
+  sha256: string;
+  /** Bytes of the archive before encryption. */
+  plainBytes: number;
+  encryption: ArchiveEncryption | null;
+}
+
+/** Options of BackupStore.writeArchive. */
+export interface WriteArchiveOptions {
+  signal?: AbortSignal;
+  /** Called with the running count of archive bytes (before encryption). */
+  onProgress?: (bytes: number) => void;
+  /** Settles when the producer has finished; a rejection aborts the upload so nothing is committed. */
+  complete?: Promise<void>;
+  retention?: RetentionLock;
+}
 
 /** Hashes and counts bytes as they pass, so the archive is read once and never held in memory. */
 class DigestStream extends Transform {
   readonly hash = createHash('sha256');
   bytes = 0;
-  constructor(private readonly opts: Pick<WriteArchiveOptions, 'onProgress'>) {
+  constructor(private readonly onBytes?: (bytes: number) => void) {
     super();
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.hash.update(chunk);
     this.bytes += chunk.length;
-    this.opts.onProgress?.(this.bytes);
+    this.onBytes?.(this.bytes);
     cb(null, chunk);
+  }
+  digest(): string {
+    return this.hash.digest('hex');
   }
 }
 
-/** An archive written in full but not yet visible under its key, with its size and checksum. */
-export interface StagedArchive {
-  staged: StagedObject;
-  sizeBytes: number;
-  sha256: string;
+/** Options of a BackupStore. */
+export interface BackupStoreOptions {
+  /** Key-encryption keys; new archives are encrypted under its active key when `encrypt` is on. */
+  keyring: Keyring;
+  /** Encrypt new archives (on by default; a region may turn it off). */
+  encrypt: boolean;
+  /** Retention lock mode for archives and manifests, where the store enforces locks. */
+  lockMode?: LockMode;
 }
 
-/** Options of BackupStore.stageArchive. */
-export interface WriteArchiveOptions {
-  /** Called with the running byte count as data passes. */
-  onProgress?: (bytes: number) => void;
-  /** Settles when the producer has finished; a rejection aborts the write so no archive is committed. */
-  complete?: Promise<void>;
-}
-
-/** A running producer that writes an archive into the file descriptor it was given (a dump tool). */
-export interface ArchiveProducer {
-  /** Resolves when the producer exited cleanly; rejects otherwise. */
-  done: Promise<void>;
-  /** Stops the producer. */
-  kill(): void;
-}
-
-/** Options of BackupStore.stageArchiveFile. */
-export interface ProduceArchiveOptions {
-  /** Called with the bytes written so far (read from the growing file), then with the bytes hashed. */
-  onProgress?: (p: { phase: 'writing' | 'hashing'; bytes: number }) => void;
-  /** How often the growing file's size is read (default 1 s). */
-  progressEveryMs?: number;
-  /** Aborting it stops the producer; the staged file is then discarded. */
-  signal?: AbortSignal;
-}
-
-/** Reads of 1 MB+ hash about twice as fast as the 64 KB a read stream uses by default. */
-const HASH_READ_BYTES = 4 << 20;
+const pad = (n: number) => String(n).padStart(2, '0');
 
 /**
- * The backup layout above a raw ObjectStore: it alone knows that an archive is
- * named `<instance>-<yyyymmdd>-<hhmmss>` (UTC) and that its manifest sits
- * beside it as `<key>.manifest.json`.
+ * The backup layout above a raw BlobStore, and the only place that knows
+ * object names. A backup lives in its own folder, `backups/<instance>/<backupId>/`:
+ * `archive.<attempt>` (each dump attempt writes its own, so two attempts never
+ * share a key) and `manifest.json`, written last, which with the catalog row
+ * commits the backup. Backups taken before object storage (`flat`) keep
+ * `<instance>-<yyyymmdd>-<hhmmss>` and `<key>.manifest.json`. Archives are
+ * encrypted in chunks (AES-256-GCM) under a fresh data key wrapped by the
+ * keyring, and hashed as stored, so a copy is verified without any key.
  */
 export class BackupStore {
-  constructor(readonly objects: ObjectStore) {}
+  constructor(readonly blobs: BlobStore, readonly opts: BackupStoreOptions) {}
 
-  /** The archive key of a backup of `instance` taken at `at`. */
-  static objectKey(instance: string, at: Date): string {
+  /** The folder of a backup: unique by its id, so no two backups ever collide and nobody looks for a free name. */
+  static folder(instance: string, backupId: string): string {
+    return `backups/${instance}/${backupId}`;
+  }
+
+  /** The flat archive key of a backup of `instance` taken at `at` (the layout before object storage). */
+  static legacyObjectKey(instance: string, at: Date): string {
     const d = `${at.getUTCFullYear()}${pad(at.getUTCMonth() + 1)}${pad(at.getUTCDate())}`;
     const t = `${pad(at.getUTCHours())}${pad(at.getUTCMinutes())}${pad(at.getUTCSeconds())}`;
     return `${instance}-${d}-${t}`;
   }
 
-  static manifestKey(objectKey: string): string {
-    return `${objectKey}.manifest.json`;
+  /** The manifest's key of a backup. */
+  static manifestKey(ref: Pick<BackupRef, 'layout' | 'objectKey'>): string {
+    return ref.layout === 'flat' ? `${ref.objectKey}.manifest.json` : `${ref.objectKey}/manifest.json`;
+  }
+
+  /** The committed archive's key of a backup. */
+  static archiveKey(ref: BackupRef): string {
+    if (ref.layout === 'flat') return ref.objectKey;
+    if (!ref.archiveKey) throw new Error(`backup folder ${ref.objectKey} has no committed archive`);
+    return ref.archiveKey;
+  }
+
+  /** Whether new archives are written under a retention lock the store enforces. */
+  get locksInStore(): boolean {
+    return this.blobs.enforcesLocks && this.opts.lockMode !== undefined;
+  }
+
+  /** The lock to write a backup's objects with, given when it expires, where the store enforces locks. */
+  retentionFor(expiresAt: Date): RetentionLock | undefined {
+    return this.locksInStore ? { retainUntil: expiresAt, mode: this.opts.lockMode! } : undefined;
   }
 
   /**
-   * Streams an archive into a staged (not yet visible) object for `objectKey`,
-   * computing its sha256 on the way. Unfinished writes of the key left by a
-   * killed attempt are removed first. If the stream fails, or `opts.complete`
-   * rejects (the producer did not finish cleanly), the staged data is
-   * discarded and nothing changes under the key. The caller commits it.
+   * Streams an archive (a dump's output) into the store under a key of this
+   * attempt's own in `folder`, encrypted when the store encrypts, hashing the
+   * bytes stored on the way. Nothing is committed: the caller writes the
+   * manifest and marks the row. If the source fails, `opts.complete` rejects
+   * (the producer did not exit cleanly) or `opts.signal` aborts, the upload is
+   * aborted and nothing is left under the key.
    */
-  async stageArchive(objectKey: string, source: Readable, opts: WriteArchiveOptions = {}): Promise<StagedArchive> {
-    opts.complete?.catch(() => {}); // awaited below; never an unhandled rejection if the write fails first
-    await this.objects.removeIncomplete(objectKey);
-    const digest = new DigestStream(opts);
-    source.on('error', (err) => digest.destroy(err));
-    const staged = await this.objects.stage(objectKey, source.pipe(digest));
+  async writeArchive(folder: string, source: Readable, opts: WriteArchiveOptions = {}): Promise<WrittenArchive> {
+    opts.complete?.catch(() => {}); // awaited below; never an unhandled rejection if the upload fails first
+    const archiveKey = `${folder}/archive.${randomUUID().slice(0, 8)}`;
+    const plain = new DigestStream(opts.onProgress);
+    const stored = new DigestStream();
+    let encryption: ArchiveEncryption | null = null;
+    const stages: Transform[] = [plain];
+    if (this.opts.encrypt) {
+      if (!this.opts.keyring.activeKeyId) throw new Error('backups are encrypted but no active key is configured (BACKUP_KEY_ACTIVE)');
+      const dataKey = newDataKey();
+      const wrapped = await this.opts.keyring.wrap(dataKey);
+      encryption = { alg: ENVELOPE_ALG, keyId: wrapped.keyId, wrappedKey: wrapped.wrapped };
+      stages.push(encryptStream(dataKey));
+    }
+    // The producer must have exited cleanly before the last byte counts: the end waits for it.
+    const complete = opts.complete ?? Promise.resolve();
+    const gate = new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        cb(null, chunk);
+      },
+      flush(cb) {
+        complete.then(() => cb(), (err: unknown) => cb(err instanceof Error ? err : new Error(String(err))));
+      },
+    });
+    // Any failure (the source, a stage, the producer's exit, an abort) fails the body the store reads, which aborts the upload.
+    const body = pipeline_(source, ...stages, stored, gate);
     try {
-      await (opts.complete ?? Promise.resolve());
+      await this.blobs.put(archiveKey, body, { signal: opts.signal, retention: opts.retention });
     } catch (err) {
-      await staged.discard();
+      source.destroy();
+      await this.blobs.delete(archiveKey).catch(() => {});
       throw err;
     }
-    return { staged, sizeBytes: digest.bytes, sha256: digest.hash.digest('hex') };
+    return { archiveKey, sizeBytes: stored.bytes, sha256: stored.digest(), plainBytes: plain.bytes, encryption };
   }
 
   /**
-   * Stages an archive that a producer writes into a local file itself (`start`
-   * gets the file's descriptor and starts, say, pg_dump with it as its output),
-   * so the bytes never pass through this process. Once the producer exits
-   * cleanly the file is hashed (sha256) and fsynced, both at once, and staged.
-   * Unfinished writes of the key left by a killed attempt are removed first.
-   * If the producer fails or is aborted, the file is discarded and nothing
-   * changes under the key. The caller commits it.
+   * Removes what attempts left in a pending backup's folder: unfinished
+   * uploads, and archives other than `keep`. Call it under the backup's row
+   * lock while it is pending, so it never races a commit.
    */
-  async stageArchiveFile(objectKey: string, start: (fd: number) => Promise<ArchiveProducer>, opts: ProduceArchiveOptions = {}): Promise<StagedArchive> {
-    await this.objects.removeIncomplete(objectKey);
-    const local = await this.objects.stageLocal(objectKey);
-    let producer: ArchiveProducer | undefined;
-    const stop = () => producer?.kill();
-    opts.signal?.addEventListener('abort', stop);
-    const poll = setInterval(() => {
-      local.size().then((bytes) => opts.onProgress?.({ phase: 'writing', bytes }), () => {});
-    }, opts.progressEveryMs ?? 1000);
-    try {
-      producer = await start(local.fd);
-      if (opts.signal?.aborted) stop();
-      await producer.done;
-      if (opts.signal?.aborted) throw opts.signal.reason ?? new Error('aborted');
-    } catch (err) {
-      producer?.kill();
-      await local.discard();
-      throw err;
-    } finally {
-      clearInterval(poll);
-      opts.signal?.removeEventListener('abort', stop);
+  async clearUncommitted(folder: string, keep?: string): Promise<void> {
+    await this.blobs.abortIncomplete(`${folder}/`);
+    for (const o of await this.blobs.list(`${folder}/archive.`)) {
+      if (o.key !== keep) await this.blobs.delete(o.key);
     }
-    // Hashing reads the file back from the page cache while fsync writes it out: neither waits for the other.
-    const [hashed, sealed] = await Promise.allSettled([
-      hashFile(local.path, (bytes) => opts.onProgress?.({ phase: 'hashing', bytes })),
-      local.seal(),
-    ]);
-    if (hashed.status === 'rejected' || sealed.status === 'rejected') {
-      await local.discard();
-      throw hashed.status === 'rejected' ? hashed.reason : (sealed as PromiseRejectedResult).reason;
-    }
-    if (hashed.value.sizeBytes !== sealed.value.size) {
-      await local.discard();
-      throw new Error(`archive ${objectKey} changed while it was hashed (${hashed.value.sizeBytes} bytes hashed, ${sealed.value.size} on disk)`);
-    }
-    return { staged: sealed.value, sizeBytes: hashed.value.sizeBytes, sha256: hashed.value.sha256 };
   }
 
-  async writeManifest(manifest: BackupManifest): Promise<void> {
+  /** Size of a stored object, or null when it is gone. */
+  async sizeOf(key: string): Promise<number | null> {
+    return (await this.blobs.head(key))?.size ?? null;
+  }
+
+  async writeManifest(ref: BackupRef, manifest: BackupManifest, retention?: RetentionLock): Promise<void> {
     const body = Readable.from([Buffer.from(JSON.stringify(manifest, null, 2))]);
-    await this.objects.put(BackupStore.manifestKey(manifest.objectKey), body);
+    await this.blobs.put(BackupStore.manifestKey(ref), body, { retention });
   }
 
-  async readManifest(objectKey: string): Promise<BackupManifest | null> {
-    if (!(await this.objects.head(BackupStore.manifestKey(objectKey)))) return null;
+  async readManifest(ref: Pick<BackupRef, 'layout' | 'objectKey'>): Promise<BackupManifest | null> {
+    const key = BackupStore.manifestKey(ref);
+    if (!(await this.blobs.head(key))) return null;
     const chunks: Buffer[] = [];
-    for await (const chunk of await this.objects.get(BackupStore.manifestKey(objectKey))) chunks.push(chunk as Buffer);
+    for await (const chunk of await this.blobs.get(key)) chunks.push(chunk as Buffer);
     return JSON.parse(Buffer.concat(chunks).toString('utf8')) as BackupManifest;
   }
 
-  /** Re-reads an archive and returns its actual size and sha256. */
-  async checksum(objectKey: string): Promise<{ sizeBytes: number; sha256: string }> {
-    const hash = createHash('sha256');
-    let sizeBytes = 0;
-    for await (const chunk of await this.objects.get(objectKey)) {
-      hash.update(chunk as Buffer);
-      sizeBytes += (chunk as Buffer).length;
-    }
-    return { sizeBytes, sha256: hash.digest('hex') };
+  /** Re-reads the stored archive and returns its size and sha256 (of the bytes stored). */
+  async checksum(ref: BackupRef): Promise<{ sizeBytes: number; sha256: string }> {
+    return hashStream(await this.blobs.get(BackupStore.archiveKey(ref)));
   }
 
   /**
-   * Pins an archive as a local file for `readerId` (see ObjectStore.pinLocal)
-   * and checks it before anyone uses it: its size and sha256 must match
-   * `expected` (the catalog's record) and the manifest beside it. Returns the
-   * file. Throws ArchiveIntegrityError naming what differs; the pin is then released.
+   * Checks a stored archive before anyone uses it: its size and sha256 must
+   * match `expected` (the catalog's record) and its manifest. Throws
+   * ArchiveIntegrityError naming what differs.
    */
-  async pinVerified(objectKey: string, expected: { sizeBytes: number; sha256: string }, readerId: string, onProgress?: (bytes: number) => void): Promise<string> {
-    const manifest = await this.readManifest(objectKey);
-    const file = await this.objects.pinLocal(objectKey, readerId);
-    const { sizeBytes, sha256 } = await hashFile(file, onProgress);
+  async verify(ref: BackupRef, expected: { sizeBytes: number; sha256: string }, onProgress?: (bytes: number) => void): Promise<void> {
+    const manifest = await this.readManifest(ref);
+    const key = BackupStore.archiveKey(ref);
+    const { sizeBytes, sha256 } = await hashStream(await this.blobs.get(key), onProgress);
     const problems: string[] = [];
     if (!manifest) problems.push('its manifest is missing');
     if (sha256 !== expected.sha256) problems.push(`its sha256 is ${sha256}, the catalog recorded ${expected.sha256}`);
     if (manifest && sha256 !== manifest.sha256) problems.push(`the manifest says sha256 ${manifest.sha256}`);
     if (sizeBytes !== expected.sizeBytes) problems.push(`its size is ${sizeBytes} bytes, the catalog recorded ${expected.sizeBytes}`);
-    if (problems.length) {
-      await this.objects.unpinLocal(objectKey, readerId);
-      throw new ArchiveIntegrityError(`archive ${objectKey} failed verification: ${problems.join('; ')}`);
+    if (problems.length) throw new ArchiveIntegrityError(`archive ${key} failed verification: ${problems.join('; ')}`);
+  }
+
+  /**
+   * The plain archive as a stream: read from the store, hashed as stored
+   * (the stream fails with ArchiveIntegrityError at its end when the bytes are
+   * not `expected`), and decrypted chunk by chunk (a tampered or truncated
+   * object fails). The data key is unwrapped first, so a missing or wrong key
+   * fails before a byte is read.
+   */
+  async openArchive(ref: BackupRef, encryption: ArchiveEncryption | null, expected: { sizeBytes: number; sha256: string }): Promise<Readable> {
+    const decrypt = encryption ? decryptStream(await this.unwrap(encryption)) : null;
+    const key = BackupStore.archiveKey(ref);
+    const raw = await this.blobs.get(key);
+    const check = new DigestStream();
+    // The digest is compared before the end is passed on: a restore never sees a clean end of a wrong archive.
+    const verified = new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        cb(null, chunk);
+      },
+      flush(cb) {
+        const sha256 = check.digest();
+        if (check.bytes !== expected.sizeBytes || sha256 !== expected.sha256) {
+          cb(new ArchiveIntegrityError(`archive ${key} failed verification while it was read: ${check.bytes} bytes with sha256 ${sha256}, the catalog recorded ${expected.sizeBytes} bytes, ${expected.sha256}`));
+        } else cb();
+      },
+    });
+    return decrypt ? pipeline_(raw, check, verified, decrypt) : pipeline_(raw, check, verified);
+  }
+
+  /** Writes the plain archive into a local file (for `pg_restore --jobs`, which needs to seek); removes the file if anything fails. */
+  async spoolArchive(ref: BackupRef, encryption: ArchiveEncryption | null, expected: { sizeBytes: number; sha256: string }, file: string): Promise<void> {
+    try {
+      await pipeline(await this.openArchive(ref, encryption, expected), createWriteStream(file, { flags: 'w', mode: 0o600 }));
+    } catch (err) {
+      await fs.rm(file, { force: true });
+      throw err;
     }
-    return file;
   }
 
-  /** Releases what pinVerified pinned for `readerId`. Idempotent. */
-  async unpin(objectKey: string, readerId: string): Promise<void> {
-    await this.objects.unpinLocal(objectKey, readerId);
+  /** Unwraps a backup's data key; the keyring's error names the key id when it is missing or wrong. */
+  async unwrap(encryption: ArchiveEncryption): Promise<Buffer> {
+    return this.opts.keyring.unwrap({ alg: 'A256GCM', keyId: encryption.keyId, wrapped: encryption.wrappedKey });
   }
 
-  /** Removes an archive, its manifest and any unfinished write of either. Idempotent. */
-  async remove(objectKey: string): Promise<void> {
-    await this.objects.delete(BackupStore.manifestKey(objectKey));
-    await this.objects.delete(objectKey);
-  }
-
-  /** Every stored key (archives, manifests and unfinished writes) belonging to `objectKey`. */
-  async keysOf(objectKey: string): Promise<string[]> {
-    const complete = (await this.objects.list(objectKey)).map((o) => o.key);
-    const incomplete = await this.objects.listIncomplete(objectKey);
+  /** Every stored key of a backup (archive, manifest, attempts' leftovers) and unfinished uploads. */
+  async keysOf(ref: Pick<BackupRef, 'layout' | 'objectKey'>): Promise<string[]> {
+    const prefix = ref.layout === 'flat' ? ref.objectKey : `${ref.objectKey}/`;
+    const complete = (await this.blobs.list(prefix)).map((o) => o.key);
+    const incomplete = await this.blobs.listIncomplete(prefix);
     return [...complete, ...incomplete];
+  }
+
+  /**
+   * Removes a backup's objects: the manifest first (so a half-removed backup
+   * is never taken for a whole one), then the archive and anything an attempt
+   * left. Idempotent. A store lock that refuses raises ObjectLockedError.
+   */
+  async remove(ref: Pick<BackupRef, 'layout' | 'objectKey'>): Promise<void> {
+    if (ref.layout === 'flat') {
+      await this.blobs.delete(BackupStore.manifestKey(ref));
+      await this.blobs.delete(ref.objectKey);
+      await this.blobs.abortIncomplete(ref.objectKey);
+      return;
+    }
+    await this.blobs.delete(BackupStore.manifestKey(ref));
+    await this.blobs.abortIncomplete(`${ref.objectKey}/`);
+    for (const o of await this.blobs.list(`${ref.objectKey}/`)) await this.blobs.delete(o.key);
+  }
+
+  /**
+   * Copies a committed backup (archive, then manifest) into another region's
+   * store under the same keys, streamed (stores of different kinds), then
+   * reads the copy back and returns its size and sha256, for the caller to
+   * compare with the catalog. The ciphertext is copied as is: no key is needed.
+   */
+  async copyTo(target: BackupStore, ref: BackupRef, retention?: RetentionLock, onProgress?: (bytes: number) => void): Promise<{ sizeBytes: number; sha256: string }> {
+    const archive = BackupStore.archiveKey(ref);
+    const counted = new DigestStream(onProgress);
+    const source = await this.blobs.get(archive);
+    source.once('error', (err) => counted.destroy(err));
+    await target.blobs.put(archive, source.pipe(counted), { retention });
+    const manifestKey = BackupStore.manifestKey(ref);
+    await target.blobs.put(manifestKey, await this.blobs.get(manifestKey), { retention });
+    return hashStream(await target.blobs.get(archive));
+  }
+
+  /** The objects of a backup, for locks and holds. */
+  private objectsOf(ref: BackupRef): string[] {
+    return [BackupStore.archiveKey(ref), BackupStore.manifestKey(ref)];
+  }
+
+  /** Sets or lifts the store's legal hold on a backup's objects, where the store enforces locks; otherwise what the store can (read-only files). */
+  async setLegalHold(ref: BackupRef, on: boolean): Promise<void> {
+    for (const key of this.objectsOf(ref)) await this.blobs.setLegalHold(key, on);
+  }
+
+  /** The store's view of an archive's locks. */
+  async lockState(ref: BackupRef) {
+    return this.blobs.lockState(BackupStore.archiveKey(ref));
+  }
+
+  /** Lists a store's objects (for tests and tools that check nothing was left behind). */
+  async list(prefix: string): Promise<BlobInfo[]> {
+    return this.blobs.list(prefix);
   }
 }
 
-/** Size and sha256 of a local file, read in large blocks. */
-async function hashFile(file: string, onProgress?: (bytes: number) => void): Promise<{ sizeBytes: number; sha256: string }> {
+/** Pipes streams into each other and returns the last, whose reader sees every stage's error. */
+function pipeline_(...streams: (Readable | Transform)[]): Readable {
+  return pipelineCb(streams as unknown as [Readable, Transform], () => {}) as unknown as Readable;
+}
+
+/** Size and sha256 of a stream. */
+async function hashStream(stream: Readable, onProgress?: (bytes: number) => void): Promise<{ sizeBytes: number; sha256: string }> {
   const hash = createHash('sha256');
   let sizeBytes = 0;
-  for await (const chunk of createReadStream(file, { highWaterMark: HASH_READ_BYTES })) {
+  for await (const chunk of stream) {
     hash.update(chunk as Buffer);
     sizeBytes += (chunk as Buffer).length;
     onProgress?.(sizeBytes);
