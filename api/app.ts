@@ -14,6 +14,7 @@ import { backupsApp } from './routes/backups.js';
 import { divergenceApp } from './routes/divergence.js';
 import { eventsApp } from './routes/events.js';
 import { instancesApp } from './routes/instances.js';
+import { keysApp } from './routes/keys.js';
 import { regionsApp } from './routes/regions.js';
 import { runbooksApp } from './routes/runbooks.js';
 import { runsApp } from './routes/runs.js';
@@ -82,6 +83,7 @@ export function createApp(deps: ApiDeps) {
   v1.route('/runbooks', runbooksApp(deps));
   v1.route('/signoffs', signoffsApp(deps));
   v1.route('/regions', regionsApp(deps));
+  v1.route('/keys', keysApp(deps));
   v1.route('/events', eventsApp(deps));
   v1.openapi(
     createRoute({

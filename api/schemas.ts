@@ -1,6 +1,6 @@
 import { z } from '@hono/zod-openapi';
-import type { BackupRow, BackupScheduleRow, InstanceRow } from '../db/schema/index.js';
-import { Editions, InstanceTypes } from '../db/schema/index.js';
+import type { BackupCopyRow, BackupRow, BackupScheduleRow, InstanceRow } from '../db/schema/index.js';
+import { BackupLayouts, Editions, InstanceTypes } from '../db/schema/index.js';
 import { stalenessOf } from '../lib/staleness.js';
 
 /** DNS-label instance names; `--` is reserved for alternate endpoints (`<name>--s`). */
@@ -117,6 +117,18 @@ export function instanceDto(r: InstanceRow, defaultStaleHours: number, now = Dat
   };
 }
 
+/** Where one copy of a backup is: the home region (where it was taken) first, then each offsite copy. */
+export const BackupCopySchema = z
+  .object({
+    region: z.string(),
+    storeKind: z.string().nullable().openapi({ description: 'fs, s3 or azure; null when the region is not configured here' }),
+    status: z.enum(['home', 'pending', 'verified', 'failed']).openapi({ description: 'home: the region it was taken in; an offsite copy is pending until written, verified once read back and matched, or failed with its reason' }),
+    verifiedAt: z.string().nullable().openapi({ description: 'when an offsite copy was last read back and matched' }),
+    error: z.string().nullable(),
+  })
+  .openapi('BackupCopy');
+export type BackupCopyDto = z.infer<typeof BackupCopySchema>;
+
 export const BackupSchema = z
   .object({
     id: z.string(),
@@ -127,11 +139,26 @@ export const BackupSchema = z
     label: z.string().nullable(),
     status: z.string(),
     objectKey: z.string(),
+    layout: z.enum(BackupLayouts).openapi({ description: 'flat: an archive named <instance>-<yyyymmdd>-<hhmmss> (before object storage); v2: a folder per backup id' }),
     edition: z.string(),
     serverVersion: z.string().nullable(),
     sizeBytes: z.number().nullable(),
     sha256: z.string().nullable(),
     sequences: z.record(z.string(), z.string().nullable()).nullable(),
+    encryption: z
+      .object({ alg: z.string(), keyId: z.string().openapi({ description: 'the key-encryption key its data key is wrapped under (GET /v1/keys)' }) })
+      .nullable()
+      .openapi({ description: 'how the archive is encrypted; null: stored in clear. Never a key' }),
+    copies: z.array(BackupCopySchema).openapi({ description: 'where the backup is: its home region first, then each offsite copy' }),
+    offsiteVerifiedAt: z.string().nullable().openapi({ description: 'when the offsite copy was last read back and matched; a backup counts as good only with it' }),
+    hold: z
+      .object({ reason: z.string(), by: z.string(), at: z.string() })
+      .nullable()
+      .openapi({ description: 'legal hold: nothing removes the backup or its copies until an approver other than `by` releases it' }),
+    lock: z
+      .object({ until: z.string(), mode: z.string().nullable() })
+      .nullable()
+      .openapi({ description: "the store's own retention lock (S3 Object Lock) on its objects: they cannot be removed before `until`" }),
     error: z.string().nullable(),
     workflowId: z.string(),
     createdAt: z.string(),
@@ -141,9 +168,40 @@ export const BackupSchema = z
   .openapi('Backup');
 export type BackupDto = z.infer<typeof BackupSchema>;
 
-export function backupDto(b: BackupRow): BackupDto {
+/**
+ * A backup as the API shows it, with its offsite `copies` (rows of
+ * backup_copies) and `storeKindOf` naming a region's store kind. Built field by
+ * field: the wrapped data key and other internals never leave the catalog.
+ */
+export function backupDto(b: BackupRow, copies: readonly BackupCopyRow[] = [], storeKindOf: (region: string) => string | null = () => null): BackupDto {
   return {
-    ...b,
+    id: b.id,
+    instanceId: b.instanceId,
+    instanceName: b.instanceName,
+    region: b.region,
+    kind: b.kind,
+    label: b.label,
+    status: b.status,
+    objectKey: b.objectKey,
+    layout: b.layout,
+    edition: b.edition,
+    serverVersion: b.serverVersion,
+    sizeBytes: b.sizeBytes,
+    sha256: b.sha256,
+    sequences: b.sequences,
+    encryption: b.encryption ? { alg: b.encryption.alg, keyId: b.encryption.keyId } : null,
+    copies: [
+      { region: b.region, storeKind: storeKindOf(b.region), status: 'home' as const, verifiedAt: null, error: null },
+      ...copies
+        .filter((c) => c.backupId === b.id && c.region !== b.region)
+        .sort((x, y) => x.region.localeCompare(y.region))
+        .map((c) => ({ region: c.region, storeKind: c.storeKind, status: c.status, verifiedAt: c.verifiedAt?.toISOString() ?? null, error: c.error })),
+    ],
+    offsiteVerifiedAt: b.offsiteVerifiedAt?.toISOString() ?? null,
+    hold: b.heldAt ? { reason: b.holdReason ?? '', by: b.heldBy ?? 'unknown', at: b.heldAt.toISOString() } : null,
+    lock: b.lockedUntil ? { until: b.lockedUntil.toISOString(), mode: b.lockMode } : null,
+    error: b.error,
+    workflowId: b.workflowId,
     createdAt: b.createdAt.toISOString(),
     completedAt: b.completedAt?.toISOString() ?? null,
     expiresAt: b.expiresAt.toISOString(),

@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { auditCommand, divergenceCommand, eventsCommand, healthCommand, regionsCommand, whoamiCommand } from './commands/misc.js';
-import { backupCommand, backupsCommand, scheduleCommand } from './commands/backups.js';
+import { backupCommand, backupsCommand, keysCommand, scheduleCommand } from './commands/backups.js';
 import { instancesCommand } from './commands/instances.js';
 import { failbackCommand, failoverCommand, productionRestoreCommand, resetCommand, restoreCommand } from './commands/runbooks.js';
 import { runsCommand, signoffsCommand } from './commands/runs.js';
@@ -42,6 +42,7 @@ Examples:
   bcdr backup contoso-sandbox --label "before upgrade" --wait
   bcdr restore bk-… --into contoso-sandbox --wait && bcdr instances resume contoso-sandbox
   bcdr runs list --instance contoso-sandbox --status failed
+  bcdr backups hold bk-… -m "litigation hold, case 114"   (released by another approver: bcdr backups release)
   bcdr runs signoff production-restore-contoso-… approve -m "Checked the backup and the window."
   bcdr instances list --json | jq -r '.instances[].name'
 `;
@@ -64,6 +65,7 @@ export function buildProgram(): Command {
     backupCommand(),
     backupsCommand(),
     scheduleCommand(),
+    keysCommand(),
     restoreCommand(),
     resetCommand(),
     productionRestoreCommand(),

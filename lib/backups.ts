@@ -31,6 +31,10 @@ export function removalRefusal(b: Pick<BackupRow, 'id' | 'heldAt' | 'heldBy' | '
 export async function deleteBackup(db: Database, storeOf: (region: string) => BackupStore, b: BackupRow, actor: string, action = 'backup.delete'): Promise<void> {
   const refused = removalRefusal(b);
   if (refused) throw new BackupHeldError(refused);
+  const copies = await db.select().from(backupCopies).where(eq(backupCopies.backupId, b.id));
+  // A copy in a store that locks objects until the backup's expiry cannot go before then: refuse before anything changes.
+  const locked = copies.find((c) => c.status !== 'failed' && storeOf(c.region).locksInStore && b.expiresAt > new Date());
+  if (locked) throw new BackupHeldError(`backup ${b.id} has a copy in region ${locked.region} whose store locks it until ${b.expiresAt.toISOString()}; it cannot be removed before then`);
   const marked = await db
     .update(backups)
     .set({ status: 'deleting', expiresAt: sql`least(${backups.expiresAt}, now())` })
@@ -42,7 +46,6 @@ export async function deleteBackup(db: Database, storeOf: (region: string) => Ba
     throw new BackupHeldError(removalRefusal(now) ?? `backup ${b.id} changed while it was being deleted`);
   }
   const ref = backupRef(b);
-  const copies = await db.select().from(backupCopies).where(eq(backupCopies.backupId, b.id));
   for (const c of copies) await storeOf(c.region).remove(ref);
   await storeOf(b.region).remove(ref);
   await db.transaction(async (tx) => {

@@ -1,9 +1,9 @@
-import { eq, sql } from 'drizzle-orm';
+import { eq, isNotNull, sql } from 'drizzle-orm';
 import type { MiddlewareHandler } from 'hono';
 import { routePath } from 'hono/route';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Database } from '../db/client.js';
-import { instances, replicas, signoffs } from '../db/schema/index.js';
+import { backupCopies, backups, CopyStatuses, instances, replicas, signoffs } from '../db/schema/index.js';
 import { stalenessOf } from './staleness.js';
 
 /**
@@ -34,12 +34,16 @@ export function apiMetrics(opts: { db: Database; defaultStaleHours: number; proc
   const lagCheckAge = new Gauge({ name: 'bcdr_replication_check_age_seconds', help: 'Seconds since the region monitor last measured the instance\'s replication', labelNames: ['instance'] as const, registers: [registry] });
   const instancesByState = new Gauge({ name: 'bcdr_instances', help: 'Instances by type and state', labelNames: ['type', 'state'] as const, registers: [registry] });
   const pending = new Gauge({ name: 'bcdr_signoffs_pending', help: 'Sign-offs waiting for an approver', registers: [registry] });
+  const copies = new Gauge({ name: 'bcdr_backup_copies', help: 'Offsite copies of backups by status: pending (being written), verified (read back and matched), failed', labelNames: ['status'] as const, registers: [registry] });
+  const held = new Gauge({ name: 'bcdr_backups_held', help: 'Backups on legal hold (nothing removes them until released)', registers: [registry] });
 
   const collectCatalog = async () => {
-    const [rows, reps, [waiting]] = await Promise.all([
+    const [rows, reps, [waiting], copyCounts, [heldN]] = await Promise.all([
       opts.db.select().from(instances),
       opts.db.select().from(replicas),
       opts.db.select({ n: sql<number>`count(*)::int` }).from(signoffs).where(eq(signoffs.status, 'pending')),
+      opts.db.select({ status: backupCopies.status, n: sql<number>`count(*)::int` }).from(backupCopies).groupBy(backupCopies.status),
+      opts.db.select({ n: sql<number>`count(*)::int` }).from(backups).where(isNotNull(backups.heldAt)),
     ]);
     const now = Date.now();
     for (const g of [backupAge, stale, staleThreshold, lagBytes, lagSeconds, lagCheckAge, instancesByState]) g.reset();
@@ -70,6 +74,9 @@ export function apiMetrics(opts: { db: Database; defaultStaleHours: number; proc
       if (rep.checkedAt) lagCheckAge.set({ instance }, (now - rep.checkedAt.getTime()) / 1000);
     }
     pending.set(waiting?.n ?? 0);
+    // Every status always present (0 when none), so an alert on failed copies sees the series.
+    for (const status of CopyStatuses) copies.set({ status }, copyCounts.find((c) => c.status === status)?.n ?? 0);
+    held.set(heldN?.n ?? 0);
   };
 
   /** Counts and times every request by its route pattern (`/v1/runs/:id`), never its path. */

@@ -12,7 +12,8 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, type TokenConfig } from '../lib/config.js';
 import { projectRoot } from '../lib/paths.js';
-import { portIsFree, prepareLocalStack, freePort, startCluster, startTemporal, stopChild, waitFor, type PgCluster, type TemporalServer } from './lib/services.js';
+import { portIsFree, prepareLocalStack, freePort, startCluster, startLocalStores, startTemporal, stopChild, waitFor, type LocalStores, type PgCluster, type TemporalServer } from './lib/services.js';
+import { ensureVersitygw } from './lib/s3-server.js';
 import { ensurePostgres, ensureTemporalCli, MissingToolError } from './lib/tools.js';
 
 const { values: args } = parseArgs({
@@ -144,7 +145,7 @@ function supervise(name: string, entry: string, env: NodeJS.ProcessEnv, graceMs:
 }
 
 const clusters: PgCluster[] = [];
-const running: { temporal?: TemporalServer } = {};
+const running: { temporal?: TemporalServer; stores?: LocalStores } = {};
 /** What to stop, registered the moment each service exists (before it is ready), in start order. */
 const stoppers: (() => Promise<void>)[] = [];
 let stopping = false;
@@ -193,6 +194,14 @@ async function main(): Promise<void> {
     cluster('catalog', ports.catalog),
     cluster('primary', ports.primary),
     cluster('secondary', ports.secondary),
+    startLocalStores({
+      dataDir: path.join(dataDir, 'stores'),
+      blobRoot: path.join(dataDir, 'blobs'),
+      logDir: logsDir,
+      versitygw: ensureVersitygw(say),
+      objectLock: process.env.BCDR_OBJECT_LOCK === 'true',
+      onSpawn: (child) => stoppers.push(() => stopChild(child, 10_000)),
+    }).then((s) => (running.stores = s)),
   ]);
   const failure = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failure) throw failure.reason;
@@ -200,7 +209,7 @@ async function main(): Promise<void> {
   const [catalog, primary, secondary] = ['catalog', 'primary', 'secondary'].map((n) => clusters.find((c) => c.name === n)!) as [PgCluster, PgCluster, PgCluster];
 
   const env: Record<string, string> = {
-    ...(await prepareLocalStack({ temporal, catalog, primary, secondary, pgBin, blobRoot: path.join(dataDir, 'blobs'), taskQueue: process.env.TEMPORAL_TASK_QUEUE ?? 'bcdr' })),
+    ...(await prepareLocalStack({ temporal, catalog, primary, secondary, pgBin, blobRoot: path.join(dataDir, 'blobs'), taskQueue: process.env.TEMPORAL_TASK_QUEUE ?? 'bcdr', stores: running.stores })),
     API_TOKENS: process.env.API_TOKENS ?? JSON.stringify(devTokens),
     API_HOST: process.env.API_HOST ?? '127.0.0.1',
     API_PORT: String(ports.api),

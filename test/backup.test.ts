@@ -1,10 +1,13 @@
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backups, backupSchedules } from '../db/schema/index.js';
+import { backupCopies, backups, backupSchedules } from '../db/schema/index.js';
+import { backupRef } from '../lib/backups.js';
 import { BackupStore } from '../lib/storage/backup-store.js';
 import { backupNow, createInstance, openContext, seedRows, uniqueName, type TestContext } from './helpers.js';
 import { recordHistory } from './record.js';
@@ -17,7 +20,11 @@ afterAll(async () => {
   await ctx.close();
 });
 
-const blobDir = (region: string) => ctx.cfg.REGIONS.find((r) => r.name === region)!.blobDir;
+const blobDir = (region: string) => {
+  const store = ctx.cfg.REGIONS.find((r) => r.name === region)!.store;
+  if (store.kind !== 'fs') throw new Error(`region ${region} is not on the filesystem`);
+  return store.dir;
+};
 
 describe('on-demand backup', () => {
   it('produces an archive pg_restore accepts, whose sha256 matches the manifest and the catalog', async () => {
@@ -30,13 +37,14 @@ describe('on-demand backup', () => {
     expect(row.status).toBe('completed');
     expect(row.kind).toBe('on_demand');
     expect(row.label).toBe('before upgrade');
-    expect(row.objectKey).toMatch(new RegExp(`^${name}-\\d{8}-\\d{6}$`));
+    expect(row.objectKey).toBe(`backups/${name}/${row.id}`);
+    expect(row.archiveKey).toMatch(new RegExp(`^backups/${name}/${row.id}/archive\\.[0-9a-f]{8}$`));
     expect(row.sizeBytes).toBeGreaterThan(1000);
 
-    const archive = path.join(blobDir('primary'), row.objectKey);
+    const archive = path.join(blobDir('primary'), row.archiveKey!);
     const bytes = readFileSync(archive);
     const sha = createHash('sha256').update(bytes).digest('hex');
-    const manifest = JSON.parse(readFileSync(path.join(blobDir('primary'), BackupStore.manifestKey(row.objectKey)), 'utf8'));
+    const manifest = JSON.parse(readFileSync(path.join(blobDir('primary'), BackupStore.manifestKey(row)), 'utf8'));
     expect(sha).toBe(row.sha256);
     expect(manifest.sha256).toBe(sha);
     expect(manifest.sizeBytes).toBe(bytes.length);
@@ -45,7 +53,16 @@ describe('on-demand backup', () => {
     expect(manifest.serverVersion).toMatch(/^\d+/);
     expect(manifest.sequences['public.orders_id_seq']).toBe('5000');
 
-    const list = spawnSync(path.join(ctx.cfg.PG_BIN_DIR!, 'pg_restore'), ['--list', archive], { encoding: 'utf8' });
+    // Stored encrypted: no archive magic, no table data in clear; decrypted, it is an archive pg_restore reads.
+    expect(bytes.subarray(0, 5).toString('latin1')).not.toBe('PGDMP');
+    expect(bytes.includes(Buffer.from('orders'))).toBe(false);
+    expect(row.encryption?.keyId).toBe(ctx.cfg.BACKUP_KEY_ACTIVE);
+    expect(manifest.encryption).toEqual(row.encryption);
+    const plain = path.join(os.tmpdir(), `${row.id}.dump`);
+    await pipeline(await ctx.regions.get('primary')!.backups.openArchive(backupRef(row), row.encryption, { sizeBytes: row.sizeBytes!, sha256: row.sha256! }), createWriteStream(plain));
+    expect(readFileSync(plain).subarray(0, 5).toString('latin1')).toBe('PGDMP');
+    const list = spawnSync(path.join(ctx.cfg.PG_BIN_DIR!, 'pg_restore'), ['--list', plain], { encoding: 'utf8' });
+    rmSync(plain, { force: true });
     expect(list.status).toBe(0);
     expect(list.stdout).toMatch(/TABLE DATA public orders/);
 
@@ -55,7 +72,11 @@ describe('on-demand backup', () => {
 
     const run = await ctx.call('GET', `/v1/runs/${response.run.workflowId}`);
     expect(run.body).toMatchObject({ status: 'completed', runbook: 'on-demand-backup', instanceId: inst.id, step: 'completed' });
-    expect(run.body.stepsDone).toEqual(['lock-instance', 'record-backup', 'dump', 'retention']);
+    expect(run.body.stepsDone).toEqual(['lock-instance', 'record-backup', 'dump', 'offsite-copy', 'retention']);
+    // The offsite copy in the paired region (another store kind) is verified, and the instance counts it as a good backup.
+    const copy = await ctx.db.select().from(backupCopies).where(eq(backupCopies.backupId, row.id));
+    expect(copy).toMatchObject([{ region: 'secondary', status: 'verified', sha256: row.sha256, sizeBytes: row.sizeBytes }]);
+    expect(await ctx.regions.get('secondary')!.backups.checksum(backupRef(row))).toEqual({ sizeBytes: row.sizeBytes, sha256: row.sha256 });
     await recordHistory(ctx, response.run.workflowId, 'on-demand-backup');
     // Secrets never reach a workflow history: the live one holds no connection string or token.
     const { historyToJSON } = await import('@temporalio/common/lib/proto-utils.js');

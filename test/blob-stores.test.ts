@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -13,7 +13,6 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ObjectLockedError, ObjectNotFoundError, type LockMode } from '../lib/storage/blob-store.js';
 import { FsBlobStore } from '../lib/storage/fs-blob-store.js';
-import { FsObjectStore } from '../lib/storage/fs-object-store.js';
 import { S3BlobStore } from '../lib/storage/s3-blob-store.js';
 import { s3StoreSchema, type S3StoreConfig } from '../lib/storage/store-config.js';
 import { createBucket, ensureVersitygw, s3ClientFor, startS3Server, type S3Server } from '../scripts/lib/s3-server.js';
@@ -40,11 +39,12 @@ describe('FsBlobStore specifics', () => {
 
   it('reads, lists and deletes what the old FsObjectStore wrote, under the same flat keys', async () => {
     const root = fresh();
-    const old = new FsObjectStore(root);
-    await old.put('contoso-20260304-050607', Readable.from([Buffer.from('dump')]));
-    await old.put('contoso-20260304-050607.manifest.json', Readable.from([Buffer.from('{}')]));
-    await old.pinLocal('contoso-20260304-050607', 'restore1');
-    // An unfinished write the old store left behind (a killed writer).
+    // The old FsObjectStore's layout: flat files in the root, hard-link pins in `.pinned`, and an
+    // unfinished write of a killed writer as `.<key>.<uuid>.partial`.
+    mkdirSync(path.join(root, '.pinned'), { recursive: true });
+    writeFileSync(path.join(root, 'contoso-20260304-050607'), 'dump');
+    writeFileSync(path.join(root, 'contoso-20260304-050607.manifest.json'), '{}');
+    linkSync(path.join(root, 'contoso-20260304-050607'), path.join(root, '.pinned', 'contoso-20260304-050607.restore1'));
     writeFileSync(path.join(root, `.contoso-20260305-000000.${randomUUID()}.partial`), 'half');
     const store = new FsBlobStore(root);
     expect((await store.list('')).map((o) => o.key)).toEqual(['contoso-20260304-050607', 'contoso-20260304-050607.manifest.json']);
@@ -240,6 +240,27 @@ describe('S3BlobStore specifics (versitygw)', () => {
       if (mode === 'GOVERNANCE') await rawDelete(key, versionId!, true); // the privileged way out, for cleanup
     });
   }
+
+  it('sends a checksum with every locked PutObject and UploadPart (Object Lock requires one; versitygw does not check)', async () => {
+    const probe = new S3BlobStore(s3Config(srv, { prefix: 'specific/' }), credEnv(srv));
+    const seen: { op: string; checksum: boolean }[] = [];
+    probe.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const headers = (args.request as { headers: Record<string, string> }).headers;
+        seen.push({ op: context.commandName ?? '', checksum: Boolean(headers['content-md5'] || headers['x-amz-checksum-crc32'] || headers['x-amz-checksum-crc32c'] || headers['x-amz-checksum-sha256']) });
+        return next(args);
+      },
+      { step: 'finalizeRequest', priority: 'low', name: 'checksumProbe' },
+    );
+    const retention = { mode: 'GOVERNANCE' as const, retainUntil: new Date(Date.now() + 60_000) };
+    await probe.put('checksum/small', Readable.from([Buffer.from('small')]), { retention });
+    await probe.put('checksum/multipart', generatedStream(20 * MiB), { retention });
+    const bodies = seen.filter((s) => s.op === 'PutObjectCommand' || s.op === 'UploadPartCommand');
+    expect(bodies.map((s) => s.op)).toEqual(['PutObjectCommand', 'UploadPartCommand', 'UploadPartCommand', 'UploadPartCommand']);
+    expect(bodies.every((s) => s.checksum)).toBe(true);
+    probe.client.destroy();
+    for (const key of ['checksum/small', 'checksum/multipart']) for (const v of await versionsOf(key)) await rawDelete(key, v, true);
+  });
 
   it('maps the server refusal to ObjectLockedError when the store does not check locks first', async () => {
     const key = 'retained/unchecked.dump';

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { backups } from '../db/schema/index.js';
+import { backupRef } from '../lib/backups.js';
 import { BackupStore } from '../lib/storage/backup-store.js';
 import { activityEnv, createInstance, openContext, runActivity, uniqueName, type TestContext } from './helpers.js';
 
@@ -15,7 +16,20 @@ afterAll(async () => {
   await ctx.close();
 });
 
-const blobDir = () => ctx.cfg.REGIONS.find((r) => r.name === 'primary')!.blobDir;
+/** Region primary keeps its backups in a folder: where a dump's unfinished upload shows. */
+const blobDir = () => {
+  const store = ctx.cfg.REGIONS.find((r) => r.name === 'primary')!.store;
+  if (store.kind !== 'fs') throw new Error('these tests expect region primary on the filesystem');
+  return store.dir;
+};
+
+/** The unfinished upload (a hidden `.partial` file) in a backup's folder, if any. */
+function partialIn(objectKey: string): string | undefined {
+  const dir = path.join(blobDir(), objectKey);
+  if (!existsSync(dir)) return undefined;
+  const f = readdirSync(dir).find((n) => n.startsWith('.') && n.endsWith('.partial'));
+  return f && path.join(dir, f);
+}
 
 
 function pgbenchInit(db: string, scale: number) {
@@ -40,12 +54,14 @@ async function expectExactlyOneCompleted(instanceId: string, name: string, objec
   expect(rows).toHaveLength(1);
   expect(rows[0]!.status).toBe('completed');
   const store = ctx.regions.get('primary')!.backups;
-  expect((await store.objects.list(name)).map((o) => o.key).sort()).toEqual([objectKey, BackupStore.manifestKey(objectKey)].sort());
-  expect(await store.objects.listIncomplete(name)).toEqual([]);
-  const actual = await store.checksum(objectKey);
+  const ref = backupRef(rows[0]!);
+  expect(ref.objectKey).toBe(objectKey);
+  expect((await store.list(`${objectKey}/`)).map((o) => o.key).sort()).toEqual([rows[0]!.archiveKey, BackupStore.manifestKey(ref)].sort());
+  expect(await store.blobs.listIncomplete(`backups/${name}/`)).toEqual([]);
+  const actual = await store.checksum(ref);
   expect(actual.sha256).toBe(rows[0]!.sha256);
   expect(actual.sizeBytes).toBe(rows[0]!.sizeBytes);
-  const manifest = await store.readManifest(objectKey);
+  const manifest = await store.readManifest(ref);
   expect(manifest?.sha256).toBe(rows[0]!.sha256);
 }
 
@@ -61,12 +77,12 @@ describe('dump retries', () => {
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
 
     // Wait until the archive is part written, then kill the process outright, as a crashed worker.
-    const partial = () => readdirSync(blobDir()).find((f) => f.startsWith(`.${objectKey}.`) && f.endsWith('.partial'));
+    const partial = () => partialIn(objectKey);
     const deadline = Date.now() + 60_000;
     let killedMidway = false;
     while (Date.now() < deadline && child.exitCode === null) {
-      const p = existsSync(blobDir()) ? partial() : undefined;
-      if (p && statSync(path.join(blobDir(), p)).size > 64 * 1024) {
+      const p = partial();
+      if (p && statSync(p).size > 64 * 1024) {
         child.kill('SIGKILL');
         killedMidway = true;
         break;
@@ -77,7 +93,7 @@ describe('dump retries', () => {
     expect(killedMidway, `dump finished before it could be killed: ${stderr}`).toBe(true);
     // The kill left a partial write behind and the backup still pending: the state a retry must repair.
     expect(partial()).toBeDefined();
-    expect(existsSync(path.join(blobDir(), objectKey))).toBe(false);
+    expect(await ctx.regions.get('primary')!.backups.list(`${objectKey}/`)).toEqual([]);
     const [pending] = await ctx.db.select().from(backups).where(eq(backups.id, backupId));
     expect(pending!.status).toBe('pending');
 
@@ -100,14 +116,13 @@ describe('dump retries', () => {
     const deadline = Date.now() + 60_000;
     let cancelledMidway = false;
     while (Date.now() < deadline) {
-      const names = existsSync(blobDir()) ? readdirSync(blobDir()) : [];
-      const p = names.find((f) => f.startsWith(`.${objectKey}.`) && f.endsWith('.partial'));
-      if (p && statSync(path.join(blobDir(), p)).size > 64 * 1024) {
+      const p = partialIn(objectKey);
+      if (p && statSync(p).size > 64 * 1024) {
         env.cancel();
         cancelledMidway = true;
         break;
       }
-      if (names.includes(objectKey)) break;
+      if ((await ctx.regions.get('primary')!.backups.list(`${objectKey}/`)).length) break;
       await new Promise((r) => setTimeout(r, 10));
     }
     expect(cancelledMidway, 'dump finished before it could be cancelled').toBe(true);

@@ -65,8 +65,7 @@ describe('one runbook per instance', () => {
     expect(res.body.status).toBe('failed');
     expect(res.body.error).toMatch(/abandoned/);
     expect(await ctx.regions.get('primary')!.backups.keysOf(res.body.objectKey)).toEqual([]);
-    const store = ctx.regions.get('primary')!.backups.objects;
-    expect(await store.listIncomplete(name)).toEqual([]);
+    expect(await ctx.regions.get('primary')!.backups.blobs.listIncomplete(`backups/${name}/`)).toEqual([]);
   });
 
   it('lets a scheduled backup wait for a runbook holding the instance instead of losing the day', async () => {

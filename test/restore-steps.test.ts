@@ -1,8 +1,8 @@
-import { existsSync } from 'node:fs';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { restoreNames } from '../activities/names.js';
-import { instances } from '../db/schema/index.js';
+import { backupReaders, instances } from '../db/schema/index.js';
+import { addReader, liveReaders, removeReader } from '../lib/backups.js';
 import { backupNow, canConnect, contentChecksums, createInstance, databasesLike, openContext, runActivity, seedMixed, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
 
 /**
@@ -132,22 +132,21 @@ describe('restore steps retried after a crash', () => {
     expect(await databasesLike(ctx, t.name)).toEqual([]);
   });
 
-  it('sweeps the archive pins of runs that ended without releasing them, and keeps those of running runs', async () => {
+  it('sweeps the archive readers of runs that ended without releasing them, and keeps those of running runs', async () => {
     const t = await setup('pin');
-    const objects = ctx.regions.get(t.backup.region)!.backups.objects;
-    const pinned = await objects.pinLocal(t.backup.objectKey, 'restore-terminated-long-ago');
-    // A run that is still going (a swap waiting for sign-off) keeps its pin.
+    await addReader(ctx.db, t.backup.id, 'restore-terminated-long-ago');
+    // A run that is still going (a swap waiting for sign-off) keeps its reader.
     const prod = await createInstance(ctx, uniqueName('pinp'), { type: 'production' });
     const swap = await ctx.call('POST', '/v1/runbooks/production-restore', { body: { production: prod.id, sandbox: t.target.id, requireSignoff: true } });
     const live = swap.body.run.workflowId as string;
-    await objects.pinLocal(t.backup.objectKey, live);
+    await addReader(ctx.db, t.backup.id, live);
+    expect(await liveReaders(ctx.db, ctx.temporal, t.backup.id)).toEqual([live]);
     const removed = await t.run(t.a.sweepStalePins);
     expect(removed).toBeGreaterThanOrEqual(1);
-    const left = (await objects.listPins()).filter((p) => p.key === t.backup.objectKey).map((p) => p.readerId);
+    const left = (await ctx.db.select().from(backupReaders).where(eq(backupReaders.backupId, t.backup.id))).map((r) => r.readerId);
     expect(left).toEqual([live]);
-    expect(existsSync(pinned)).toBe(false);
     await ctx.call('POST', `/v1/runs/${live}/cancel`);
     await ctx.temporal.workflow.getHandle(live).result().catch(() => {});
-    await objects.unpinLocal(t.backup.objectKey, live);
+    await removeReader(ctx.db, t.backup.id, live);
   });
 });

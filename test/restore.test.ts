@@ -188,7 +188,9 @@ describe('restore refusals', () => {
 describe('restore failures', () => {
   it('refuses a corrupt archive before the target is touched: its data and state are unchanged and no staging copy is left', async () => {
     const src = await sourceWithBackup('corrupt');
-    const file = path.join(ctx.cfg.REGIONS.find((r) => r.name === src.backup.region)!.blobDir, src.backup.objectKey);
+    const home = ctx.cfg.REGIONS.find((r) => r.name === src.backup.region)!.store;
+    if (home.kind !== 'fs') throw new Error('this test flips a byte of a backup in a filesystem store');
+    const file = path.join(home.dir, src.backup.archiveKey!);
     const bytes = readFileSync(file);
     const at = Math.floor(bytes.length / 2);
     bytes.writeUInt8(bytes.readUInt8(at) ^ 0x01, at); // one flipped bit, same size

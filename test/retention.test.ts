@@ -28,7 +28,7 @@ async function threeBackups(prefix: string) {
 }
 
 const expireAll = (instanceId: string) => ctx.db.update(backups).set({ expiresAt: sql`now() - interval '1 minute'` }).where(eq(backups.instanceId, instanceId));
-const storedKeys = async (name: string) => (await ctx.regions.get('primary')!.backups.objects.list(name)).map((o) => o.key);
+const storedKeys = async (name: string) => (await ctx.regions.get('primary')!.backups.list(`backups/${name}/`)).map((o) => o.key);
 
 describe('retention', () => {
   it('deletes only expired backups: archive, manifest and record', async () => {

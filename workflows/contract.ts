@@ -17,6 +17,8 @@ export const Runbooks = {
   regionMonitor: 'region-monitor',
   regionFailover: 'region-failover',
   failback: 'failback',
+  /** Rewraps every backup's data key under the active backup key (key rotation); archives are not re-encrypted. */
+  rotateKeys: 'rotate-keys',
 } as const;
 export type Runbook = (typeof Runbooks)[keyof typeof Runbooks];
 
@@ -263,6 +265,30 @@ export interface FailbackResult {
   warnings: string[];
 }
 
+/** Input of the key rotation runbook; the rest is where a run resumes after continue-as-new, and what it has done so far. */
+export interface RotateKeysInput {
+  requestedBy: string;
+  /** Backups listed per page (one page per run history; default 100). */
+  pageSize?: number;
+  after?: string;
+  rewrapped?: number;
+  already?: number;
+  skipped?: number;
+  failed?: number;
+  failures?: { backupId: string; keyId: string | null; error: string }[];
+}
+
+/** How a key rotation ended: how many backups were rewrapped, and which failed (with the key id they are under). */
+export interface RotateKeysResult {
+  activeKeyId: string | null;
+  rewrapped: number;
+  already: number;
+  skipped: number;
+  failed: number;
+  /** The failed backups (the last 1,000). */
+  failures: { backupId: string; keyId: string | null; error: string }[];
+}
+
 /** Workflow ids: deterministic where the caller knows the subject, so a repeated start is refused, not doubled. */
 export const workflowIds = {
   onDemandBackup: (backupId: string) => `on-demand-backup-${backupId}`,
@@ -275,4 +301,5 @@ export const workflowIds = {
   regionMonitor: (region: string) => `region-monitor-${region}`,
   regionFailover: (region: string, suffix: string) => `region-failover-${region}-${suffix}`,
   failback: (region: string, suffix: string) => `failback-${region}-${suffix}`,
+  rotateKeys: (id: string) => `rotate-keys-${id}`,
 } as const;

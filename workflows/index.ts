@@ -5,3 +5,4 @@ export { retentionSweepWorkflow } from './retention.js';
 export { restoreWorkflow, resetWorkflow, dropRetiredWorkflow } from './restore.js';
 export { productionRestoreWorkflow } from './production-restore.js';
 export { geoSecondaryWorkflow, regionMonitorWorkflow, regionFailoverWorkflow, failbackWorkflow } from './failover.js';
+export { rotateBackupKeysWorkflow } from './keys.js';

@@ -204,6 +204,30 @@ export function FleetPage(
 
 // ---------------------------------------------------------------- instance
 
+/** Where a backup is: each region, its copy's status and when it was last verified. */
+function BackupCopies(p: { copies: BackupView['copies'] }) {
+  return (
+    <>
+      {p.copies.map((c) => (
+        <div class="small" data-copy={clean(c.region, 100)}>
+          {clean(c.region, 100)}
+          {c.storeKind ? <span class="muted"> ({clean(c.storeKind, 20)})</span> : null}{' '}
+          {c.status === 'home' ? <span class="badge">home</span> : <StateBadge state={c.status} />}
+          {c.verifiedAt ? (
+            <>
+              {' '}
+              <span class="muted">
+                verified <When at={c.verifiedAt} />
+              </span>
+            </>
+          ) : null}
+          {c.error ? <div class="muted">{clean(c.error, 300)}</div> : null}
+        </div>
+      ))}
+    </>
+  );
+}
+
 export function InstancePage(
   p: PageBase & { inst: InstanceDetailView; backups: BackupView[] | null; runs: RunSummaryView[] | null; docs: RunbookDocs; uiLink: (workflowId: string) => string },
 ) {
@@ -318,6 +342,8 @@ export function InstancePage(
               <th>Label</th>
               <th>Status</th>
               <th>Size</th>
+              <th>Copies</th>
+              <th>Key</th>
               <th>Expires</th>
               <th>Run</th>
             </tr>
@@ -334,12 +360,25 @@ export function InstancePage(
                 <td class="label">{b.label === null ? <span class="muted">—</span> : clean(b.label, 300)}</td>
                 <td>
                   <StateBadge state={b.status} />
+                  {b.hold ? (
+                    <>
+                      {' '}
+                      <span class="badge bad" data-held="true" title={`legal hold by ${clean(b.hold.by, 100)} since ${b.hold.at}: ${clean(b.hold.reason, 500)}`}>
+                        held
+                      </span>
+                    </>
+                  ) : null}
+                  {b.lock ? <div class="muted small">locked until <When at={b.lock.until} /></div> : null}
                   {b.error ? <div class="small">{clean(b.error, 500)}</div> : null}
                 </td>
                 <td>
                   {formatBytes(b.sizeBytes)}
                   {b.sha256 ? <div class="muted small">sha256 {clean(b.sha256.slice(0, 12), 20)}…</div> : null}
                 </td>
+                <td data-copies>
+                  <BackupCopies copies={b.copies} />
+                </td>
+                <td data-key>{b.encryption ? <code>{clean(b.encryption.keyId, 100)}</code> : <span class="muted">clear</span>}</td>
                 <td>
                   <When at={b.expiresAt} />
                 </td>

@@ -1,17 +1,42 @@
 import { Command } from 'commander';
 import { act, followStarted, parse, type RunRef } from '../context.js';
-import { bytes, kv, table, trunc, when } from '../format.js';
+import { bytes, kv, table, text, trunc, when } from '../format.js';
 import { seg, UsageError } from '../http.js';
 
 interface Backup {
   id: string;
   instanceName: string;
+  region: string;
   kind: string;
   label: string | null;
   status: string;
   sizeBytes: number | null;
   createdAt: string;
   expiresAt: string;
+  encryption?: { alg: string; keyId: string } | null;
+  copies?: { region: string; storeKind: string | null; status: string; verifiedAt: string | null; error: string | null }[];
+  hold?: { reason: string; by: string; at: string } | null;
+  lock?: { until: string; mode: string | null } | null;
+}
+
+/** A backup for people: its fields (key id, hold, lock among them), then where its copies are. */
+export function backupText(b: Backup): string {
+  const { copies, encryption, hold, lock, ...rest } = b;
+  const parts = [
+    kv({
+      ...rest,
+      encryption: encryption ? `${encryption.alg}, key ${encryption.keyId}` : 'none (stored in clear)',
+      hold: hold ? `held by ${hold.by} since ${when(hold.at)}: ${hold.reason}` : 'none',
+      lock: lock ? `${lock.mode ?? 'retention'} lock until ${when(lock.until)}` : 'none',
+    }),
+  ];
+  if (copies?.length) parts.push(table(['region', 'store', 'copy', 'verified', 'error'], copies.map((c) => [c.region, c.storeKind, c.status, when(c.verifiedAt), trunc(c.error, 60)])));
+  return parts.join('\n\n');
+}
+
+/** `-m, --reason <text>`: why a hold is set or released (kept in the audit trail). */
+function reasonOption(cmd: Command): Command {
+  return cmd.requiredOption('-m, --reason <text>', 'why (one line, at most 500 characters; kept in the audit trail)');
 }
 
 /** `bcdr backup <instance> --label …`: the on-demand backup runbook (POST /v1/instances/:id/backups). */
@@ -48,8 +73,19 @@ export function backupsCommand(): Command {
         ctx.print(body, () =>
           body.backups.length
             ? table(
-                ['id', 'kind', 'status', 'size', 'label', 'created', 'expires'],
-                body.backups.map((b) => [b.id, b.kind, b.status, bytes(b.sizeBytes), trunc(b.label, 40), when(b.createdAt), when(b.expiresAt)]),
+                ['id', 'kind', 'status', 'size', 'label', 'created', 'expires', 'key', 'copies', 'held'],
+                body.backups.map((b) => [
+                  b.id,
+                  b.kind,
+                  b.status,
+                  bytes(b.sizeBytes),
+                  trunc(b.label, 40),
+                  when(b.createdAt),
+                  when(b.expiresAt),
+                  b.encryption?.keyId,
+                  (b.copies ?? []).filter((c) => c.status !== 'home').map((c) => `${c.region}:${c.status}`),
+                  b.hold ? 'held' : '',
+                ]),
               )
             : 'no backups',
         );
@@ -59,14 +95,38 @@ export function backupsCommand(): Command {
   cmd
     .command('get')
     .alias('show')
-    .description('show a backup: status, size, sha256, sequences, expiry')
+    .description('show a backup: status, size, sha256, sequences, expiry, encryption key id, hold, lock and its copies')
     .argument('<backup>', 'backup id (bk-…)')
     .action(
       act(async (ctx, id: string) => {
-        const { body } = await ctx.api.get(`/v1/backups/${seg(id)}`);
-        ctx.print(body, () => kv(body));
+        const { body } = await ctx.api.get<Backup>(`/v1/backups/${seg(id)}`);
+        ctx.print(body, () => backupText(body));
       }),
     );
+
+  reasonOption(
+    cmd
+      .command('hold')
+      .description('put a completed backup on legal hold: nothing removes it or its copies until another approver releases it (operator role)')
+      .argument('<backup>', 'backup id'),
+  ).action(
+    act(async (ctx, id: string, o: { reason: string }) => {
+      const { body } = await ctx.api.post<Backup>(`/v1/backups/${seg(id)}/hold`, { reason: o.reason });
+      ctx.print(body, () => `backup ${body.id} is on legal hold\n${backupText(body)}`);
+    }),
+  );
+
+  reasonOption(
+    cmd
+      .command('release')
+      .description("release a backup's legal hold (approver role; never the one who set it: four eyes)")
+      .argument('<backup>', 'backup id'),
+  ).action(
+    act(async (ctx, id: string, o: { reason: string }) => {
+      const { body } = await ctx.api.post<Backup>(`/v1/backups/${seg(id)}/release`, { reason: o.reason });
+      ctx.print(body, () => `backup ${body.id} is released from legal hold`);
+    }),
+  );
 
   addCreate(cmd.command('create'));
 
@@ -136,6 +196,50 @@ export function scheduleCommand(): Command {
         if (!Object.keys(body).length) throw new UsageError('nothing to change: give at least one option (see bcdr schedule set --help)');
         const res = await ctx.api.put(`/v1/instances/${seg(id)}/backup-schedule`, body);
         ctx.print(res.body, () => `schedule updated\n${kv(res.body)}`);
+      }),
+    );
+
+  return cmd;
+}
+
+interface Keys {
+  activeKeyId: string | null;
+  keys: { id: string; active: boolean; configured: boolean; backups: number }[];
+  unencryptedBackups: number;
+  toRewrap: number;
+}
+
+/** `bcdr keys`: the backup keys (ids and use, never material) and key rotation (the rotate-keys runbook). */
+export function keysCommand(): Command {
+  const cmd = new Command('keys').description('backup encryption keys: list (ids and use, never key material), rotate');
+
+  cmd
+    .command('list', { isDefault: true })
+    .alias('ls')
+    .description('key ids configured, the active one, and how many backups use each')
+    .action(
+      act(async (ctx) => {
+        const { body } = await ctx.api.get<Keys>('/v1/keys');
+        ctx.print(body, () =>
+          [
+            table(
+              ['key', 'active', 'configured', 'backups'],
+              body.keys.map((k) => [k.id, k.active ? 'yes' : '', k.configured ? 'yes' : 'MISSING', k.backups]),
+            ),
+            `active: ${text(body.activeKeyId)} · in clear: ${body.unencryptedBackups} · to rewrap: ${body.toRewrap}`,
+          ].join('\n'),
+        );
+      }),
+    );
+
+  cmd
+    .command('rotate')
+    .description("rewrap every backup's data key under the active key (approver role); archives are not re-encrypted")
+    .option('-w, --wait', 'follow the run to its end: progress on stderr, then the result with rewrapped and failed counts (exit 1 unless it completes)')
+    .action(
+      act(async (ctx, o: { wait?: boolean }) => {
+        const { body } = await ctx.api.post<{ run: RunRef }>('/v1/keys/rotate');
+        return followStarted(ctx, body, body.run, o.wait, () => `key rotation started: run ${body.run.workflowId}`);
       }),
     );
 

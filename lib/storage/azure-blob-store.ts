@@ -27,6 +27,8 @@ export const AZURE_BLOCK_SIZE = 8 * 1024 * 1024;
 /** Buffers `put` may hold at once (so at most 4 × 8 MiB of a body in memory); about 3 of them upload concurrently. */
 export const AZURE_UPLOAD_BUFFERS = 4;
 
+/** How long a failed `put` lets its block uploads in flight finish before aborting them (then cleaning up). */
+const STAGE_GRACE_MS = 30_000;
 /** How long `copy` waits for a server-side copy to finish before giving up (the copy itself is aborted then). */
 const COPY_TIMEOUT_MS = 30 * 60_000;
 
@@ -160,8 +162,9 @@ const toPolicyMode = (mode: RetentionLock['mode']): BlobImmutabilityPolicyMode =
  * and commits the block list at the end; the commit is the atomic point, so a
  * failed or aborted upload never becomes visible. What it staged stays as
  * uncommitted blocks, which the service discards on its own seven days after
- * the last block was staged. `put` then deletes the key's uncommitted-only
- * blob where the service allows that (Azurite does); `listIncomplete` finds
+ * the last block was staged. A failed `put` waits for its block uploads in
+ * flight (30 s at most), then deletes the key's uncommitted-only blob where
+ * the service allows that (Azurite does, measured); `listIncomplete` finds
  * such keys and `abortIncomplete` deletes them the same way, counting only
  * what it could delete. A failed overwrite of an existing object leaves its
  * stray blocks attached to the old object (invisible, expire the same way) and
@@ -186,6 +189,13 @@ export class AzureBlobStore implements BlobStore {
   private readonly secrets: string[];
   private readonly immutability: boolean;
 
+  /**
+   * Credentials: `config.connectionString`, else the environment variable named
+   * by `config.connectionStringEnv` (read from `env`), else `config.accountUrl`
+   * with AZURE_STORAGE_ACCOUNT / AZURE_STORAGE_KEY from `env` (or a SAS in the
+   * URL). Throws, without echoing any secret, when they are missing or malformed.
+   * Makes no request: call `ping` (or `ensureContainer` in setup).
+   */
   constructor(config: AzureStoreConfig, env: NodeJS.ProcessEnv = process.env, opts: AzureBlobStoreOptions = {}) {
     const { service, account, secrets } = resolveClient(config, env, opts.retry);
     this.secrets = secrets;
@@ -230,11 +240,10 @@ export class AzureBlobStore implements BlobStore {
       () => undefined,
       (err: unknown) => err,
     );
-    // uploadStream neither hands its abort signal to its Put Block calls nor waits for them when it fails:
-    // give each one our signal and keep them, so a failed put can stop them and clean up after the last.
+    // uploadStream neither hands its abort signal to its Put Block calls nor waits for them when it fails.
+    // Keep them: a failed put lets the ones in flight finish (a block the service is still receiving would
+    // otherwise land after the cleanup), aborting them only after STAGE_GRACE_MS, then removes what they staged.
     const stop = new AbortController();
-    const onAbort = () => stop.abort();
-    signal?.addEventListener('abort', onAbort, { once: true });
     const staging = new Set<Promise<unknown>>();
     const stageBlock = blob.stageBlock.bind(blob);
     blob.stageBlock = (id, data, length, o) => {
@@ -244,20 +253,19 @@ export class AzureBlobStore implements BlobStore {
       return p;
     };
     try {
-      const res = await blob.uploadStream(counter, AZURE_BLOCK_SIZE, AZURE_UPLOAD_BUFFERS, { abortSignal: stop.signal });
+      const res = await blob.uploadStream(counter, AZURE_BLOCK_SIZE, AZURE_UPLOAD_BUFFERS, { abortSignal: signal });
       if (this.immutability && (opts.retention || opts.legalHold)) await this.applyLocks(key, opts);
       return { key, size, modifiedAt: res.lastModified ?? new Date() };
     } catch (err) {
-      stop.abort();
       counter.destroy();
       const streamErr = await piped;
+      const grace = setTimeout(() => stop.abort(), STAGE_GRACE_MS);
       while (staging.size) await Promise.allSettled([...staging]);
+      clearTimeout(grace);
       await this.discardUncommitted(blob).catch(() => undefined);
       if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : this.wrap('put', key, err);
       if (streamErr instanceof Error && !(err instanceof RestError)) throw streamErr;
       throw this.wrap('put', key, err);
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -412,9 +420,12 @@ export class AzureBlobStore implements BlobStore {
   }
 
   /**
-   * Deletes `blob` when it has no committed content (never a real object: the
-   * delete is conditional on the uncommitted blob's ETag, or on there being no
-   * committed blob). True when something was deleted.
+   * Deletes `blob` when it has no committed content, never a real object: the
+   * delete is conditional on the uncommitted blob's ETag. Azurite answers 412
+   * to that condition on an uncommitted blob (measured), so on 412 it checks
+   * that no committed blob is there and deletes unconditionally (a writer
+   * committing in that instant would lose its object; keys have one writer).
+   * True when something was deleted.
    */
   private async discardUncommitted(blob: BlockBlobClient, etag?: string): Promise<boolean> {
     if (!etag) {
@@ -424,8 +435,12 @@ export class AzureBlobStore implements BlobStore {
       }
       if (!etag) return false;
     }
-    const r = await blob.deleteIfExists({ conditions: { ifMatch: etag } });
-    return r.succeeded;
+    try {
+      return (await blob.deleteIfExists({ conditions: { ifMatch: etag } })).succeeded;
+    } catch (err) {
+      if (statusOf(err) !== 412 || (await blob.exists())) return false;
+      return (await blob.deleteIfExists()).succeeded;
+    }
   }
 
   /** Runs an SDK call, turning a 404 into ObjectNotFoundError (for a key), a lock refusal into ObjectLockedError, anything else into AzureStoreError. */

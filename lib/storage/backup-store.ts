@@ -221,6 +221,17 @@ export class BackupStore {
     return JSON.parse(Buffer.concat(chunks).toString('utf8')) as BackupManifest;
   }
 
+  /**
+   * Rewrites a backup's manifest with `patch` (a rotated key's new wrapped
+   * data key, say). The archive is not touched. A store with versioning keeps
+   * the old manifest as an older version, under its own lock.
+   */
+  async updateManifest(ref: BackupRef, patch: Partial<BackupManifest>, retention?: RetentionLock): Promise<void> {
+    const current = await this.readManifest(ref);
+    if (!current) throw new Error(`the manifest of ${ref.objectKey} is missing in ${this.blobs.location}`);
+    await this.writeManifest(ref, { ...current, ...patch }, retention);
+  }
+
   /** Re-reads the stored archive and returns its size and sha256 (of the bytes stored). */
   async checksum(ref: BackupRef): Promise<{ sizeBytes: number; sha256: string }> {
     return hashStream(await this.blobs.get(BackupStore.archiveKey(ref)));
@@ -285,8 +296,9 @@ export class BackupStore {
     return this.opts.keyring.unwrap({ alg: 'A256GCM', keyId: encryption.keyId, wrapped: encryption.wrappedKey });
   }
 
-  /** Every stored key of a backup (archive, manifest, attempts' leftovers) and unfinished uploads. */
-  async keysOf(ref: Pick<BackupRef, 'layout' | 'objectKey'>): Promise<string[]> {
+  /** Every stored key of a backup (archive, manifest, attempts' leftovers) and unfinished uploads; a string is a v2 backup's folder. */
+  async keysOf(refOrFolder: Pick<BackupRef, 'layout' | 'objectKey'> | string): Promise<string[]> {
+    const ref = typeof refOrFolder === 'string' ? { layout: 'v2' as const, objectKey: refOrFolder } : refOrFolder;
     const prefix = ref.layout === 'flat' ? ref.objectKey : `${ref.objectKey}/`;
     const complete = (await this.blobs.list(prefix)).map((o) => o.key);
     const incomplete = await this.blobs.listIncomplete(prefix);

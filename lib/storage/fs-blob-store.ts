@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, type Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
@@ -182,7 +182,7 @@ export class FsBlobStore implements BlobStore {
     const base = slash < 0 ? '' : prefix.slice(0, slash + 1);
     const out: Found[] = [];
     const visit = async (rel: string): Promise<void> => {
-      let entries: import('node:fs').Dirent[];
+      let entries: Dirent[];
       try {
         entries = await fs.readdir(path.join(this.location, ...rel.split('/').filter(Boolean)), { withFileTypes: true });
       } catch (err) {

@@ -58,9 +58,15 @@ const httpStatus = (err: unknown) => asService(err).$metadata?.httpStatusCode;
 const isNotFound = (err: unknown) => NOT_FOUND.has(errName(err)) || (httpStatus(err) === 404 && errName(err) !== 'NoSuchBucket');
 /** "No lock configuration" answers: none set on the object, or the bucket has no Object Lock. */
 const isNoLock = (err: unknown) => NO_LOCK.has(errName(err)) || (errName(err) === 'InvalidRequest' && /object lock configuration|not locked|no .*(retention|legal hold)/i.test(asService(err).message ?? ''));
-/** A refusal by Object Lock: S3 answers AccessDenied (403) for a locked version, some servers InvalidRequest or a "locked" message. */
-const isLockRefusal = (err: unknown) =>
-  ['AccessDenied', 'InvalidRequest', 'ObjectLocked', 'InvalidObjectState'].includes(errName(err)) || /lock|retention|legal hold|WORM/i.test(asService(err).message ?? '');
+/** An answer that says Object Lock refused (versitygw: AccessDenied "Access Denied because object protected by object lock."). */
+const saysLocked = (err: unknown) => /object lock|locked|retention|legal hold|WORM/i.test(asService(err).message ?? '');
+/**
+ * A refusal by Object Lock. AWS answers a plain AccessDenied (403) for a locked
+ * version, so with locks enforced (checked just before) AccessDenied and
+ * InvalidRequest count as refusals too; otherwise only an answer that says so.
+ */
+const isLockRefusal = (err: unknown, enforcing: boolean) =>
+  saysLocked(err) || (enforcing && ['AccessDenied', 'InvalidRequest', 'ObjectLocked'].includes(errName(err)));
 
 /**
  * BlobStore on an S3-compatible bucket (AWS S3, versitygw, MinIO, Ceph RGW).
@@ -353,7 +359,7 @@ export class S3BlobStore implements BlobStore {
       await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key, VersionId }));
     } catch (err) {
       if (isNotFound(err)) return;
-      if (this.enforcesLocks && isLockRefusal(err)) throw new ObjectLockedError(key, `${errName(err)}: ${asService(err).message ?? ''}`);
+      if (isLockRefusal(err, this.enforcesLocks)) throw new ObjectLockedError(key, `${errName(err)}: ${asService(err).message ?? ''}`);
       throw this.fail('delete', key, err);
     }
   }

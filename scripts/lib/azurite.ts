@@ -66,13 +66,15 @@ export async function startAzurite(opts: {
   dataDir: string;
   logFile: string;
   timeoutMs?: number;
+  /** Azurite's own debug log (every request and its handling), for chasing an emulator problem; off by default. */
+  debugLog?: string;
   /** Called as soon as the process exists, before readiness, so a caller can stop it whatever happens next. */
   onSpawn?: (child: ChildProcess) => void;
 }): Promise<AzuriteServer> {
   mkdirSync(opts.dataDir, { recursive: true });
   mkdirSync(path.dirname(opts.logFile), { recursive: true });
   const log = createWriteStream(opts.logFile, { flags: 'a' });
-  const child = spawn(process.execPath, [azuriteBlobMain(), ...azuriteArgs(opts.port, opts.dataDir)], {
+  const child = spawn(process.execPath, [azuriteBlobMain(), ...azuriteArgs(opts.port, opts.dataDir), ...(opts.debugLog ? ['--debug', opts.debugLog] : [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });

@@ -1,5 +1,6 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,6 +8,9 @@ import { Connection } from '@temporalio/client';
 import postgres from 'postgres';
 import { migrateCatalog } from '../../db/migrate.js';
 import { isRoot } from './tools.js';
+import type { StoreConfig } from '../../lib/storage/store-config.js';
+import { createBucket, startS3Server, type S3Server } from './s3-server.js';
+import { createContainer, startAzurite, type AzuriteServer } from './azurite.js';
 
 /** A port the OS says is free right now. */
 export async function freePort(): Promise<number> {
@@ -242,6 +246,8 @@ export async function prepareLocalStack(opts: {
   pgBin: string;
   blobRoot: string;
   taskQueue: string;
+  /** The regions' stores (default: folders under blobRoot), and the environment they need (credentials, keys). */
+  stores?: LocalStores;
 }): Promise<Record<string, string>> {
   const catalogUrl = await ensureDatabase(opts.catalog.url, 'bcdr_catalog');
   await migrateCatalog(catalogUrl);
@@ -252,9 +258,78 @@ export async function prepareLocalStack(opts: {
     TEMPORAL_TASK_QUEUE: opts.taskQueue,
     TEMPORAL_UI_URL: opts.temporal.uiUrl,
     PG_BIN_DIR: opts.pgBin,
+    ...(opts.stores?.env ?? {}),
     REGIONS: JSON.stringify([
-      { name: 'primary', pair: 'secondary', postgresUrl: opts.primary.url, blobDir: path.join(opts.blobRoot, 'primary') },
-      { name: 'secondary', pair: 'primary', postgresUrl: opts.secondary.url, blobDir: path.join(opts.blobRoot, 'secondary') },
+      { name: 'primary', pair: 'secondary', postgresUrl: opts.primary.url, store: opts.stores?.primary ?? { kind: 'fs', dir: path.join(opts.blobRoot, 'primary') } },
+      { name: 'secondary', pair: 'primary', postgresUrl: opts.secondary.url, store: opts.stores?.secondary ?? { kind: 'fs', dir: path.join(opts.blobRoot, 'secondary') } },
     ]),
   };
+}
+
+/** The object stores of a local stack and what the worker needs to reach them. */
+export interface LocalStores {
+  primary: StoreConfig;
+  secondary: StoreConfig;
+  /** Environment for the worker and the API: S3 credentials, the backup keyring, the Azure connection string. */
+  env: Record<string, string>;
+  /** The servers, to stop (or, in tests, to stop and start again). */
+  s3: S3Server;
+  azurite: AzuriteServer;
+  /** Stops both servers. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts the local stack's object stores: versitygw (S3, with Object Lock)
+ * and Azurite (Azure Blob), both real servers from the package registries,
+ * creates a bucket and a container, and returns the default regions' stores:
+ * `primary` on the filesystem, `secondary` on S3 (a bucket with Object Lock
+ * enabled; locks are written only with `objectLock`), so offsite copies cross
+ * store kinds. Azurite is up for regions put on Azure (`azureStore`). A fresh
+ * backup keyring is made the first time, kept in `dataDir/backup-keys.json`.
+ */
+export async function startLocalStores(opts: {
+  dataDir: string;
+  blobRoot: string;
+  logDir: string;
+  versitygw: string;
+  /** Write region secondary's objects under an S3 Object Lock until each backup expires (then deletes before expiry get 409). */
+  objectLock?: boolean;
+  onSpawn?: (child: ChildProcess) => void;
+}): Promise<LocalStores> {
+  const [s3Port, azPort] = await Promise.all([freePort(), freePort()]);
+  const keysFile = path.join(opts.dataDir, 'backup-keys.json');
+  mkdirSync(opts.dataDir, { recursive: true });
+  if (!existsSync(keysFile)) {
+    writeFileSync(keysFile, JSON.stringify({ active: 'local-1', keys: { 'local-1': randomBytes(32).toString('base64') }, s3Secret: randomBytes(18).toString('base64url') }), { mode: 0o600 });
+  }
+  const saved = JSON.parse(readFileSync(keysFile, 'utf8')) as { active: string; keys: Record<string, string>; s3Secret: string };
+  const [s3, azurite] = await Promise.all([
+    startS3Server({ bin: opts.versitygw, port: s3Port, dataDir: path.join(opts.dataDir, 's3'), logFile: path.join(opts.logDir, 'versitygw.log'), accessKey: 'bcdrlocal', secretKey: saved.s3Secret, onSpawn: opts.onSpawn }),
+    startAzurite({ port: azPort, dataDir: path.join(opts.dataDir, 'azurite'), logFile: path.join(opts.logDir, 'azurite.log'), onSpawn: opts.onSpawn }),
+  ]);
+  await createBucket(s3, 'bcdr-secondary', { objectLock: true });
+  const objectLock = opts.objectLock ? { objectLock: { mode: 'GOVERNANCE' as const } } : {};
+  await createContainer(azurite.connectionString, 'bcdr-backups');
+  return {
+    primary: { kind: 'fs', dir: path.join(opts.blobRoot, 'primary') },
+    secondary: { kind: 's3', endpoint: s3.endpoint, bucket: 'bcdr-secondary', region: s3.region, prefix: '', forcePathStyle: true, credentialsEnv: 'BCDR_S3', ...objectLock },
+    env: {
+      BCDR_S3_ACCESS_KEY_ID: s3.accessKey,
+      BCDR_S3_SECRET_ACCESS_KEY: s3.secretKey,
+      BCDR_AZURE_CONNECTION_STRING: azurite.connectionString,
+      BACKUP_KEYS: JSON.stringify(saved.keys),
+      BACKUP_KEY_ACTIVE: saved.active,
+    },
+    s3,
+    azurite,
+    stop: async () => {
+      await Promise.all([s3.stop(), azurite.stop()]);
+    },
+  };
+}
+
+/** A store on the local Azurite's container, under `prefix` (the connection string stays in the environment). */
+export function azureStore(prefix: string): StoreConfig {
+  return { kind: 'azure', connectionStringEnv: 'BCDR_AZURE_CONNECTION_STRING', container: 'bcdr-backups', prefix };
 }

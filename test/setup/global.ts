@@ -5,7 +5,8 @@ import type { TestProject } from 'vitest/node';
 import { loadConfig } from '../../lib/config.js';
 import { retentionSweepScheduleId } from '../../lib/schedules.js';
 import { connectTemporal } from '../../lib/temporal.js';
-import { freePort, prepareLocalStack, startCluster, startTemporal } from '../../scripts/lib/services.js';
+import { freePort, prepareLocalStack, startCluster, startLocalStores, startTemporal } from '../../scripts/lib/services.js';
+import { ensureVersitygw } from '../../scripts/lib/s3-server.js';
 import { ensurePostgres, ensureTemporalCli } from '../../scripts/lib/tools.js';
 import { createLogger, secretsOf } from '../../lib/log.js';
 import { createBcdrWorker } from '../../worker/create.js';
@@ -29,14 +30,20 @@ export default async function setup(project: TestProject) {
   const pgBin = ensurePostgres();
   const cli = ensureTemporalCli();
   const [tPort, uiPort, cPort, pPort, sPort] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
-  const [temporal, catalog, primary, secondary] = await Promise.all([
+  const versitygw = ensureVersitygw();
+  const [temporal, catalog, primary, secondary, stores] = await Promise.all([
     startTemporal({ cli, port: tPort, uiPort, logFile: path.join(root, 'temporal.log'), timeoutMs: 120_000 }),
     startCluster({ name: 'catalog', pgBin, dataDir: path.join(root, 'pg', 'catalog'), port: cPort }),
     startCluster({ name: 'primary', pgBin, dataDir: path.join(root, 'pg', 'primary'), port: pPort }),
     startCluster({ name: 'secondary', pgBin, dataDir: path.join(root, 'pg', 'secondary'), port: sPort }),
+    // Region primary keeps its backups in a folder, secondary in a real S3 server (Object Lock on); Azurite is up for tests of Azure regions.
+    startLocalStores({ dataDir: path.join(root, 'stores'), blobRoot: path.join(root, 'blobs'), logDir: root, versitygw }),
   ]);
+  // Test files run in forks of this process and spawn workers of their own: they all reach the stores with these.
+  Object.assign(process.env, stores.env);
   const env: Record<string, string> = {
-    ...(await prepareLocalStack({ temporal, catalog, primary, secondary, pgBin, blobRoot: path.join(root, 'blobs'), taskQueue: 'bcdr-test' })),
+    ...(await prepareLocalStack({ temporal, catalog, primary, secondary, pgBin, blobRoot: path.join(root, 'blobs'), taskQueue: 'bcdr-test', stores })),
+    BCDR_TEST_S3_ENDPOINT: stores.s3.endpoint,
     API_TOKENS: JSON.stringify(testTokens),
     WORKER_SHUTDOWN_GRACE_SECONDS: '5',
     // Tests check that no replaced copy is left: drop it at once rather than a minute after the swap.
@@ -70,7 +77,7 @@ export default async function setup(project: TestProject) {
     worker.worker.shutdown();
     await running.catch(() => {});
     await worker.close();
-    await Promise.all([temporal.stop(), catalog.stop(), primary.stop(), secondary.stop()]);
+    await Promise.all([temporal.stop(), catalog.stop(), primary.stop(), secondary.stop(), stores.stop()]);
     if (!process.env.KEEP_TEST_DATA) rmSync(root, { recursive: true, force: true });
   };
 }

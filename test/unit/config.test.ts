@@ -5,7 +5,7 @@ const regions = JSON.stringify([
   { name: 'primary', pair: 'secondary', postgresUrl: 'postgres://u:secret@db1:5432/postgres', blobDir: '/b/p' },
   { name: 'secondary', pair: 'primary', postgresUrl: 'postgres://u:secret@db2:5432/postgres', blobDir: '/b/s' },
 ]);
-const base = { CATALOG_DATABASE_URL: 'postgres://c@h/db', REGIONS: regions };
+const base = { CATALOG_DATABASE_URL: 'postgres://c@h/db', REGIONS: regions, BACKUP_KEYS: JSON.stringify({ k1: Buffer.alloc(32, 1).toString('base64') }), BACKUP_KEY_ACTIVE: 'k1' };
 
 describe('configuration', () => {
   it('accepts a minimal environment and fills the defaults', () => {
