@@ -195,11 +195,14 @@ export const backupKeysSchema = z
       .pipe(
         z
           .record(
-            z.string().regex(KEY_ID_RE, 'key ids must be 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit'),
+            z.string().regex(KEY_ID_RE),
             z
               .string({ error: 'each key must be a base64 string of exactly 32 bytes' })
               .refine(isBase64Of32Bytes, { error: 'each key must be base64 of exactly 32 bytes' }),
-            { error: 'must be a JSON object of key id to base64 of a 32-byte key' },
+            {
+              // A bad id is reported on the record itself; its nested issue would not reach the message.
+              error: (iss) => (iss.code === 'invalid_key' ? 'key ids must be 1-64 letters, digits, ".", "_" or "-", starting with a letter or digit' : 'must be a JSON object of key id to base64 of a 32-byte key'),
+            },
           )
           .refine((r) => Object.keys(r).length > 0, { error: 'must hold at least one key' }),
       ),
