@@ -1,4 +1,5 @@
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -6,6 +7,7 @@ import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backups, instances, backupSchedules } from '../db/schema/index.js';
 import { FaultPoints } from '../activities/faults.js';
+import { BackupStore } from '../lib/storage/backup-store.js';
 import {
   armFault,
   backupNow,
@@ -369,5 +371,41 @@ describe('OpenAPI document', () => {
     expect(codes('/v1/instances/{id}/resume', 'post')).toEqual(expect.arrayContaining(['200', '409']));
     expect(codes('/v1/signoffs', 'get')).toContain('200');
     expect(codes('/v1/audit', 'get')).toContain('200');
+  });
+});
+
+describe('backups taken before object storage', () => {
+  it('still restores an archive stored the old way: a flat <instance>-<yyyymmdd>-<hhmmss> name, its manifest beside it, in clear', async () => {
+    const name = uniqueName('legacy');
+    const inst = await createInstance(ctx, name);
+    await seedMixed(ctx, name, 300);
+    const before = await contentChecksums(ctx, name);
+    // Written exactly as the filesystem store of 0.5 did: `pg_dump -Fc` into `<dir>/<key>`, the manifest as `<key>.manifest.json`.
+    const home = ctx.cfg.REGIONS.find((r) => r.name === 'primary')!.store;
+    if (home.kind !== 'fs') throw new Error('region primary is expected on the filesystem');
+    const createdAt = new Date(Date.now() - 3600_000);
+    const objectKey = BackupStore.legacyObjectKey(name, createdAt);
+    const file = path.join(home.dir, objectKey);
+    const url = new URL(ctx.cfg.REGIONS.find((r) => r.name === 'primary')!.postgresUrl);
+    const dump = spawnSync(path.join(ctx.cfg.PG_BIN_DIR!, 'pg_dump'), ['--format=custom', '--no-publications', '--no-subscriptions', '-h', url.hostname, '-p', url.port, '-U', 'postgres', '-f', file, name], { encoding: 'utf8' });
+    expect(dump.status, dump.stderr).toBe(0);
+    const bytes = readFileSync(file);
+    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    writeFileSync(path.join(home.dir, `${objectKey}.manifest.json`), JSON.stringify({ formatVersion: 1, backupId: `bk-${name}`, objectKey, instanceId: inst.id, instance: name, kind: 'on_demand', label: 'old', edition: 'standard', serverVersion: '15', sizeBytes: bytes.length, sha256, sequences: {}, createdAt: createdAt.toISOString(), expiresAt: new Date(Date.now() + 86_400_000).toISOString() }));
+    await ctx.db.insert(backups).values({
+      id: `bk-${name}`, instanceId: inst.id, instanceName: name, region: 'primary', kind: 'on_demand', label: 'old', status: 'completed', objectKey, layout: 'flat',
+      edition: 'standard', serverVersion: '15', sizeBytes: bytes.length, sha256, sequences: {}, workflowId: `legacy-${name}`, createdAt, completedAt: createdAt, expiresAt: new Date(Date.now() + 86_400_000),
+    });
+    const targetName = uniqueName('legtgt');
+    const res = await ctx.call('POST', '/v1/runbooks/restore', { body: { backupId: `bk-${name}`, target: { newInstance: { name: targetName, edition: 'standard', region: 'primary' } } } });
+    expect(res.status, JSON.stringify(res.body)).toBe(202);
+    const run = await finishedRun(ctx, res.body.run.workflowId);
+    expect(run.status, JSON.stringify(run)).toBe('completed');
+    const target = (await ctx.call('GET', `/v1/instances/${targetName}`)).body;
+    await ctx.call('POST', `/v1/instances/${target.id}/resume`);
+    expect(await contentChecksums(ctx, targetName)).toEqual(before);
+    // Deleting it removes both old-style files.
+    expect((await ctx.call('DELETE', `/v1/backups/bk-${name}`)).status).toBe(200);
+    expect(await ctx.regions.get('primary')!.backups.keysOf({ layout: 'flat', objectKey })).toEqual([]);
   });
 });
