@@ -306,8 +306,8 @@ export function restoreActivities(deps: ActivityDeps) {
     },
 
     /**
-     * Releases pins whose run has ended without releasing them (a terminated
-     * run), so no deleted archive's bytes stay on disk. Pins of running runs stay.
+     * Forgets readers whose run has ended without releasing the backup (a
+     * terminated run), so retention no longer waits for them. Readers of running runs stay.
      */
     async sweepStalePins(): Promise<number> {
       let removed = 0;

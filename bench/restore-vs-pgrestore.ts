@@ -25,7 +25,8 @@
  * to tell how long pg_restore itself ran inside each run; light load), --keep
  * (keep the bench's backup).
  */
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, statSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
@@ -80,8 +81,10 @@ async function main() {
   const started = await b.api('POST', `/v1/instances/${source.id}/backups`, { label: 'restore bench', retentionDays: 1 });
   await awaitRun(b, started.run.workflowId);
   const backup = await b.api('GET', `/v1/backups/${started.backupId}`);
-  const archive = path.join(b.blobDir(backup.region), backup.objectKey);
-  if (!existsSync(archive)) throw new Error(`archive ${archive} not found: is --data-dir the stack's data folder?`);
+  // The stored archive is encrypted: the baseline restores a plain `pg_dump -Fc` of the same database.
+  const archive = path.join(mkdtempSync(path.join(os.tmpdir(), 'bcdr-bench-')), 'baseline.dump');
+  await runAsync(tool('pg_dump'), ['-Fc', '-f', archive], { ...pgEnv, PGAPPNAME: 'bench-baseline-dump' });
+  if (!existsSync(archive)) throw new Error(`baseline archive ${archive} was not written`);
   const archiveBytes = statSync(archive).size;
   console.log(`backup ${backup.id}: ${archive} (${mb(archiveBytes)})`);
 

@@ -15,7 +15,7 @@ import { subscriptionName } from '../lib/replication.js';
 import { ensureDatabase, freePort, startCluster, type PgCluster } from '../scripts/lib/services.js';
 import { ensurePostgres } from '../scripts/lib/tools.js';
 import { createBcdrWorker, type BcdrWorker } from '../worker/create.js';
-import { eventually, openContext, startWorkerProcess, uniqueName, type TestContext } from './helpers.js';
+import { eventually, openContext, plainArchive, startWorkerProcess, uniqueName, type TestContext } from './helpers.js';
 import { readEvents } from './sse.js';
 import { connectInstance } from '../client/index.js';
 import { acquireLock, releaseLock } from '../lib/locks.js';
@@ -495,7 +495,7 @@ describe('region failover with sign-off, and failback', () => {
       // The divergent rows are in the backup taken first.
       const [b] = await ctx.db.select().from(backups).where(eq(backups.id, fo!.oldPrimaryBackupId!));
       expect(b).toMatchObject({ status: 'completed', region: 'east', sourceDatabase: i.name });
-      const dump = spawnSync(path.join(pgBin, 'pg_restore'), ['--data-only', '--table=writes', '--file=-', path.join(root, 'blobs', 'east', b!.objectKey)], { encoding: 'utf8' });
+      const dump = spawnSync(path.join(pgBin, 'pg_restore'), ['--data-only', '--table=writes', '--file=-', await plainArchive(ctx.regions, b!)], { encoding: 'utf8' });
       expect(dump.status).toBe(0);
       const kept = new Set(dump.stdout.split('\n').filter((l) => /^\d+\t/.test(l)).map((l) => Number(l.split('\t')[0])));
       expect(lostBefore[k]!.filter((x) => !kept.has(x))).toEqual([]);

@@ -2,8 +2,10 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { inject } from 'vitest';
 import type { Client, Connection } from '@temporalio/client';
@@ -14,7 +16,8 @@ import { createActivities } from '../activities/index.js';
 import { createApp } from '../api/app.js';
 import type { ApiDeps } from '../api/deps.js';
 import { createDb, type Database } from '../db/client.js';
-import { backups } from '../db/schema/index.js';
+import { backups, type BackupRow } from '../db/schema/index.js';
+import { backupRef } from '../lib/backups.js';
 import { loadConfig, type Config } from '../lib/config.js';
 import { openRegions } from '../lib/regions.js';
 import { connectTemporal } from '../lib/temporal.js';
@@ -261,4 +264,12 @@ export async function startWorkerProcess(env: Record<string, string>, spawned: C
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(`worker did not start: ${out}`);
   }
   return child;
+}
+
+/** The plain `pg_dump` archive of a backup, decrypted from its region's store into a temp file (for `pg_restore --list` and the like). */
+export async function plainArchive(regions: Map<string, RegionHandles>, b: BackupRow): Promise<string> {
+  const file = path.join(os.tmpdir(), `bcdr-plain-${b.id}.dump`);
+  const store = regions.get(b.region)!.backups;
+  await pipeline(await store.openArchive(backupRef(b), b.encryption, { sizeBytes: b.sizeBytes!, sha256: b.sha256! }), createWriteStream(file));
+  return file;
 }

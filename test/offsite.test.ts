@@ -132,7 +132,7 @@ describe('object stores', () => {
         await sql`create extension if not exists pgcrypto`;
         await sql`create table blobs (id int primary key, b bytea)`;
         // 1 KiB random rows: pg_dump's compression cannot shrink them, so the archive is as large as the data.
-        for (let i = 0; i < mb; i += 64) await sql`insert into blobs select g, gen_random_bytes(1024) from generate_series(${i * 1024}, ${(i + 64) * 1024 - 1}) g`;
+        for (let i = 0; i < mb; i += 64) await sql`insert into blobs select g, gen_random_bytes(1024) from generate_series(${i * 1024}::int, ${(i + 64) * 1024 - 1}::int) g`;
       },
       'north',
     );

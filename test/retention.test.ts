@@ -50,7 +50,7 @@ describe('retention', () => {
     expect(deleted.sort()).toEqual([rows[0]!.id, rows[1]!.id].sort());
     const left = await ctx.db.select().from(backups).where(eq(backups.instanceId, inst.id));
     expect(left.map((b) => b.id)).toEqual([rows[2]!.id]);
-    expect((await storedKeys(name)).sort()).toEqual([rows[2]!.objectKey, `${rows[2]!.objectKey}.manifest.json`].sort());
+    expect((await storedKeys(name)).sort()).toEqual([rows[2]!.archiveKey, `${rows[2]!.objectKey}/manifest.json`].sort());
   });
 
   it('keeps the newest system backup, not a newer on-demand one an operator could delete', async () => {

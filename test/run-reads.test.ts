@@ -51,7 +51,7 @@ describe('run reads under load', () => {
     const answers = await Promise.all(Array.from({ length: 200 }, read));
     expect(answers.every((a) => a.status === 200)).toBe(true);
     expect(new Set(answers.map((a) => JSON.stringify(a.body))).size).toBe(1);
-    expect(answers[0]!.body).toMatchObject({ status: 'completed', step: 'completed', stepsDone: ['lock-instance', 'record-backup', 'dump', 'retention'] });
+    expect(answers[0]!.body).toMatchObject({ status: 'completed', step: 'completed', stepsDone: ['lock-instance', 'record-backup', 'dump', 'offsite-copy', 'retention'] });
     expect(count.queries).toBe(1);
     await read();
     expect(count.queries).toBe(1);

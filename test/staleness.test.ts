@@ -120,6 +120,8 @@ describe('backup staleness', () => {
       edition: 'standard',
       workflowId: `race-${id}`,
       completedAt,
+      // Good backups are the ones with a verified offsite copy.
+      offsiteVerifiedAt: new Date(),
       expiresAt: new Date(Date.now() + 86_400_000),
     });
     const oldAt = new Date(Date.now() - 3 * 3600_000);

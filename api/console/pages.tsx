@@ -204,6 +204,8 @@ export function FleetPage(
 
 // ---------------------------------------------------------------- instance
 
+const COPY_BADGE: Record<string, string> = { home: 'badge', verified: 'badge good', pending: 'badge warn', failed: 'badge bad' };
+
 /** Where a backup is: each region, its copy's status and when it was last verified. */
 function BackupCopies(p: { copies: BackupView['copies'] }) {
   return (
@@ -212,7 +214,7 @@ function BackupCopies(p: { copies: BackupView['copies'] }) {
         <div class="small" data-copy={clean(c.region, 100)}>
           {clean(c.region, 100)}
           {c.storeKind ? <span class="muted"> ({clean(c.storeKind, 20)})</span> : null}{' '}
-          {c.status === 'home' ? <span class="badge">home</span> : <StateBadge state={c.status} />}
+          <span class={COPY_BADGE[c.status] ?? 'badge'}>{clean(c.status, 20)}</span>
           {c.verifiedAt ? (
             <>
               {' '}
@@ -363,7 +365,7 @@ export function InstancePage(
                   {b.hold ? (
                     <>
                       {' '}
-                      <span class="badge bad" data-held="true" title={`legal hold by ${clean(b.hold.by, 100)} since ${b.hold.at}: ${clean(b.hold.reason, 500)}`}>
+                      <span class="badge warn" data-held="true" title={`legal hold by ${clean(b.hold.by, 100)} since ${b.hold.at}: ${clean(b.hold.reason, 500)}`}>
                         held
                       </span>
                     </>
