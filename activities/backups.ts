@@ -1,5 +1,5 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { and, desc, eq, gt, inArray, lte, sql } from 'drizzle-orm';
+import { and, desc, eq, gt, inArray, isNull, lte, sql } from 'drizzle-orm';
 import { backupCopies, backupSchedules, backups, instances, type BackupKind, type BackupRow, type BackupStatus } from '../db/schema/index.js';
 import { isRunRunning } from '../lib/runs.js';
 import { audit } from '../lib/audit.js';
@@ -52,6 +52,42 @@ export function backupActivities(deps: ActivityDeps) {
       await audit(tx, { actor: 'system:runbook', action: 'backup.failed', instanceId: row.instanceId, subject: row.id, details: { reason: reason.slice(0, 500) } });
       return 'failed';
     });
+  }
+
+  /**
+   * Copies a completed backup to the paired region's store and reads the copy
+   * back; records it `verified` (and the backup good) or leaves the error on
+   * the copy row and throws. A verified copy is left alone.
+   */
+  async function copyOffsite(row: BackupRow, onBytes: (bytes: number) => void): Promise<{ region: string; status: 'verified'; sizeBytes: number }> {
+    if (row.status !== 'completed' || row.sizeBytes === null || !row.sha256) {
+      throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${row.status}, not completed: there is nothing to copy`, FailureTypes.invalidState);
+    }
+    const home = region(deps, row.region);
+    const target = region(deps, home.pair);
+    const [known] = await deps.db.select().from(backupCopies).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
+    if (known?.status === 'verified') return { region: target.name, status: 'verified', sizeBytes: known.sizeBytes ?? row.sizeBytes };
+    await deps.db
+      .insert(backupCopies)
+      .values({ backupId: row.id, region: target.name, storeKind: target.backups.blobs.kind, status: 'pending', attempts: 1 })
+      .onConflictDoUpdate({ target: [backupCopies.backupId, backupCopies.region], set: { status: 'pending', attempts: sql`${backupCopies.attempts} + 1`, updatedAt: sql`now()` } });
+    try {
+      const ref = backupRef(row);
+      const copied = await home.backups.copyTo(target.backups, ref, target.backups.retentionFor(row.expiresAt), onBytes);
+      if (copied.sha256 !== row.sha256 || copied.sizeBytes !== row.sizeBytes) {
+        throw new Error(`the copy of backup ${row.id} in region ${target.name} read back as ${copied.sizeBytes} bytes with sha256 ${copied.sha256}, not ${row.sizeBytes} bytes with ${row.sha256}; it is copied again`);
+      }
+      if (row.heldAt) await target.backups.setLegalHold(ref, true);
+      await deps.db.transaction(async (tx) => {
+        await tx.update(backupCopies).set({ status: 'verified', sizeBytes: copied.sizeBytes, sha256: copied.sha256, verifiedAt: sql`now()`, error: null, updatedAt: sql`now()` }).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
+        await tx.update(backups).set({ offsiteVerifiedAt: sql`now()` }).where(eq(backups.id, row.id));
+        await audit(tx, { actor: 'system:runbook', action: 'backup.copied', instanceId: row.instanceId, subject: row.id, details: { region: target.name, storeKind: target.backups.blobs.kind, sizeBytes: copied.sizeBytes } });
+      });
+      return { region: target.name, status: 'verified', sizeBytes: copied.sizeBytes };
+    } catch (err) {
+      await deps.db.update(backupCopies).set({ error: (err instanceof Error ? err.message : String(err)).slice(0, 2000), updatedAt: sql`now()` }).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
+      throw err;
+    }
   }
 
   return {
@@ -228,39 +264,49 @@ export function backupActivities(deps: ActivityDeps) {
     async copyBackupOffsite(input: { backupId: string }): Promise<{ region: string; status: 'verified'; sizeBytes: number }> {
       const ctx = Context.current();
       const row = await getBackup(input.backupId);
-      if (row.status !== 'completed' || row.sizeBytes === null || !row.sha256) {
-        throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${row.status}, not completed: there is nothing to copy`, FailureTypes.invalidState);
-      }
-      const home = region(deps, row.region);
-      const target = region(deps, home.pair);
-      const [known] = await deps.db.select().from(backupCopies).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
-      if (known?.status === 'verified') return { region: target.name, status: 'verified', sizeBytes: known.sizeBytes ?? row.sizeBytes };
-      await deps.db
-        .insert(backupCopies)
-        .values({ backupId: row.id, region: target.name, storeKind: target.backups.blobs.kind, status: 'pending', attempts: 1 })
-        .onConflictDoUpdate({ target: [backupCopies.backupId, backupCopies.region], set: { status: 'pending', attempts: sql`${backupCopies.attempts} + 1`, updatedAt: sql`now()` } });
-      const progress = { phase: 'copying', bytesCopied: 0, archiveBytes: row.sizeBytes, to: target.name };
+      const progress = { phase: 'copying', bytesCopied: 0, archiveBytes: row.sizeBytes ?? 0 };
       ctx.heartbeat(progress);
       const beat = setInterval(() => ctx.heartbeat(progress), HEARTBEAT_EVERY_MS);
       try {
-        const ref = backupRef(row);
-        const copied = await home.backups.copyTo(target.backups, ref, target.backups.retentionFor(row.expiresAt), (b) => (progress.bytesCopied = b));
-        if (copied.sha256 !== row.sha256 || copied.sizeBytes !== row.sizeBytes) {
-          throw new Error(`the copy of backup ${row.id} in region ${target.name} read back as ${copied.sizeBytes} bytes with sha256 ${copied.sha256}, not ${row.sizeBytes} bytes with ${row.sha256}; it is copied again`);
-        }
-        if (row.heldAt) await target.backups.setLegalHold(ref, true);
-        await deps.db.transaction(async (tx) => {
-          await tx.update(backupCopies).set({ status: 'verified', sizeBytes: copied.sizeBytes, sha256: copied.sha256, verifiedAt: sql`now()`, error: null, updatedAt: sql`now()` }).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
-          await tx.update(backups).set({ offsiteVerifiedAt: sql`now()` }).where(eq(backups.id, row.id));
-          await audit(tx, { actor: 'system:runbook', action: 'backup.copied', instanceId: row.instanceId, subject: row.id, details: { region: target.name, storeKind: target.backups.blobs.kind, sizeBytes: copied.sizeBytes } });
-        });
-        return { region: target.name, status: 'verified', sizeBytes: copied.sizeBytes };
-      } catch (err) {
-        await deps.db.update(backupCopies).set({ error: (err instanceof Error ? err.message : String(err)).slice(0, 2000), updatedAt: sql`now()` }).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
-        throw err;
+        return await copyOffsite(row, (b) => (progress.bytesCopied = b));
       } finally {
         clearInterval(beat);
       }
+    },
+
+    /**
+     * Tries again the offsite copies that failed, or never happened (a backup
+     * completed more than `graceMinutes` ago with no verified copy), oldest
+     * first, at most `limit`: the fleet-wide sweep calls it, so a copy that
+     * stayed failed while the paired store was down catches up once it is back.
+     */
+    async retryOffsiteCopies(input: { limit: number; graceMinutes?: number }): Promise<{ verified: string[]; failed: string[] }> {
+      const ctx = Context.current();
+      const due = await deps.db
+        .select()
+        .from(backups)
+        .where(and(eq(backups.status, 'completed'), isNull(backups.offsiteVerifiedAt), lte(backups.completedAt, sql`now() - make_interval(mins => ${input.graceMinutes ?? 30})`)))
+        .orderBy(backups.completedAt)
+        .limit(input.limit);
+      const verified: string[] = [];
+      const failed: string[] = [];
+      for (const row of due) {
+        if (!deps.regions.has(row.region)) continue;
+        try {
+          await copyOffsite(row, (bytes) => ctx.heartbeat({ backupId: row.id, bytes }));
+          verified.push(row.id);
+        } catch (err) {
+          failed.push(row.id);
+          const reason = err instanceof Error ? err.message : String(err);
+          const pair = region(deps, row.region).pair;
+          await deps.db
+            .update(backupCopies)
+            .set({ status: 'failed', error: reason.slice(0, 2000), updatedAt: sql`now()` })
+            .where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, pair)));
+        }
+        ctx.heartbeat({ done: row.id });
+      }
+      return { verified, failed };
     },
 
     /**

@@ -8,6 +8,7 @@ import { backupRef } from '../lib/backups.js';
 import { openRegions } from '../lib/regions.js';
 import { KeyUnavailableError } from '../lib/storage/keyring.js';
 import { backupNow, createInstance, finishedRun, openContext, runActivity, seedRows, uniqueName, type TestContext } from './helpers.js';
+import { recordHistory } from './record.js';
 import { APPROVER, OPERATOR, VIEWER } from './tokens.js';
 
 let ctx: TestContext;
@@ -167,6 +168,7 @@ describe('backup keys', () => {
       const run = await finishedRun(ctx, res.body.run.workflowId);
       expect(run.status).toBe('completed');
       expect(run.runbook).toBe('rotate-keys');
+      await recordHistory(ctx, res.body.run.workflowId, 'rotate-keys');
       expect(run.requestedBy).toBe('anna.approver');
       expect(run.result).toMatchObject({ activeKeyId: ctx.cfg.BACKUP_KEY_ACTIVE });
       expect(run.result.rewrapped).toBeGreaterThanOrEqual(0);

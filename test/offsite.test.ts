@@ -8,7 +8,7 @@ import { DeleteObjectCommand, GetObjectCommand, ListMultipartUploadsCommand, Lis
 import { and, eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { migrateCatalog } from '../db/migrate.js';
-import { backupCopies, backups } from '../db/schema/index.js';
+import { backupCopies, backups, instances as instancesTable } from '../db/schema/index.js';
 import { backupRef } from '../lib/backups.js';
 import { loadConfig, type Config } from '../lib/config.js';
 import { BackupStore } from '../lib/storage/backup-store.js';
@@ -16,7 +16,7 @@ import { createContainer, startAzurite, type AzuriteServer } from '../scripts/li
 import { createBucket, ensureVersitygw, s3ClientFor, startS3Server, type S3Server } from '../scripts/lib/s3-server.js';
 import { ensureDatabase, freePort, startCluster, stopChild, type PgCluster } from '../scripts/lib/services.js';
 import { ensurePostgres } from '../scripts/lib/tools.js';
-import { backupNow, contentChecksums, createInstance, eventually, finishedRun, openContext, seedMixed, startWorkerProcess, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
+import { backupNow, contentChecksums, createInstance, eventually, finishedRun, openContext, runActivity, seedMixed, startWorkerProcess, uniqueName, withInstanceDb, type TestContext } from './helpers.js';
 import { APPROVER } from './tokens.js';
 
 /**
@@ -155,7 +155,7 @@ describe('object stores', () => {
     expect(first.includes(Buffer.from('PGDMP'))).toBe(false);
     expect(first.includes(Buffer.from('CREATE TABLE'))).toBe(false);
     await ctx.call('DELETE', `/v1/instances/${inst.id}`);
-  });
+  }, 900_000);
 
   it('restores through S3 and through Azure with every table equal, and the backup shows its verified copy', async () => {
     for (const home of ['north', 'south']) {
@@ -222,6 +222,42 @@ describe('object stores', () => {
     expect(await ctx.db.select().from(backups).where(eq(backups.id, old.id))).toEqual([]);
     expect(await ctx.regions.get('north')!.backups.keysOf(ref)).toEqual([]);
     expect(await ctx.regions.get('south')!.backups.keysOf(ref)).toEqual([]);
+  });
+});
+
+describe('a failed offsite copy', () => {
+  it('is retried, then shows on the backup, raises an event and leaves the instance stale until a later copy verifies', async () => {
+    const name = uniqueName('nocopy');
+    const inst = await createInstance(ctx, name, { homeRegion: 'south' });
+    await seedMixed(ctx, name, 100, 'south');
+    // Old enough that without a good backup it is stale.
+    await ctx.db.update(instancesTable).set({ createdAt: new Date(Date.now() - 30 * 3600_000) }).where(eq(instancesTable.id, inst.id));
+    await s3.stop(); // the paired region's store (north, S3) is down
+    let row;
+    try {
+      const res = await ctx.call('POST', `/v1/instances/${inst.id}/backups`, { body: { label: 'no copy' } });
+      const run = await finishedRun(ctx, res.body.run.workflowId);
+      expect(run.status, JSON.stringify(run)).toBe('completed');
+      expect(run.warnings.join(' ')).toMatch(/offsite copy failed/);
+      [row] = await ctx.db.select().from(backups).where(eq(backups.id, res.body.backupId));
+      expect(row!.status).toBe('completed');
+      expect(row!.offsiteVerifiedAt).toBeNull();
+      const dto = (await ctx.call('GET', `/v1/backups/${row!.id}`)).body;
+      expect(dto.copies).toContainEqual(expect.objectContaining({ region: 'north', status: 'failed' }));
+      const [copy] = await ctx.db.select().from(backupCopies).where(eq(backupCopies.backupId, row!.id));
+      expect(copy!.attempts).toBeGreaterThanOrEqual(4);
+      const events = await ctx.call('GET', `/v1/audit?instance=${inst.id}&action=backup.copy-failed`);
+      expect(events.body.events).toHaveLength(1);
+      expect((await ctx.call('GET', `/v1/instances/${inst.id}`)).body.stale).toBe(true);
+    } finally {
+      await startS3();
+    }
+    const retried = await runActivity('retry-copies-test', ctx.activities.retryOffsiteCopies, { limit: 50, graceMinutes: 0 });
+    expect(retried.verified).toContain(row!.id);
+    const [copy] = await ctx.db.select().from(backupCopies).where(eq(backupCopies.backupId, row!.id));
+    expect(copy).toMatchObject({ status: 'verified', sha256: row!.sha256 });
+    const after = (await ctx.call('GET', `/v1/instances/${inst.id}`)).body;
+    expect(after.stale).toBe(false);
   });
 });
 

@@ -48,6 +48,10 @@ describe('workflow determinism', () => {
         'region-failover-planned',
         'region-failover-unplanned',
         'failback-after-outage',
+        'rotate-keys',
+        'on-demand-backup-v0.5',
+        'restore-v0.5',
+        'production-restore-v0.5',
       ]),
     );
   });

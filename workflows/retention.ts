@@ -41,6 +41,15 @@ export async function retentionSweepWorkflow(input: SweepInput = {}): Promise<Sw
       state.warn(`sweeping what ended runs left behind failed: ${errorMessage(err)}`);
     }
   }
+  // Added after release, like the step above: offsite copies that failed (the paired store was down) catch up.
+  if (!input.after && patched('retry-offsite-copies')) {
+    try {
+      const copies = await state.step('retry-offsite-copies', () => acts.retryOffsiteCopies({ limit: 50 }));
+      if (copies.failed.length) state.warn(`offsite copies still failing: ${copies.failed.join(', ')}`);
+    } catch (err) {
+      state.warn(`retrying offsite copies failed: ${errorMessage(err)}`);
+    }
+  }
   if (ids.length === pageSize) {
     // A fresh history per page keeps a large fleet far from Temporal's history limits. Only counts carry over.
     return continueAsNew<typeof retentionSweepWorkflow>({ pageSize, after: ids[ids.length - 1]!, instances, expired: expired.slice(-1000), failed: failed.slice(-1000) });
