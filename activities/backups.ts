@@ -69,7 +69,7 @@ export function backupActivities(deps: ActivityDeps) {
     if (known?.status === 'verified') return { region: target.name, status: 'verified', sizeBytes: known.sizeBytes ?? row.sizeBytes };
     await deps.db
       .insert(backupCopies)
-      .values({ backupId: row.id, region: target.name, storeKind: target.backups.blobs.kind, status: 'pending', attempts: 1 })
+      .values({ backupId: row.id, region: target.name, storeKind: target.backups.kind, status: 'pending', attempts: 1 })
       .onConflictDoUpdate({ target: [backupCopies.backupId, backupCopies.region], set: { status: 'pending', attempts: sql`${backupCopies.attempts} + 1`, updatedAt: sql`now()` } });
     try {
       const ref = backupRef(row);
@@ -81,7 +81,7 @@ export function backupActivities(deps: ActivityDeps) {
       await deps.db.transaction(async (tx) => {
         await tx.update(backupCopies).set({ status: 'verified', sizeBytes: copied.sizeBytes, sha256: copied.sha256, verifiedAt: sql`now()`, error: null, updatedAt: sql`now()` }).where(and(eq(backupCopies.backupId, row.id), eq(backupCopies.region, target.name)));
         await tx.update(backups).set({ offsiteVerifiedAt: sql`now()` }).where(eq(backups.id, row.id));
-        await audit(tx, { actor: 'system:runbook', action: 'backup.copied', instanceId: row.instanceId, subject: row.id, details: { region: target.name, storeKind: target.backups.blobs.kind, sizeBytes: copied.sizeBytes } });
+        await audit(tx, { actor: 'system:runbook', action: 'backup.copied', instanceId: row.instanceId, subject: row.id, details: { region: target.name, storeKind: target.backups.kind, sizeBytes: copied.sizeBytes } });
       });
       return { region: target.name, status: 'verified', sizeBytes: copied.sizeBytes };
     } catch (err) {
@@ -194,11 +194,11 @@ export function backupActivities(deps: ActivityDeps) {
         return await deps.db.transaction(async (tx) => {
           const [current] = await tx.select().from(backups).where(eq(backups.id, row.id)).for('update');
           if (current?.status === 'completed' && current.sizeBytes !== null && current.sha256) {
-            if (current.archiveKey !== archive.archiveKey) await store.blobs.delete(archive.archiveKey);
+            if (current.archiveKey !== archive.archiveKey) await store.discardArchive(archive.archiveKey);
             return { sizeBytes: current.sizeBytes, sha256: current.sha256, objectKey: current.objectKey };
           }
           if (current?.status !== 'pending') {
-            await store.blobs.delete(archive.archiveKey);
+            await store.discardArchive(archive.archiveKey);
             throw ApplicationFailure.nonRetryable(`backup ${row.id} is ${current?.status ?? 'gone'}; this attempt's archive was removed`, FailureTypes.invalidState);
           }
           // A later attempt clears what earlier ones left: this attempt's archive must still be there, whole.
@@ -247,7 +247,7 @@ export function backupActivities(deps: ActivityDeps) {
         if (written) {
           const mine = written.archiveKey;
           const [current] = await deps.db.select({ archiveKey: backups.archiveKey }).from(backups).where(eq(backups.id, row.id));
-          if (current?.archiveKey !== mine) await store.blobs.delete(mine).catch(() => {});
+          if (current?.archiveKey !== mine) await store.discardArchive(mine).catch(() => {});
         }
         throw err;
       } finally {
@@ -322,7 +322,7 @@ export function backupActivities(deps: ActivityDeps) {
       await deps.db.transaction(async (tx) => {
         await tx
           .insert(backupCopies)
-          .values({ backupId: row.id, region: target.name, storeKind: target.backups.blobs.kind, status: 'failed', error: input.reason.slice(0, 2000) })
+          .values({ backupId: row.id, region: target.name, storeKind: target.backups.kind, status: 'failed', error: input.reason.slice(0, 2000) })
           .onConflictDoUpdate({ target: [backupCopies.backupId, backupCopies.region], set: { status: 'failed', error: input.reason.slice(0, 2000), updatedAt: sql`now()` } });
         await audit(tx, { actor: 'system:runbook', action: 'backup.copy-failed', instanceId: row.instanceId, subject: row.id, details: { region: target.name, reason: input.reason.slice(0, 500) } });
       });

@@ -1,5 +1,5 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { and, eq, sql } from 'drizzle-orm';
@@ -11,7 +11,7 @@ import { isRunRunning } from '../lib/runs.js';
 import { resumeInstance, servedBy, servingRefusal, suspendInstance } from '../lib/instances.js';
 import { backupRefusal, targetRefusal } from '../lib/restore-rules.js';
 import type { SequenceMarks } from '../lib/engine/types.js';
-import { ArchiveIntegrityError, BackupStore } from '../lib/storage/backup-store.js';
+import { ArchiveIntegrityError, type BackupStore } from '../lib/storage/backup-store.js';
 import { FailureTypes, type RestoreResult } from '../workflows/contract.js';
 import { callerWorkflowId, loadInstance, region, type ActivityDeps } from './deps.js';
 import { FaultPoints, noFaults } from './faults.js';
@@ -84,15 +84,14 @@ export function restoreActivities(deps: ActivityDeps) {
    * offsite copy. Says which, so the run can warn.
    */
   async function readableSource(backup: BackupRow): Promise<{ store: BackupStore; region: string; offsite: boolean }> {
-    const manifest = BackupStore.manifestKey(backup);
     const problems: string[] = [];
     const home = deps.regions.get(backup.region);
     if (home) {
       try {
-        if (await home.backups.blobs.head(manifest)) return { store: home.backups, region: home.name, offsite: false };
-        problems.push(`region ${home.name}'s store (${home.backups.blobs.location}) no longer has it`);
+        if (await home.backups.has(backup)) return { store: home.backups, region: home.name, offsite: false };
+        problems.push(`region ${home.name}'s store (${home.backups.location}) no longer has it`);
       } catch (err) {
-        problems.push(`region ${home.name}'s store (${home.backups.blobs.location}) cannot be reached: ${err instanceof Error ? err.message : String(err)}`.slice(0, 500));
+        problems.push(`region ${home.name}'s store (${home.backups.location}) cannot be reached: ${err instanceof Error ? err.message : String(err)}`.slice(0, 500));
       }
     }
     const copies = await deps.db.select().from(backupCopies).where(and(eq(backupCopies.backupId, backup.id), eq(backupCopies.status, 'verified')));
@@ -100,7 +99,7 @@ export function restoreActivities(deps: ActivityDeps) {
       const r = deps.regions.get(c.region);
       if (!r) continue;
       try {
-        if (await r.backups.blobs.head(manifest)) return { store: r.backups, region: r.name, offsite: true };
+        if (await r.backups.has(backup)) return { store: r.backups, region: r.name, offsite: true };
         problems.push(`the offsite copy in region ${r.name} is gone`);
       } catch (err) {
         problems.push(`the offsite copy in region ${r.name} cannot be reached: ${err instanceof Error ? err.message : String(err)}`.slice(0, 500));
@@ -314,6 +313,15 @@ export function restoreActivities(deps: ActivityDeps) {
       for (const r of await deps.db.select().from(backupReaders)) {
         if (await isRunRunning(deps.temporal, r.readerId)) continue;
         await removeReader(deps.db, r.backupId, r.readerId);
+        removed++;
+      }
+      // Spool files of parallel restores whose worker was killed mid-spool: `bcdr-spool.<workflowId>.<backupId>`.
+      const dir = deps.scratchDir ?? os.tmpdir();
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        const [tag, workflowId, backupId, ...rest] = name.split('.');
+        if (tag !== 'bcdr-spool' || !workflowId || !backupId || rest.length) continue;
+        if (await isRunRunning(deps.temporal, workflowId)) continue;
+        await rm(path.join(dir, name), { force: true });
         removed++;
       }
       return removed;

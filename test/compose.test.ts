@@ -148,13 +148,15 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('keeps API tokens out of the file', () => {
+  it('keeps API tokens and backup keys out of the file', () => {
     for (const name of ['worker', 'api']) {
       const tokens = env(compose.services[name]).API_TOKENS ?? '';
       // A required interpolation: compose refuses to start without it, and no literal JSON array is committed.
       // Its message has no "}": older Compose releases end the expression there and append the rest to the tokens.
       expect(tokens, name).toMatch(/^\$\{[A-Z_][A-Z0-9_]*:\?[^}]+\}$/);
       expect(tokens.trim().startsWith('['), name).toBe(false);
+      // Backup keys likewise: required interpolations, never a key in the file.
+      for (const key of ['BACKUP_KEYS', 'BACKUP_KEY_ACTIVE']) expect(env(compose.services[name])[key] ?? '', `${name} ${key}`).toMatch(/^\$\{[A-Z_][A-Z0-9_]*:\?[^}]+\}$/);
     }
     for (const [name, service] of Object.entries(compose.services)) {
       for (const [key, value] of Object.entries(env(service))) expect(value, `${name} ${key}`).not.toMatch(/"token"\s*:/);

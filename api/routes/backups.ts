@@ -88,7 +88,7 @@ export function backupsApp(deps: ApiDeps) {
     },
   );
 
-  const storeKindOf = (region: string) => deps.regions.get(region)?.backups.blobs.kind ?? null;
+  const storeKindOf = (region: string) => deps.regions.get(region)?.backups.kind ?? null;
   const dtoOf = (b: BackupRow, copies: BackupCopyRow[] = []) => backupDto(b, copies, storeKindOf);
 
   /** The offsite copies of these backups, in one query, by backup id. */

@@ -4,7 +4,7 @@ import fs from 'node:fs/promises';
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pipeline as pipelineCb } from 'node:stream';
-import type { BlobInfo, BlobStore, RetentionLock, LockMode } from './blob-store.js';
+import type { BlobInfo, BlobStore, LockMode, RetentionLock, StoreKind } from './blob-store.js';
 import { ENVELOPE_ALG, decryptStream, encryptStream } from './envelope.js';
 import { newDataKey, type Keyring } from './keyring.js';
 import type { SequenceMarks } from '../engine/types.js';
@@ -135,6 +135,26 @@ export class BackupStore {
     if (ref.layout === 'flat') return ref.objectKey;
     if (!ref.archiveKey) throw new Error(`backup folder ${ref.objectKey} has no committed archive`);
     return ref.archiveKey;
+  }
+
+  /** The kind of store underneath (fs, s3, azure). */
+  get kind(): StoreKind {
+    return this.blobs.kind;
+  }
+
+  /** Where the store is, for people: never a credential. */
+  get location(): string {
+    return this.blobs.location;
+  }
+
+  /** True when the store holds the backup's manifest (so the backup); rejects when the store cannot be reached. */
+  async has(ref: Pick<BackupRef, 'layout' | 'objectKey'>): Promise<boolean> {
+    return (await this.blobs.head(BackupStore.manifestKey(ref))) !== null;
+  }
+
+  /** Removes one attempt's archive (one that lost the commit, or failed): never call it with a committed archive's key. */
+  async discardArchive(archiveKey: string): Promise<void> {
+    await this.blobs.delete(archiveKey);
   }
 
   /** Whether new archives are written under a retention lock the store enforces. */

@@ -47,3 +47,58 @@ describe('configuration', () => {
     expect(() => loadConfig({ ...base, API_TOKENS: JSON.stringify([t, { ...t, identity: 'b' }]) })).toThrow(/tokens must be unique/);
   });
 });
+
+describe('region stores', () => {
+  const withStores = (primary: unknown, secondary: unknown = { kind: 'fs', dir: '/b/s' }, extra: Record<string, unknown> = {}) =>
+    loadConfig({
+      ...base,
+      REGIONS: JSON.stringify([
+        { name: 'primary', pair: 'secondary', postgresUrl: 'postgres://u@db1/postgres', store: primary, ...extra },
+        { name: 'secondary', pair: 'primary', postgresUrl: 'postgres://u@db2/postgres', store: secondary },
+      ]),
+    });
+
+  it('takes the three store kinds, with blobDir as shorthand for a folder', () => {
+    const cfg = withStores({ kind: 's3', endpoint: 'http://127.0.0.1:7070', bucket: 'bcdr-eu', prefix: 'prod/a', forcePathStyle: true, credentialsEnv: 'EU_S3', objectLock: { mode: 'COMPLIANCE' } }, { kind: 'azure', connectionStringEnv: 'US_BLOB', container: 'bcdr', prefix: 'prod' });
+    expect(cfg.REGIONS[0]!.store).toMatchObject({ kind: 's3', region: 'us-east-1', objectLock: { mode: 'COMPLIANCE' } });
+    expect(cfg.REGIONS[1]!.store).toMatchObject({ kind: 'azure', container: 'bcdr' });
+    expect(cfg.REGIONS.every((r) => r.encryption)).toBe(true);
+    expect(loadConfig(base).REGIONS[0]!.store).toEqual({ kind: 'fs', dir: '/b/p' });
+  });
+
+  it.each([
+    ['a prefix that climbs out', { kind: 's3', bucket: 'bcdr-eu', prefix: '../other' }, /prefix/],
+    ['an absolute prefix', { kind: 's3', bucket: 'bcdr-eu', prefix: '/etc' }, /prefix/],
+    ['a prefix with control characters', { kind: 'azure', connectionStringEnv: 'X', container: 'bcdr', prefix: 'a\u0000b\nc' }, /prefix/],
+    ['a bucket that is not an S3 name', { kind: 's3', bucket: 'Bad_Bucket/../x' }, /bucket/],
+    ['a huge bucket name', { kind: 's3', bucket: 'b'.repeat(10_000) }, /bucket/],
+    ['a container that is not an Azure name', { kind: 'azure', connectionStringEnv: 'X', container: '--nope' }, /container/],
+    ['two ways to reach Azure', { kind: 'azure', connectionString: 'AccountKey=c2VjcmV0', accountUrl: 'http://x', container: 'bcdr' }, /exactly one of/],
+    ['an unknown kind', { kind: 'ftp', dir: '/x' }, /kind|store/],
+  ])('refuses %s with a message naming the setting', (_what, store, message) => {
+    expect(() => withStores(store)).toThrow(message);
+    try {
+      withStores(store);
+    } catch (err) {
+      // A connection string is a credential: never echoed back.
+      expect((err as Error).message).not.toContain('c2VjcmV0');
+    }
+  });
+
+  it('needs backup keys while a region encrypts, and none when every region turns encryption off', () => {
+    const regions = JSON.stringify([
+      { name: 'primary', pair: 'secondary', postgresUrl: 'postgres://u@db1/postgres', blobDir: '/b/p', encryption: false },
+      { name: 'secondary', pair: 'primary', postgresUrl: 'postgres://u@db2/postgres', blobDir: '/b/s', encryption: false },
+    ]);
+    expect(loadConfig({ CATALOG_DATABASE_URL: base.CATALOG_DATABASE_URL, REGIONS: regions }).REGIONS[0]!.encryption).toBe(false);
+    expect(() => loadConfig({ CATALOG_DATABASE_URL: base.CATALOG_DATABASE_URL, REGIONS: base.REGIONS })).toThrow(/BACKUP_KEYS/);
+    const secret = Buffer.alloc(16, 7).toString('base64');
+    const short = () => loadConfig({ ...base, BACKUP_KEYS: JSON.stringify({ k1: secret }) });
+    expect(short).toThrow(/32 bytes/);
+    try {
+      short();
+    } catch (err) {
+      expect((err as Error).message).not.toContain(secret);
+    }
+  });
+});
