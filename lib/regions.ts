@@ -22,7 +22,7 @@ export function openRegions(
       name: r.name,
       pair: r.pair,
       engine: new PostgresEngine(r.postgresUrl, { binDir: cfg.PG_BIN_DIR }),
-      backups: new BackupStore(blobs, { keyring, encrypt: r.encryption, lockMode: r.store.kind === 's3' ? r.store.objectLock?.mode : undefined }),
+      backups: new BackupStore(blobs, { keyring, encrypt: r.encryption, lockMode: r.store.kind === 's3' ? r.store.objectLock?.mode : r.store.kind === 'azure' ? r.store.immutability?.mode : undefined }),
     });
   }
   return {

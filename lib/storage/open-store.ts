@@ -12,6 +12,6 @@ export function openBlobStore(cfg: StoreConfig, env: NodeJS.ProcessEnv = process
     case 's3':
       return new S3BlobStore(cfg, env);
     case 'azure':
-      return new AzureBlobStore(cfg, env);
+      return new AzureBlobStore(cfg, env, { immutability: cfg.immutability !== undefined });
   }
 }

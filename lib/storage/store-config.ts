@@ -43,6 +43,12 @@ export const azureStoreSchema = z
     accountUrl: z.string().url().optional(),
     container: z.string().regex(/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/, 'container must be an Azure container name (3-63 lowercase letters, digits and single -)'),
     prefix,
+    /**
+     * The container has version-level immutability (a real Azure account): blobs get an
+     * immutability policy until the backup expires, and holds are set through the service.
+     * Azurite does not implement it, so it is off by default and the catalog enforces holds.
+     */
+    immutability: z.object({ mode: z.enum(LockModes).default('GOVERNANCE') }).optional(),
   })
   .refine((a) => [a.connectionString, a.connectionStringEnv, a.accountUrl].filter(Boolean).length === 1, {
     message: 'give exactly one of connectionString, connectionStringEnv or accountUrl',
