@@ -12,10 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { instances } from '../db/schema/index.js';
 import { describeProgress } from '../cli/watch.js';
 import { armFault, createInstance, eventually, openContext, uniqueName, type TestContext } from './helpers.js';
-import { APPROVER, OPERATOR, VIEWER } from './tokens.js';
+import { APPROVER, OPERATOR, SELF_APPROVER, VIEWER } from './tokens.js';
 
 const ROOT = path.join(import.meta.dirname, '..');
-const TOKENS = [OPERATOR, VIEWER, APPROVER];
+const TOKENS = [OPERATOR, VIEWER, APPROVER, SELF_APPROVER];
 
 let ctx: TestContext;
 let server: ServerType;
@@ -289,6 +289,27 @@ describe('bcdr against the real API', () => {
     const signoffs = await bcdr(['signoffs', '--status', 'pending', '--json'], { token: APPROVER });
     expect(signoffs.code, show(signoffs)).toBe(0);
     expect(Array.isArray(JSON.parse(signoffs.stdout).signoffs)).toBe(true);
+  });
+
+  it('shows a backup with its copies and key, holds it, refuses a release by the one who set it (exit 3) and releases it as another approver', async () => {
+    const shown = await bcdr(['backups', 'show', backupId]);
+    expect(shown.code, show(shown)).toBe(0);
+    expect(shown.stdout).toMatch(/secondary/);
+    expect(shown.stdout).toContain(ctx.cfg.BACKUP_KEY_ACTIVE!);
+    const held = await bcdr(['backups', 'hold', backupId, '-m', 'audit, case 7']);
+    expect(held.code, show(held)).toBe(0);
+    const json = JSON.parse((await bcdr(['backups', 'show', backupId, '--json'])).stdout);
+    expect(json.hold).toMatchObject({ reason: 'audit, case 7', by: 'olivia.operator' });
+    expect(json.copies.map((c: { status: string }) => c.status)).toEqual(['home', 'verified']);
+    const same = await bcdr(['backups', 'release', backupId, '-m', 'mine'], { token: SELF_APPROVER });
+    expect(same.code, show(same)).toBe(3);
+    expect(same.stderr).toMatch(/403/);
+    expectNoStack(same);
+    const released = await bcdr(['backups', 'release', backupId, '-m', 'case closed'], { token: APPROVER });
+    expect(released.code, show(released)).toBe(0);
+    const keys = await bcdr(['keys', 'list', '--json']);
+    expect(keys.code, show(keys)).toBe(0);
+    expect(keys.stdout).not.toContain(JSON.parse(ctx.cfg.BACKUP_KEYS!)[ctx.cfg.BACKUP_KEY_ACTIVE!]);
   });
 
   it('relabels and deletes the backup, then deletes the instance', async () => {
