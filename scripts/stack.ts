@@ -177,7 +177,7 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void shutdown(0));
   process.on('SIGTERM', () => void shutdown(0));
 
-  say(`starting Temporal and PostgreSQL (data in ${dataDir}) ...`);
+  say(`starting Temporal, PostgreSQL and the object stores (data in ${dataDir}) ...`);
   // Each service is registered as soon as it is up, so a failure part way still stops what did start.
   const cluster = (name: string, port: number) =>
     startCluster({ name, pgBin, dataDir: path.join(dataDir, 'pg', name), port, onStart: (stop) => stoppers.push(stop) }).then((c) => (clusters.push(c), c));
@@ -249,6 +249,8 @@ async function main(): Promise<void> {
   Temporal UI   ${temporal.uiUrl}
   Temporal      ${temporal.address} (namespace default, task queue ${env.TEMPORAL_TASK_QUEUE})
   PostgreSQL    catalog :${catalog.port}   primary :${primary.port}   secondary :${secondary.port}
+  Stores        primary: folder ${path.join(dataDir, 'blobs', 'primary')}   secondary: S3 ${running.stores!.s3.endpoint} bucket bcdr-secondary${process.env.BCDR_OBJECT_LOCK === 'true' ? ' (Object Lock on)' : ''}
+                Azurite ${running.stores!.azurite.accountUrl} container bcdr-backups (for regions you put on Azure)
   Data          ${dataDir}   (logs in ${logsDir})
 
   Tokens (local development only):
