@@ -12,6 +12,7 @@ import {
 import {
   assertKey,
   assertPrefix,
+  checkRange,
   ObjectLockedError,
   ObjectNotFoundError,
   type BlobInfo,
@@ -271,6 +272,7 @@ export class AzureBlobStore implements BlobStore {
 
   async get(key: string, range?: { start: number; end?: number }): Promise<Readable> {
     const blob = this.blob(key);
+    if (range) checkRange(range);
     const offset = range?.start ?? 0;
     const count = range?.end === undefined ? undefined : range.end - offset + 1;
     const res = await this.call('get', key, () => blob.download(offset, count));

@@ -118,3 +118,11 @@ export function assertPrefix(prefix: string): void {
   if (prefix === '') return;
   assertKey(prefix.endsWith('/') ? prefix.slice(0, -1) : prefix);
 }
+
+/** Throws unless `range` is integral, non-negative, and `end` (when given) is not before `start`. */
+export function checkRange(range: { start: number; end?: number }): void {
+  const { start, end } = range;
+  if (!Number.isSafeInteger(start) || start < 0 || (end !== undefined && (!Number.isSafeInteger(end) || end < start))) {
+    throw new Error(`invalid byte range ${JSON.stringify(range)}`);
+  }
+}

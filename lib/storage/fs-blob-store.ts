@@ -8,6 +8,7 @@ import {
   ObjectNotFoundError,
   assertKey,
   assertPrefix,
+  checkRange,
   type BlobInfo,
   type BlobLockState,
   type BlobStore,
@@ -296,14 +297,6 @@ function isKey(key: string): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-/** Throws unless `range` is integral, non-negative, and `end` (when given) is not before `start`. */
-export function checkRange(range: { start: number; end?: number }): void {
-  const { start, end } = range;
-  if (!Number.isSafeInteger(start) || start < 0 || (end !== undefined && (!Number.isSafeInteger(end) || end < start))) {
-    throw new Error(`invalid byte range ${JSON.stringify(range)}`);
   }
 }
 

@@ -24,13 +24,13 @@ import {
   ObjectNotFoundError,
   assertKey,
   assertPrefix,
+  checkRange,
   type BlobInfo,
   type BlobLockState,
   type BlobStore,
   type PutOptions,
   type RetentionLock,
 } from './blob-store.js';
-import { checkRange } from './fs-blob-store.js';
 import type { S3StoreConfig } from './store-config.js';
 
 const MiB = 1024 * 1024;
