@@ -1,4 +1,7 @@
 import { spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -6,7 +9,7 @@ import { instances } from '../db/schema/index.js';
 import { ensureRetentionSweepSchedule } from '../lib/schedules.js';
 import { runSearchAttributes } from '../lib/temporal.js';
 import type { RestoreInput } from '../workflows/contract.js';
-import { backupNow, contentChecksums, createInstance, leftovers, openContext, seedMixed, startWorkerProcess, uniqueName, type TestContext } from './helpers.js';
+import { backupNow, contentChecksums, createInstance, eventually, leftovers, openContext, seedMixed, startWorkerProcess, uniqueName, type TestContext } from './helpers.js';
 
 let ctx: TestContext;
 const workers: ChildProcess[] = [];
@@ -27,7 +30,8 @@ const restoreProcesses = (db: string) =>
   spawnSync('pgrep', ['-f', `pg_restore .*--dbname=${db}`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
 
 describe('worker killed mid-restore', () => {
-  it('finishes on a new worker with no staging copy left, the target restored, and no other instance touched', async () => {
+  // jobs 1 streams the archive from the store into pg_restore; jobs 2 spools it to a file that pg_restore -j reads.
+  it.each([1, 2])('with jobs %i, finishes on a new worker with no staging copy or spool file left, the target restored, and no other instance touched', async (jobs) => {
     const srcName = uniqueName('ksrc');
     const src = await createInstance(ctx, srcName);
     const url = new URL(ctx.cfg.REGIONS[0]!.postgresUrl);
@@ -44,8 +48,8 @@ describe('worker killed mid-restore', () => {
     const bystander = await contentChecksums(ctx, bystanderName);
 
     const first = await startWorker();
-    const workflowId = `restore-kill-${target.id}`;
-    const input: RestoreInput = { backupId: backup.id, instanceId: target.id, createsInstance: false, jobs: 1, advanceSequences: false, dropRetiredAfterSeconds: 0, requestedBy: 'olivia.operator' };
+    const workflowId = `restore-kill-${target.id}-${jobs}`;
+    const input: RestoreInput = { backupId: backup.id, instanceId: target.id, createsInstance: false, jobs, advanceSequences: false, dropRetiredAfterSeconds: 0, requestedBy: 'olivia.operator' };
     const handle = await ctx.temporal.workflow.start('restoreWorkflow', { workflowId, taskQueue: queue, args: [input], typedSearchAttributes: runSearchAttributes(target.id, 'restore') });
 
     // Kill the worker while pg_restore is filling the staging copy.
@@ -57,7 +61,13 @@ describe('worker killed mid-restore', () => {
     }
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
-    expect(restoreProcesses(staging).length).toBeGreaterThan(0); // the orphaned pg_restore goes on: the retry must cope with it
+    if (jobs > 1) {
+      // Reading its spool file, the orphaned pg_restore goes on: the retry must cope with it.
+      expect(restoreProcesses(staging).length).toBeGreaterThan(0);
+    } else {
+      // Streamed, it loses its input with the worker and stops: a short archive never restores to the end.
+      await eventually('the streamed pg_restore ends with its worker', async () => restoreProcesses(staging).length === 0, 30_000);
+    }
 
     await startWorker();
     await handle.result();
@@ -66,6 +76,7 @@ describe('worker killed mid-restore', () => {
     expect(run.stepsDone).toEqual(['lock-instance', 'check-rules', 'verify-archive', 'restore-staging', 'swap']);
     expect(await leftovers(ctx, `${targetName}__`)).toEqual([]);
     expect(restoreProcesses(staging)).toEqual([]);
+    expect(existsSync(path.join(os.tmpdir(), `bcdr-spool.${workflowId}.${backup.id}`))).toBe(false);
     const [row] = await ctx.db.select().from(instances).where(eq(instances.id, target.id));
     expect(row).toMatchObject({ state: 'suspended', lockedByRun: null });
     await ctx.call('POST', `/v1/instances/${target.id}/resume`);
