@@ -188,6 +188,7 @@ export class BackupStore {
       const wrapped = await this.opts.keyring.wrap(dataKey);
       encryption = { alg: ENVELOPE_ALG, keyId: wrapped.keyId, wrappedKey: wrapped.wrapped };
       stages.push(encryptStream(dataKey));
+      dataKey.fill(0); // the cipher holds its own copy (a KeyObject); the plain data key goes no further
     }
     // The producer must have exited cleanly before the last byte counts: the end waits for it.
     const complete = opts.complete ?? Promise.resolve();
