@@ -120,22 +120,31 @@ async function resumeByName(name: string) {
 
 const s3Client = () => s3ClientFor(s3);
 
+/**
+ * Fills a table `blobs` of instance `name` (region north) with `mb` MiB of 1 KiB random rows, 64 MiB
+ * per statement: pg_dump's compression cannot shrink them, so the archive is as large as the data.
+ */
+async function fillRandom(name: string, mb: number): Promise<void> {
+  await withInstanceDb(
+    ctx,
+    name,
+    async (sql) => {
+      await sql`create extension if not exists pgcrypto`;
+      await sql`create table blobs (id int primary key, b bytea)`;
+      for (let i = 0; i < mb; i += 64) {
+        await sql`insert into blobs select g, gen_random_bytes(1024) from generate_series(${i * 1024}::int, ${Math.min(i + 64, mb) * 1024 - 1}::int) g`;
+      }
+    },
+    'north',
+  );
+}
+
 describe('object stores', () => {
   it('uploads a 1 GB incompressible dump to S3 with the worker’s memory bounded, and copies it offsite to Azure', async () => {
     const mb = Number(process.env.BCDR_TEST_BIG_MB ?? 1024);
     const name = uniqueName('big');
     const inst = await createInstance(ctx, name, { homeRegion: 'north' });
-    await withInstanceDb(
-      ctx,
-      name,
-      async (sql) => {
-        await sql`create extension if not exists pgcrypto`;
-        await sql`create table blobs (id int primary key, b bytea)`;
-        // 1 KiB random rows: pg_dump's compression cannot shrink them, so the archive is as large as the data.
-        for (let i = 0; i < mb; i += 64) await sql`insert into blobs select g, gen_random_bytes(1024) from generate_series(${i * 1024}::int, ${(i + 64) * 1024 - 1}::int) g`;
-      },
-      'north',
-    );
+    await fillRandom(name, mb);
     const before = rssMb(worker.pid!);
     const startPeak = rssMb(worker.pid!, 'VmHWM');
     // Sampled while the dump streams and the copy runs: the worker's resident memory during this backup.
@@ -370,16 +379,7 @@ describe('a worker killed mid-upload', () => {
   it('leaves no visible object and no unfinished upload, and the retry makes one good backup', async () => {
     const name = uniqueName('kill');
     const inst = await createInstance(ctx, name, { homeRegion: 'north' });
-    await withInstanceDb(
-      ctx,
-      name,
-      async (sql) => {
-        await sql`create extension if not exists pgcrypto`;
-        await sql`create table blobs (id int primary key, b bytea)`;
-        await sql`insert into blobs select g, gen_random_bytes(1024) from generate_series(1, 200 * 1024) g`;
-      },
-      'north',
-    );
+    await fillRandom(name, 200);
     const res = await ctx.call('POST', `/v1/instances/${inst.id}/backups`, { body: { label: 'killed' } });
     expect(res.status).toBe(202);
     const folder = BackupStore.folder(name, res.body.backupId);
